@@ -27,3 +27,7 @@ class ProposalError(AutoresearchError):
 
 class IntegrityError(AutoresearchError):
     """The harness or the prepared data changed under the loop, or a candidate left its sandbox."""
+
+
+class ProposerUnavailable(AutoresearchError):
+    """The LLM endpoint keeps failing (network, rate limit, server error) after retries: the loop pauses."""
