@@ -1,0 +1,96 @@
+"""The proposer seam: what the loop hands a proposer, what it gets back, and the protocol both sides meet at.
+
+A proposer turns (program.md, the sandbox notebook, the results so far, an optional failure excerpt) into one
+candidate edit of the sandbox. The loop never looks inside a proposer; it only sees these shapes.
+
+Errors a proposer raises (both from `autoresearch_kernel.errors`):
+- `ProposalError`: the reply still does not parse or apply after one re-ask. It carries the usage spent as
+  its `usage` attribute (read it with `usage_of(error)`), so the loop can record the tokens of an invalid
+  proposal.
+- `ProposerUnavailable`: the endpoint keeps failing after retries with backoff; the loop pauses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import nbformat
+
+from autoresearch_kernel.errors import ProposalError
+
+# The statuses the loop feeds back (the same words as results.tsv's status column).
+STATUSES = ("keep", "discard", "crash")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """LLM tokens spent on one proposal; cost only when prices are configured (None means unknown)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        # A re-ask or a retry spends tokens twice: the proposal's usage is the sum of its calls.
+        if self.cost_usd is None and other.cost_usd is None:
+            cost = None
+        else:
+            cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens, cost)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One finished experiment as a proposer sees it: what was tried and how it went."""
+
+    number: int
+    description: str
+    status: str                 # keep | discard | crash (invalid proposals may appear as "invalid")
+    val_bpb: float | None
+
+
+@dataclass
+class ProposalContext:
+    """Everything a proposer may look at for one proposal."""
+
+    program: str                        # program.md, the human's instructions
+    notebook: nbformat.NotebookNode     # the current sandbox (the last kept version, or the crashed one to fix)
+    history: list[HistoryEntry] = field(default_factory=list)
+    failure: str | None = None          # the failure excerpt when asking for a fix of a crash
+    best_val_bpb: float | None = None
+
+
+@dataclass
+class Proposal:
+    """One candidate: a one-line description, the edited notebook (outputs cleared) and the tokens it cost."""
+
+    description: str
+    notebook: nbformat.NotebookNode
+    usage: Usage = field(default_factory=Usage)
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    name: str
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        """One candidate edit; raises ProposalError or ProposerUnavailable."""
+        ...
+
+    def feedback(self, proposal: Proposal, status: str) -> None:
+        """How the proposal went: keep | discard | crash."""
+        ...
+
+
+def proposal_error(message: str, usage: Usage) -> ProposalError:
+    """A ProposalError that carries the usage spent on the failed proposal."""
+    error = ProposalError(message)
+    error.usage = usage
+    return error
+
+
+def usage_of(error: BaseException) -> Usage:
+    """The usage a proposer attached to its error; zero when it attached none."""
+    return getattr(error, "usage", None) or Usage()
