@@ -1,0 +1,115 @@
+"""The runner executes real notebooks in real kernels: ok, crash, timeout, kernel death, abort, secrets."""
+import json
+import threading
+
+import nbformat
+import psutil
+import pytest
+
+from autoresearch_kernel.runner import experiment_env, run_notebook
+
+PARAMETERS = 'METRICS_PATH = "metrics.json"\nVALUE = 1.0'
+WRITE_METRICS = (
+    "import json, os\n"
+    "json.dump({'status': 'ok', 'val_bpb': VALUE, 'env': sorted(os.environ)}, open(METRICS_PATH, 'w'))"
+)
+
+
+def make_notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell(PARAMETERS)
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters] + [nbformat.v4.new_code_cell(source) for source in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_ok_run_returns_metrics_and_keeps_the_executed_notebook(tmp_path):
+    notebook = make_notebook(tmp_path / "nb.ipynb", "print('hello from the kernel')", WRITE_METRICS)
+    result = run_notebook(notebook, tmp_path / "runs" / "0001-abc.ipynb", {"VALUE": 2.5}, timeout_s=120)
+    assert result.status == "ok", result.failure
+    assert result.metrics["val_bpb"] == 2.5
+    assert result.failure is None
+    executed = nbformat.read(result.output_path, as_version=4)
+    assert any("hello from the kernel" in out.get("text", "") for out in executed.cells[-2].outputs)
+    assert "hello from the kernel" in result.log_path.read_text()
+
+
+def test_exception_in_a_cell_is_a_crash_with_its_traceback(tmp_path):
+    notebook = make_notebook(tmp_path / "nb.ipynb", "raise ValueError('learning rate too hot')", WRITE_METRICS)
+    result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=120)
+    assert result.status == "crash"
+    assert result.error_name == "ValueError"
+    assert "learning rate too hot" in result.error_message
+    assert "ValueError" in result.traceback_tail
+    assert result.failure.startswith("crash: ValueError")
+    assert result.output_path.exists()
+
+
+def test_timeout_kills_the_kernel_and_keeps_the_notebook(tmp_path):
+    notebook = make_notebook(
+        tmp_path / "nb.ipynb",
+        "import os; open('kernel.pid', 'w').write(str(os.getpid()))",
+        "import time; time.sleep(600)",
+    )
+    result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=8, cwd=tmp_path)
+    assert result.status == "timeout"
+    assert result.wall_seconds < 30
+    kernel_pid = int((tmp_path / "kernel.pid").read_text())
+    assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
+    executed = nbformat.read(result.output_path, as_version=4)
+    assert "wall-clock limit" in executed.cells[-1].source
+
+
+def test_kernel_death_is_a_crash(tmp_path):
+    notebook = make_notebook(tmp_path / "nb.ipynb", "import os; os._exit(3)", WRITE_METRICS)
+    result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=120)
+    assert result.status == "crash"
+    assert result.metrics is None
+    assert result.error_name
+    assert result.output_path.exists()
+
+
+def test_a_notebook_that_writes_no_metrics_is_a_crash(tmp_path):
+    notebook = make_notebook(tmp_path / "nb.ipynb", "x = 1")
+    result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=120)
+    assert (result.status, result.error_name) == ("crash", "NoMetrics")
+
+
+def test_stale_metrics_from_an_earlier_attempt_are_not_reused(tmp_path):
+    stale = tmp_path / "out.metrics.json"
+    stale.write_text(json.dumps({"status": "ok", "val_bpb": 0.1}))
+    notebook = make_notebook(tmp_path / "nb.ipynb", "x = 1")
+    result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=120)
+    assert result.status == "crash"
+
+
+def test_abort_kills_the_run(tmp_path):
+    notebook = make_notebook(tmp_path / "nb.ipynb", "import time; time.sleep(600)")
+    cancel = threading.Event()
+    threading.Timer(6, cancel.set).start()
+    result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=300, cancel=cancel)
+    assert result.status == "aborted"
+    assert result.wall_seconds < 30
+
+
+def test_secrets_never_reach_the_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    monkeypatch.setenv("HF_TOKEN", "hf-secret")
+    monkeypatch.setenv("HARMLESS_SETTING", "1")
+    notebook = make_notebook(tmp_path / "nb.ipynb", WRITE_METRICS)
+    result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=120, device="cpu")
+    assert result.ok, result.failure
+    env = result.metrics["env"]
+    assert "OPENAI_API_KEY" not in env and "HF_TOKEN" not in env
+    assert "HARMLESS_SETTING" in env
+    assert "sk-test-secret" not in result.output_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("device", "visible"), [("cuda:1", "1"), ("cuda", "0"), ("cpu", ""), (None, "untouched")]
+)
+def test_device_sets_cuda_visible_devices(device, visible):
+    env = experiment_env({"CUDA_VISIBLE_DEVICES": "untouched", "PATH": "/bin"}, device)
+    assert env["CUDA_VISIBLE_DEVICES"] == visible
