@@ -1,0 +1,212 @@
+"""results.tsv: one row per executed notebook, appended atomically, loaded as a pandas DataFrame.
+
+The first five columns are the reference's, in its formats (7-char commit, val_bpb to 6 decimals, memory in
+GB to 1 decimal, keep/discard/crash, a one-line description; crash rows carry 0.000000 and 0.0), so its
+analysis code reads our files. Our extra columns follow (see `COLUMNS`).
+
+A kill must never leave half a row: each append is one `os.write` of whole lines on an `O_APPEND`
+descriptor followed by `fsync`, and a reader ignores a final line without its newline (the next writer
+truncates it away before appending). The file lives under `runs/<tag>/`, which git ignores, so a `git reset`
+in the loop's worktree can never erase history.
+
+Invalid proposals (no commit, no experiment) go to a sibling file of the same shape, `invalid.tsv`, so that
+results.tsv keeps the reference's three statuses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+STATUSES = ("keep", "discard", "crash")
+KINDS = ("baseline", "candidate", "confirm", "fix")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One executed notebook (or, in invalid.tsv, one proposal that could not be applied)."""
+
+    # the reference's five columns
+    commit: str  # 7-char hash of the committed notebook ("" for an invalid proposal)
+    val_bpb: float | None  # None for a crash: written as 0.000000
+    memory_gb: float | None  # peak memory; None for a crash: written as 0.0
+    status: str  # keep | discard | crash (invalid in invalid.tsv)
+    description: str
+    # ours
+    experiment: int = 0  # row number within the run, 1-based, never reused
+    kind: str = "candidate"  # baseline | candidate | confirm | fix
+    parent: str = ""  # 7-char hash of the kept commit the candidate was built on
+    seed: int = 0
+    wall_seconds: float = 0.0  # the whole notebook, kernel start to finish
+    training_seconds: float = 0.0
+    tokens_m: float = 0.0  # training tokens in millions
+    margin: float = 0.0  # the gate's margin the candidate had to beat
+    best: float | None = None  # the gate's best val_bpb after this row
+    noise_std: float | None = None  # the baseline's seed-to-seed standard deviation
+    prompt_tokens: int = 0  # LLM usage of the proposal that produced this row
+    completion_tokens: int = 0
+    cost_usd: float | None = None  # None where no prices are configured
+    notebook: str = ""  # executed notebook, relative to the run folder
+    failure: str = ""  # one line: why it crashed or was not kept
+    finished_at: str = ""  # local ISO time the row was written
+
+
+COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
+REFERENCE_COLUMNS = COLUMNS[:5]
+# results.tsv is read by people in spreadsheets: these names match the reference's style.
+HEADER = "\t".join(COLUMNS) + "\n"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Collapse tabs and newlines so that a free text can never break the TSV's shape."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _fmt(value: object, digits: int | None = None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and digits is not None:
+        return f"{value:.{digits}f}" if math.isfinite(value) else ""
+    return str(value)
+
+
+def format_row(row: Row) -> str:
+    """The row as one TSV line, in the reference's formats for its five columns."""
+    crashed = row.status == "crash" or row.val_bpb is None
+    cells = [
+        row.commit[:7],
+        "0.000000" if crashed else f"{row.val_bpb:.6f}",
+        "0.0" if crashed or row.memory_gb is None else f"{row.memory_gb:.1f}",
+        row.status,
+        one_line(row.description, 200),
+        str(row.experiment),
+        row.kind,
+        row.parent[:7],
+        str(row.seed),
+        _fmt(float(row.wall_seconds), 1),
+        _fmt(float(row.training_seconds), 1),
+        _fmt(float(row.tokens_m), 3),
+        _fmt(float(row.margin), 6),
+        _fmt(row.best, 6),
+        _fmt(row.noise_std, 6),
+        str(int(row.prompt_tokens)),
+        str(int(row.completion_tokens)),
+        _fmt(row.cost_usd, 6),
+        one_line(row.notebook),
+        one_line(row.failure),
+        row.finished_at or time.strftime("%Y-%m-%dT%H:%M:%S"),
+    ]
+    return "\t".join(cells) + "\n"
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Cut a final line that lost its newline to a kill, so the next append starts on a fresh line."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def ensure_file(path: str | os.PathLike) -> Path:
+    """Create the file with its header only, all or nothing.
+
+    The header is written to a temporary file and hard-linked into place: a kill leaves either no file or
+    a whole header, and of two writers racing to create it the second cannot replace the first's rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(HEADER)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    return path
+
+
+def append(path: str | os.PathLike, *rows: Row) -> None:
+    """Append whole rows: one write of all their lines on an O_APPEND descriptor, then fsync."""
+    if not rows:
+        return
+    for row in rows:
+        if row.status not in STATUSES + ("invalid",):
+            raise ValueError(f"unknown status {row.status!r}: use one of {STATUSES}")
+    path = ensure_file(path)
+    _repair_torn_tail(path)
+    data = "".join(format_row(row) for row in rows).encode("utf-8")
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        written = os.write(descriptor, data)
+        if written != len(data):  # a full disk: do not leave a partial row behind
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _complete_text(path: Path) -> str:
+    """The file's text without a torn final line."""
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return text
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """results.tsv as a DataFrame; also reads the reference project's five-column file.
+
+    Crash rows keep the file's 0.000000 in `val_bpb`; filter on `status` to leave them out. An
+    `experiment` column (1, 2, ...) is added where the file has none, so charts have an x axis.
+    """
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=list(COLUMNS))
+    frame = pd.read_csv(
+        io.StringIO(_complete_text(path)),
+        sep="\t",
+        dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str},
+        keep_default_na=False,
+        na_values={"val_bpb": [""], "best": [""], "noise_std": [""], "cost_usd": [""]},
+    )
+    frame["val_bpb"] = pd.to_numeric(frame["val_bpb"], errors="coerce")
+    frame["memory_gb"] = pd.to_numeric(frame["memory_gb"], errors="coerce")
+    if "experiment" not in frame.columns:
+        frame.insert(5, "experiment", range(1, len(frame) + 1))
+    return frame
+
+
+def read_rows(path: str | os.PathLike) -> list[Row]:
+    """The rows as `Row` objects (the loop's view when resuming); crash values come back as None."""
+    frame = load(path)
+    rows = []
+    for record in frame.to_dict("records"):
+        values = {name: record[name] for name in COLUMNS if name in record}
+        crashed = values["status"] == "crash"
+        for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd"):
+            value = values.get(name)
+            values[name] = None if value is None or value == "" or pd.isna(value) else float(value)
+        if crashed:
+            values["val_bpb"] = values["memory_gb"] = None
+        for name in ("experiment", "seed", "prompt_tokens", "completion_tokens"):
+            if name in values:
+                values[name] = int(values[name] or 0)
+        for name in ("wall_seconds", "training_seconds", "tokens_m", "margin"):
+            if name in values:
+                values[name] = float(values[name] or 0.0)
+        for name in ("commit", "parent", "description", "failure", "notebook", "kind", "finished_at"):
+            if name in values:
+                values[name] = str(values[name])
+        rows.append(Row(**values))
+    return rows
