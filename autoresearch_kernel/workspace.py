@@ -1,0 +1,245 @@
+"""The loop's git workspace: a run branch in a worktree of its own, one commit per candidate, keep or revert.
+
+A run tag names the branch `autoresearch/<tag>`. The loop never touches the user's checkout (nor an open
+JupyterLab on it): it works in a git worktree of that branch under `<repo>/runs/<tag>/worktree`, next to
+the run's results.tsv and executed notebooks (`runs/` is kept out of git through `.git/info/exclude` when
+the project's .gitignore does not already say so).
+
+Each candidate is one commit of the sandbox notebook with its description as the message. Keep: the
+branch stays on it. Discard or crash: the commit is kept reachable under
+`refs/autoresearch/<tag>/discarded/<n>` (n: the experiment number) and the branch is reset to the last kept
+commit, so every experiment's diff can still be read in the morning (the reference's `git reset` loses
+them).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+import nbformat
+
+from autoresearch_kernel.errors import ProposalError, WorkspaceError
+from autoresearch_kernel.proposers.edits import clean_notebook, notebook_to_text
+
+SANDBOX = "notebooks/train_template.ipynb"  # the one file the agent edits
+RUNS = "runs"  # per-run folders under the repository root, ignored by git
+BRANCH_PREFIX = "autoresearch/"
+REF_PREFIX = "refs/autoresearch/"
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# The agent's commits carry their own identity, so a user without git config can run the loop, and their
+# own hooks and signing settings (which may prompt) never run on a candidate.
+AUTHOR = {
+    "GIT_AUTHOR_NAME": "autoresearch",
+    "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
+    "GIT_COMMITTER_NAME": "autoresearch",
+    "GIT_COMMITTER_EMAIL": "autoresearch@localhost",
+}
+
+
+def run_dir(repo_dir: str | os.PathLike, tag: str) -> Path:
+    """Where a run's results.tsv, state and executed notebooks live."""
+    return Path(repo_dir) / RUNS / tag
+
+
+def short(commit: str) -> str:
+    """The reference's 7-character commit hash."""
+    return commit[:7]
+
+
+def _open_repo(repo_dir: str | os.PathLike) -> git.Repo:
+    try:
+        repo = git.Repo(repo_dir, search_parent_directories=True)
+    except git.NoSuchPathError:
+        raise WorkspaceError(f"{repo_dir} does not exist: pass --repo with the project's folder") from None
+    except git.InvalidGitRepositoryError:
+        raise WorkspaceError(
+            f"{repo_dir} is not a git repository: run `git init` there and commit the project first"
+        ) from None
+    if repo.bare or repo.working_tree_dir is None:
+        raise WorkspaceError(f"{repo_dir} is a bare repository: pass --repo with a checkout instead")
+    if not repo.head.is_valid():
+        raise WorkspaceError(f"{repo_dir} has no commits yet: commit the project (with {SANDBOX}) first")
+    return repo
+
+
+def check_tag(tag: str) -> str:
+    if not TAG_PATTERN.match(tag or "") or ".." in tag or tag.endswith(".lock"):
+        raise WorkspaceError(
+            f"run tag {tag!r} is not usable: use letters, digits, '.', '_' or '-' (e.g. mar5), at most 64"
+        )
+    return tag
+
+
+def tag_exists(repo_dir: str | os.PathLike, tag: str) -> bool:
+    """True when the run tag already has a branch (it can be resumed, not started again)."""
+    repo = _open_repo(repo_dir)
+    return BRANCH_PREFIX + check_tag(tag) in [head.name for head in repo.heads]
+
+
+def list_tags(repo_dir: str | os.PathLike) -> list[str]:
+    """The run tags of this repository, oldest branch name first (for the dashboard's resume list)."""
+    repo = _open_repo(repo_dir)
+    return sorted(h.name[len(BRANCH_PREFIX):] for h in repo.heads if h.name.startswith(BRANCH_PREFIX))
+
+
+@dataclass
+class Workspace:
+    """A run's branch checked out in its own worktree. Build it with `Workspace.open`."""
+
+    root: Path  # the user's repository (its working tree root)
+    tag: str
+    worktree: Path
+    repo: git.Repo  # the worktree's view of the repository (refs are shared with the user's checkout)
+
+    @property
+    def branch(self) -> str:
+        return BRANCH_PREFIX + self.tag
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir(self.root, self.tag)
+
+    @property
+    def sandbox(self) -> Path:
+        return self.worktree / SANDBOX
+
+    @classmethod
+    def open(cls, repo_dir: str | os.PathLike, tag: str, resume: bool = False) -> "Workspace":
+        """Create the run's branch and worktree (resume=False) or reopen them (resume=True).
+
+        A new run branches from the repository's current HEAD commit; uncommitted changes there are not
+        part of it. Refuses an existing tag unless resuming, and resuming a tag that does not exist.
+        """
+        check_tag(tag)
+        main = _open_repo(repo_dir)
+        root = Path(main.working_tree_dir)
+        branch = BRANCH_PREFIX + tag
+        exists = branch in [head.name for head in main.heads]
+        if exists and not resume:
+            raise WorkspaceError(f"run tag {tag!r} already exists (branch {branch}): resume it or choose a new tag")
+        if not exists and resume:
+            raise WorkspaceError(f"there is no run tagged {tag!r} to resume: start it without resuming")
+        if not exists:
+            try:
+                main.head.commit.tree / SANDBOX
+            except KeyError:
+                raise WorkspaceError(
+                    f"{root} has no committed {SANDBOX}: add the sandbox notebook and commit it first"
+                ) from None
+            main.create_head(branch, main.head.commit)
+        _ignore_runs(main, root)
+        worktree = run_dir(root, tag) / "worktree"
+        worktree_repo = _attach_worktree(main, worktree, branch)
+        workspace = cls(root=root, tag=tag, worktree=worktree, repo=worktree_repo)
+        if not workspace.sandbox.exists():
+            raise WorkspaceError(f"branch {branch} has no {SANDBOX}: it was not made by this loop; use a new tag")
+        return workspace
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def head(self) -> str:
+        """The full hash the run branch points at."""
+        return self.repo.head.commit.hexsha
+
+    def resolve(self, commit: str) -> str:
+        """A full hash from a (short) one, or raise WorkspaceError."""
+        try:
+            return self.repo.commit(commit).hexsha
+        except (git.BadName, ValueError):
+            raise WorkspaceError(f"commit {commit!r} is not in the repository: the run's refs were removed") from None
+
+    def read_sandbox(self, commit: str | None = None) -> nbformat.NotebookNode:
+        """The sandbox notebook as committed (at HEAD unless a commit is named)."""
+        blob = self.repo.commit(commit or "HEAD").tree / SANDBOX
+        return nbformat.reads(blob.data_stream.read().decode("utf-8"), as_version=4)
+
+    def is_dirty(self) -> bool:
+        return self.repo.is_dirty(untracked_files=True)
+
+    def discarded_ref(self, number: int) -> str:
+        return f"{REF_PREFIX}{self.tag}/discarded/{number}"
+
+    def diff(self, commit: str) -> str:
+        """The candidate's change against its parent, as a unified diff of cell sources (not JSON)."""
+        child = self.repo.commit(commit)
+        if not child.parents:
+            return ""
+        before = notebook_to_text(self.read_sandbox(child.parents[0].hexsha))
+        after = notebook_to_text(self.read_sandbox(child.hexsha))
+        return "".join(difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True),
+            fromfile=f"{short(child.parents[0].hexsha)}:{SANDBOX}", tofile=f"{short(child.hexsha)}:{SANDBOX}",
+        ))
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def commit_sandbox(self, notebook: nbformat.NotebookNode, message: str) -> str:
+        """Write the candidate notebook (outputs cleared) and commit it; returns the full hash.
+
+        Raises ProposalError when the candidate changes nothing: there is no experiment to run.
+        """
+        text = canonical(notebook)
+        current = self.sandbox.read_text(encoding="utf-8") if self.sandbox.exists() else ""
+        if text == current:
+            raise ProposalError("the proposal changes nothing in the notebook")
+        self.sandbox.write_text(text, encoding="utf-8")
+        self.repo.git.add("--", SANDBOX)
+        message = " ".join(message.split()) or "(no description)"
+        self.repo.git(c="commit.gpgsign=false").commit("-m", message, "--no-verify", "--quiet", env=AUTHOR)
+        return self.head()
+
+    def discard(self, commit: str, number: int, kept: str) -> str:
+        """Keep `commit` reachable under its discarded ref, then reset the branch to `kept`. Returns the ref."""
+        ref = self.discarded_ref(number)
+        self.repo.git.update_ref(ref, self.resolve(commit))
+        self.reset_to(kept)
+        return ref
+
+    def reset_to(self, commit: str) -> None:
+        """Point the branch at `commit` and leave a clean tree (nothing staged, nothing untracked)."""
+        self.repo.git.reset("--hard", "--quiet", self.resolve(commit))
+        self.repo.git.clean("-fdxq")
+
+
+def canonical(notebook: nbformat.NotebookNode) -> str:
+    """The notebook as committed: outputs and volatile metadata cleared, so a git diff shows only sources."""
+    text = nbformat.writes(clean_notebook(copy.deepcopy(notebook)))  # a copy: the caller's stays as it was
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _ignore_runs(repo: git.Repo, root: Path) -> None:
+    """Keep runs/ out of the user's `git status` without editing their tracked .gitignore."""
+    try:
+        repo.git.check_ignore("-q", f"{RUNS}/x")
+        return  # already ignored
+    except git.GitCommandError:
+        pass
+    exclude = Path(repo.git.rev_parse("--git-common-dir"))
+    exclude = (exclude if exclude.is_absolute() else root / exclude) / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    with open(exclude, "a", encoding="utf-8") as handle:
+        handle.write(f"\n/{RUNS}/\n")
+
+
+def _attach_worktree(main: git.Repo, worktree: Path, branch: str) -> git.Repo:
+    """The branch's worktree, created or re-created (after `runs/` was deleted, say) as needed."""
+    if (worktree / ".git").exists():
+        repo = git.Repo(worktree)
+        if repo.active_branch.name != branch:
+            raise WorkspaceError(f"{worktree} has {repo.active_branch.name} checked out, not {branch}: remove that folder")
+        return repo
+    main.git.worktree("prune")  # forget a worktree whose folder was deleted
+    worktree.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        main.git.worktree("add", "--quiet", str(worktree), branch)
+    except git.GitCommandError as error:
+        detail = (error.stderr or "").strip().splitlines()
+        raise WorkspaceError(
+            f"cannot check out {branch} in {worktree}: {detail[-1] if detail else error}; "
+            "switch your own checkout to another branch"
+        ) from None
+    return git.Repo(worktree)
