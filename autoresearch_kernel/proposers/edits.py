@@ -213,6 +213,7 @@ def _new_cell(cell_type: str, source: str, template=None):
     maker = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
              "raw": nbformat.v4.new_raw_cell}[cell_type]
     cell = maker(source)
+    cell.pop("id", None)        # nbformat's id is random; `_finish` derives a stable one
     if template is not None:
         cell.metadata = copy.deepcopy(template.metadata)
         if "id" in template:
@@ -258,8 +259,16 @@ def _closest_hint(block: EditBlock, cells_text: list[str]) -> str:
     """The existing line nearest to the block's first SEARCH line, to help the model quote it exactly."""
     first = next((line.rstrip() for line in block.search.splitlines() if line.strip()), "")
     all_lines = [line.rstrip() for text in cells_text for line in text.splitlines()]
-    close = difflib.get_close_matches(first, all_lines, n=1, cutoff=0.6)
-    return f"; the closest existing line is `{close[0].strip()}`" if close else ""
+    # A common slip is quoting part of a line (the code without its comment): SEARCH lines are whole lines.
+    close = [line for line in all_lines if first.strip() and first.strip() in line]
+    if len(close) == 1:
+        return f"; SEARCH lines must be whole lines, and `{close[0].strip()}` is the existing line"
+    # Whitespace collapsed first: column-aligned comments would otherwise dominate the similarity.
+    collapse = " ".join
+    scored = [(difflib.SequenceMatcher(a=collapse(first.split()), b=collapse(line.split())).ratio(), line)
+              for line in all_lines if line.strip()]
+    score, line = max(scored, default=(0.0, ""))
+    return f"; the closest existing line is `{line.strip()}`" if score >= 0.5 else ""
 
 
 def _apply_block(block: EditBlock, texts: list[str]) -> str | None:
