@@ -1,0 +1,74 @@
+"""load_prepared(): the verified prepared data an experiment trains and is measured on.
+
+It checks the manifest (present, same format, same profile settings as this code's) and the sha256 of
+every prepared file before anything is used; a problem raises DataError ending with the command that
+fixes it. The training split is public; the evaluation rows are reachable only through a private
+accessor that evaluate.py uses, so the training side cannot reach validation tokens by accident.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autoresearch_kernel.errors import DataError
+from autoresearch_kernel.harness import manifest as names
+from autoresearch_kernel.harness.dataloader import Split
+from autoresearch_kernel.harness.files import sha256_file
+from autoresearch_kernel.harness.manifest import Manifest
+from autoresearch_kernel.harness.prepare import default_data_dir, prepare_command
+from autoresearch_kernel.harness.profiles import Profile, get_profile
+from autoresearch_kernel.harness.tokenizer import Tokenizer
+
+
+@dataclass
+class Prepared:
+    path: Path  # <data_dir>/<profile>
+    profile: Profile
+    manifest: Manifest
+    tokenizer: Tokenizer
+    train: Split
+    _val_rows_path: Path = field(repr=False)
+
+    @property
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes per token id (0 for special tokens): the denominator of val_bpb."""
+        return self.tokenizer.token_bytes
+
+    def _validation_rows(self) -> np.ndarray:
+        """The fixed evaluation rows [eval_tokens / seq_len, seq_len + 1]; for evaluate.py only."""
+        return np.load(self._val_rows_path, mmap_mode="r", allow_pickle=False)
+
+
+def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "cpu") -> Prepared:
+    """Load and verify <data_dir>/<profile>; DataError with the fixing command when anything is off."""
+    spec = get_profile(profile)
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    path = root / spec.name
+    fix = prepare_command(spec.name, data_dir)
+    manifest_path = path / names.MANIFEST
+    if not manifest_path.is_file():
+        partial = " (a prepare was interrupted)" if (root / f"{spec.name}.staging").exists() else ""
+        raise DataError(f"no prepared data for profile {spec.name} in {root}{partial}; run: {fix}")
+    manifest = Manifest.load(manifest_path, fix)
+    fix = prepare_command(spec.name, data_dir, _source_option(manifest.source))
+    if manifest.profile != spec.to_dict():
+        changed = sorted(k for k in spec.to_dict() if manifest.profile.get(k) != getattr(spec, k))
+        raise DataError(f"data in {path} was prepared with other {spec.name} settings ({', '.join(changed)}); run: {fix}")
+    for name, digest in manifest.files.items():
+        file = path / name
+        if not file.is_file():
+            raise DataError(f"{file} is missing (partial data); run: {fix}")
+        if sha256_file(file) != digest:
+            raise DataError(f"{file} changed since prepare (hash mismatch); run: {fix}")
+    try:
+        tokens = np.load(path / names.TRAIN_TOKENS, mmap_mode="r", allow_pickle=False)
+        offsets = np.load(path / names.TRAIN_OFFSETS, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read the token arrays in {path} ({error}); run: {fix}") from None
+    return Prepared(path, spec, manifest, Tokenizer.load(path / names.TOKENIZER), Split(tokens, offsets), path / names.VAL_ROWS)
+
+
+def _source_option(source: str) -> str:
+    return source if source in ("embedded", "climbmix") else f'"{source}"'

@@ -1,0 +1,119 @@
+"""evaluate_bpb(): the fixed metric, validation bits per byte, computed by the harness from logits.
+
+val_bpb = sum of per-token cross-entropy (nats) over target tokens that stand for bytes
+          / (ln 2 x the UTF-8 bytes of those targets)
+on the fixed evaluation rows built at prepare time (profile.eval_tokens targets; the caller's batch size
+only changes how many rows go through the model at once, not the result). Special-token targets count
+0 bytes and their loss is left out. Unlike the reference, the model is only asked for logits: the loss is
+computed here, with torch functions bound when this module was imported (before any sandbox code ran),
+so editing or monkeypatching the model's loss code cannot change the score. Before scoring, a causality
+probe checks that changing the tokens after position t leaves the predictions at t unchanged.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from autoresearch_kernel.errors import EvaluationError
+
+# Bound at import: later rebinding of these names in torch does not reach the metric.
+_cross_entropy = torch.nn.functional.cross_entropy
+_log_softmax = torch.nn.functional.log_softmax
+_no_grad = torch.no_grad
+_from_numpy = torch.from_numpy
+_isfinite = torch.isfinite
+
+PROBE_ROWS = 3  # probe rows: the original plus perturbations after two cut points
+PROBE_ATOL = 1e-2  # nats: float noise in a causal prefix (bf16 kernels included) stays far below; real leaks move it by >0.1
+PROBE_SEED = 1234
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    val_bpb: float
+    nats: float  # summed cross-entropy over scored targets
+    bytes: int  # summed UTF-8 bytes of those targets
+    tokens: int  # targets seen (including special-token targets, which count 0)
+    seconds: float
+
+
+def evaluate_bpb(model: torch.nn.Module, prepared, device: str | torch.device = "cpu", batch_size: int | None = None) -> EvalResult:
+    """Score `model` (forward(idx[B,T]) -> logits[B,T,V]) on the prepared evaluation rows."""
+    import time
+
+    started = time.perf_counter()
+    device = torch.device(device)
+    rows = prepared._validation_rows()
+    token_bytes = _from_numpy(prepared.token_bytes.astype(np.int64)).to(device)
+    vocab = prepared.profile.vocab_size
+    batch_size = batch_size or prepared.profile.eval_batch_size
+    was_training = model.training
+    model.eval()
+    try:
+        with _no_grad():
+            check_causality(model, rows[0], vocab, device)
+            total_nats = 0.0
+            total_bytes = 0
+            for start in range(0, len(rows), batch_size):
+                batch = _from_numpy(np.asarray(rows[start : start + batch_size], dtype=np.int64)).to(device)
+                inputs, targets = batch[:, :-1], batch[:, 1:]
+                logits = _logits(model, inputs, vocab)
+                nats = _cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1), reduction="none")
+                weights = token_bytes[targets.reshape(-1)]
+                total_nats += float((nats * (weights > 0)).double().sum())
+                total_bytes += int(weights.sum())
+    finally:
+        model.train(was_training)
+    if total_bytes == 0:
+        raise EvaluationError("the evaluation rows hold no byte-carrying targets; prepare the data again")
+    if not math.isfinite(total_nats):
+        raise EvaluationError("the validation loss is not finite (NaN or inf): the model diverged or its logits overflow")
+    return EvalResult(
+        val_bpb=total_nats / (math.log(2) * total_bytes),
+        nats=total_nats,
+        bytes=total_bytes,
+        tokens=len(rows) * (rows.shape[1] - 1),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _logits(model: torch.nn.Module, inputs: torch.Tensor, vocab: int) -> torch.Tensor:
+    output = model(inputs)
+    if not isinstance(output, torch.Tensor):
+        raise EvaluationError(
+            f"model(idx) returned {type(output).__name__}; it must return only the logits tensor [B, T, {vocab}]"
+        )
+    expected = (*inputs.shape, vocab)
+    if tuple(output.shape) != expected:
+        raise EvaluationError(f"model(idx) returned logits of shape {tuple(output.shape)}, expected {expected} [B, T, vocab]")
+    if not bool(_isfinite(output).all()):
+        raise EvaluationError("model(idx) returned non-finite logits (NaN or inf): the model diverged")
+    return output
+
+
+def check_causality(model: torch.nn.Module, row: np.ndarray, vocab: int, device: torch.device) -> None:
+    """Raise EvaluationError when predictions at t depend on tokens after t (a leaky mask or a peek).
+
+    One forward pass of PROBE_ROWS rows: the original and copies whose tokens after a cut point are
+    replaced by random ones; log-probabilities at and before each cut must match the original's.
+    """
+    inputs = _from_numpy(np.asarray(row[:-1], dtype=np.int64)).to(device)
+    length = inputs.numel()
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    cuts = [length // 2, max(0, length // 8)]
+    probe = inputs.repeat(PROBE_ROWS, 1)
+    for k, cut in enumerate(cuts[: PROBE_ROWS - 1], start=1):
+        if cut + 1 < length:
+            replacement = torch.randint(0, vocab - 4, (length - cut - 1,), generator=generator).to(device)
+            probe[k, cut + 1 :] = replacement
+    logp = _log_softmax(_logits(model, probe, vocab).float(), dim=-1)
+    for k, cut in enumerate(cuts[: PROBE_ROWS - 1], start=1):
+        drift = float((logp[k, : cut + 1] - logp[0, : cut + 1]).abs().max())
+        if drift > PROBE_ATOL:
+            raise EvaluationError(
+                f"causality check failed: changing tokens after position {cut} changed the predictions at or "
+                f"before it by {drift:.3g} nats; the model sees future tokens (check the attention mask)"
+            )

@@ -1,0 +1,159 @@
+"""prepare(): one-time data preparation — documents, tokenizer, token arrays, evaluation rows, manifest.
+
+Layout: <data_dir>/<profile>/ holds tokenizer.json, train_tokens.npy + train_offsets.npy (every training
+document as BOS + tokens, concatenated) and val_rows.npy (the fixed evaluation rows), and manifest.json.
+Climbmix shards are cached in <data_dir>/climbmix/ and shared by the profiles.
+
+Everything is built in a staging folder <profile>.staging, the manifest is written there last, and the
+folder is swapped into place with renames: an interrupted or failed prepare (bad input, disk full,
+Ctrl-C) leaves either the previous complete data or nothing that load_prepared would accept.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from autoresearch_kernel.errors import DataError, SourceError
+from autoresearch_kernel.harness import manifest as names
+from autoresearch_kernel.harness.dataloader import Split, pack_rows
+from autoresearch_kernel.harness.files import atomic_save_npy, sha256_file
+from autoresearch_kernel.harness.manifest import Manifest
+from autoresearch_kernel.harness.profiles import get_profile
+from autoresearch_kernel.harness.sources import open_source
+from autoresearch_kernel.harness.tokenizer import Tokenizer, train_tokenizer
+
+DATA_DIR_ENV = "AUTORESEARCH_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """$AUTORESEARCH_DATA_DIR, else ~/.cache/autoresearch_kernel."""
+    return Path(os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "autoresearch_kernel").expanduser()
+
+
+def prepare_command(profile: str, data_dir: Path | str | None = None, source: str = "embedded") -> str:
+    """The command line that (re)prepares this data; error messages end with it."""
+    command = "python -m autoresearch_kernel prepare"
+    if source != "embedded":
+        command += f" --source {source}"
+    command += f" --profile {profile}"
+    if data_dir is not None and Path(data_dir).expanduser().resolve() != default_data_dir().resolve():
+        command += f" --data-dir {data_dir}"
+    return command
+
+
+def prepare(
+    source: str = "embedded",
+    profile: str = "cpu",
+    data_dir: str | Path | None = None,
+    num_shards: int = 10,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> Manifest:
+    """Prepare `source` for `profile` under `data_dir`; returns the manifest written last."""
+    started = time.perf_counter()
+    spec = get_profile(profile)
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    final = root / spec.name
+    staging = root / f"{spec.name}.staging"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as error:
+        raise DataError(f"cannot create {staging}: {error.strerror or error}; choose another --data-dir") from None
+
+    corpus = open_source(source, root, num_shards=num_shards, base_url=base_url, progress=progress)
+
+    def train_texts() -> Iterator[str]:
+        for batch in corpus.train_batches():
+            yield from batch
+
+    tokenizer = train_tokenizer(train_texts(), spec.vocab_size, spec.tokenizer_chars, spec.tokenizer_doc_chars)
+    train, train_bytes = _encode(corpus.train_batches(), tokenizer, "tokenize train", progress)
+    if train.num_documents == 0:
+        raise SourceError(f"source {source} has no training documents: add more text")
+
+    # The evaluation rows: validation documents in stored order, packed like training rows, until
+    # eval_tokens targets are covered. Fixed here, so no caller can change what is scored.
+    row_len = spec.seq_len + 1
+    num_rows = spec.eval_tokens // spec.seq_len
+    val, _ = _encode(corpus.val_batches(), tokenizer, "tokenize val", progress, stop_after=num_rows * row_len)
+    rows = pack_rows(val, tokenizer.bos_id, num_rows, row_len)
+    if len(rows) < num_rows:
+        raise SourceError(
+            f"the validation split of {source} has {val.num_tokens:,} tokens but profile {spec.name} evaluates "
+            f"{spec.eval_tokens:,}: use a larger source (e.g. --source climbmix) or a smaller profile"
+        )
+
+    tokenizer.save(staging / names.TOKENIZER)
+    atomic_save_npy(staging / names.TRAIN_TOKENS, train.tokens)
+    atomic_save_npy(staging / names.TRAIN_OFFSETS, train.offsets)
+    atomic_save_npy(staging / names.VAL_ROWS, rows)
+    files = [names.TOKENIZER, names.TRAIN_TOKENS, names.TRAIN_OFFSETS, names.VAL_ROWS]
+    manifest = Manifest(
+        source=corpus.source,
+        profile=spec.to_dict(),
+        vocab_size=spec.vocab_size,
+        seq_len=spec.seq_len,
+        eval_tokens=num_rows * spec.seq_len,
+        tokenizer_tokens=len(tokenizer.ranks) + len(tokenizer.special_ids),
+        train_documents=train.num_documents,
+        train_tokens=train.num_tokens,
+        val_documents=val.num_documents,
+        val_tokens=val.num_tokens,
+        train_bytes=train_bytes,
+        eval_rows=num_rows,
+        input_files=corpus.files,
+        files={name: sha256_file(staging / name) for name in files},
+        prepare_seconds=round(time.perf_counter() - started, 2),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.save(staging / names.MANIFEST)
+    _swap_into_place(staging, final)
+    return manifest
+
+
+def _encode(
+    batches: Iterator[list[str]], tokenizer: Tokenizer, desc: str, progress: bool, stop_after: int | None = None
+) -> tuple[Split, int]:
+    """Tokenize documents into one BOS-prefixed token array plus offsets; also the text's UTF-8 bytes."""
+    from tqdm.auto import tqdm
+
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    chunks: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    total_bytes = total_tokens = 0
+    with tqdm(desc=desc, unit="doc", disable=not progress) as bar:
+        for batch in batches:
+            for ids in tokenizer.encode_batch(batch):
+                chunks.append(np.array([tokenizer.bos_id, *ids], dtype=dtype))
+            lengths.append(np.array([len(chunk) for chunk in chunks[-len(batch) :]], dtype=np.int64))
+            total_bytes += sum(len(doc.encode("utf-8", "surrogatepass")) for doc in batch)
+            total_tokens += int(lengths[-1].sum())
+            bar.update(len(batch))
+            if stop_after is not None and total_tokens >= stop_after:
+                break
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
+    offsets = np.zeros(sum(len(part) for part in lengths) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return Split(tokens, offsets), total_bytes
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Replace `final` by the complete `staging` folder (two renames; the old copy is removed after)."""
+    old = final.with_name(f"{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+    except OSError as error:
+        raise DataError(f"cannot move {staging} to {final}: {error.strerror or error}; run prepare again") from None
+    shutil.rmtree(old, ignore_errors=True)

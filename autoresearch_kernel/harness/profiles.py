@@ -1,0 +1,73 @@
+"""Profiles: the fixed sizes of one yardstick (sequence length, vocabulary, evaluation tokens, budget).
+
+A profile is chosen once per run and baked into the prepared data (the manifest records it), so every
+experiment of a run is trained and measured on the same terms. `gpu` is the reference's H100 set-up;
+`cpu` is scaled down so that a baseline experiment on 2 CPU cores takes about a minute.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from autoresearch_kernel.errors import DataError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    seq_len: int  # tokens per training/evaluation row (the model sees T, the row holds T + 1)
+    vocab_size: int  # including the 4 special tokens
+    eval_tokens: int  # target tokens scored by evaluate_bpb; fixed, whatever the caller's batch size
+    budget_seconds: float  # default wall-clock training budget of one experiment
+    eval_batch_size: int  # default rows per forward pass during evaluation (does not change the result)
+    tokenizer_chars: int  # at most this many characters of training text train the tokenizer
+    tokenizer_doc_chars: int  # each document contributes at most this many characters to that
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    # The reference's constants (karpathy/autoresearch prepare.py), for one H100-class GPU.
+    "gpu": Profile(
+        name="gpu",
+        seq_len=2048,
+        vocab_size=8192,
+        eval_tokens=40 * 524288,  # 20,971,520
+        budget_seconds=300.0,
+        eval_batch_size=32,
+        tokenizer_chars=1_000_000_000,
+        tokenizer_doc_chars=10_000,
+    ),
+    # Two CPU cores do roughly 10-50 GFLOP/s on a small transformer, so the budget and the yardstick
+    # shrink together:
+    # - seq 256: attention cost per token is ~8x below 2048 and a few-layer model still sees whole
+    #   sentences and verses;
+    # - vocab 4096: the embedding and output head (vocab x width) dominate a tiny model's FLOPs; half
+    #   the reference's vocabulary still gives ~4 bytes per token on English;
+    # - eval tokens 2^16 (256 rows of 256): about 270 KB of validation text, a fixed yardstick large
+    #   enough that val_bpb differences of ~0.5% are real; measured here, 2 cores score ~36 GFLOP/s, so
+    #   a 5M-parameter model takes ~19 s over these tokens and a ~2M-parameter baseline under 10 s
+    #   (2^17 tokens took 39 s for the 5M model: too long next to a 45 s budget);
+    # - 45 s of training + start-up + evaluation = about a minute per experiment.
+    "cpu": Profile(
+        name="cpu",
+        seq_len=256,
+        vocab_size=4096,
+        eval_tokens=2**16,
+        budget_seconds=45.0,
+        eval_batch_size=64,
+        tokenizer_chars=50_000_000,
+        tokenizer_doc_chars=10_000,
+    ),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """The profile called `name` (a Profile passes through), or DataError naming the known ones."""
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = " | ".join(PROFILES)
+        raise DataError(f"unknown profile {name!r}: choose one of {known}") from None

@@ -1,0 +1,115 @@
+"""prepare() and load_prepared(): layout, manifest, pinned split, verification, crash safety."""
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+
+from autoresearch_kernel.errors import DataError, SourceError
+from autoresearch_kernel.harness import files as files_module
+from autoresearch_kernel.harness.data import load_prepared
+from autoresearch_kernel.harness.manifest import MANIFEST, TRAIN_TOKENS, VAL_ROWS
+from autoresearch_kernel.harness.prepare import default_data_dir, prepare, prepare_command
+from autoresearch_kernel.harness.profiles import PROFILES
+
+
+def test_embedded_prepare_writes_a_verified_manifest(prepared_dir):
+    prepared = load_prepared(prepared_dir, "cpu")
+    manifest = prepared.manifest
+    profile = PROFILES["cpu"]
+    assert manifest.source == "embedded"
+    assert manifest.vocab_size == profile.vocab_size and manifest.seq_len == profile.seq_len
+    assert manifest.eval_tokens == profile.eval_tokens
+    assert manifest.train_documents + manifest.val_documents <= 1189  # KJV chapters
+    assert manifest.train_documents > 900
+    assert set(manifest.files) == {"tokenizer.json", "train_tokens.npy", "train_offsets.npy", "val_rows.npy"}
+    rows = prepared._validation_rows()
+    assert rows.shape == (profile.eval_tokens // profile.seq_len, profile.seq_len + 1)
+    assert (rows[:, 0] == prepared.tokenizer.bos_id).all()
+    # every training document starts with BOS, and offsets cover the token array exactly
+    tokens, offsets = prepared.train.tokens, prepared.train.offsets
+    assert offsets[0] == 0 and offsets[-1] == len(tokens)
+    assert (tokens[offsets[:-1]] == prepared.tokenizer.bos_id).all()
+    assert "embedded" in manifest.summary_line() and "cpu" in manifest.summary_line()
+
+
+def test_train_and_validation_are_disjoint_and_pinned(prepared_dir, tmp_path):
+    prepared = load_prepared(prepared_dir, "cpu")
+    decode = prepared.tokenizer.decode
+    train_docs = {decode(prepared.train.tokens[a + 1 : b]) for a, b in zip(prepared.train.offsets[:-1], prepared.train.offsets[1:])}
+    val_text = decode(prepared._validation_rows().reshape(-1))  # BOS decodes as <|reserved_0|>
+    titles = [doc.split("\n", 1)[0] for doc in train_docs]
+    assert len(titles) == prepared.manifest.train_documents
+    assert all(f"<|reserved_0|>{title}\n\n" not in val_text for title in titles)  # no training chapter in validation
+    assert val_text.count("<|reserved_0|>Genesis ") + val_text.count("<|reserved_0|>Exodus ") > 0
+    again = prepare("embedded", "cpu", data_dir=tmp_path, progress=False)
+    assert again.files == prepared.manifest.files  # same input -> byte-identical tokenizer, tokens and rows
+
+
+def test_load_prepared_explains_missing_data(tmp_path):
+    with pytest.raises(DataError, match=r"no prepared data.*run: python -m autoresearch_kernel prepare --profile cpu --data-dir"):
+        load_prepared(tmp_path, "cpu")
+
+
+def test_load_prepared_rejects_tampered_partial_and_stale_data(prepared_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared_dir, copy)
+    folder = copy / "cpu"
+    rows = np.load(folder / VAL_ROWS)
+    rows[0, 1] += 1
+    np.save(folder / VAL_ROWS, rows)
+    with pytest.raises(DataError, match="changed since prepare"):
+        load_prepared(copy, "cpu")
+    (folder / VAL_ROWS).unlink()
+    with pytest.raises(DataError, match="missing"):
+        load_prepared(copy, "cpu")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["profile"]["seq_len"] = 128
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"other cpu settings \(seq_len\)"):
+        load_prepared(copy, "cpu")
+
+
+def test_gpu_profile_on_the_small_corpus_fails_cleanly(tmp_path):
+    with pytest.raises(SourceError, match="evaluates 20,971,520"):
+        prepare("embedded", "gpu", data_dir=tmp_path, progress=False)
+    assert not (tmp_path / "gpu").exists()  # nothing a later load would trust
+
+
+def test_unknown_source_and_profile(tmp_path):
+    with pytest.raises(SourceError, match="unknown source 'nope'"):
+        prepare("nope", "cpu", data_dir=tmp_path, progress=False)
+    with pytest.raises(DataError, match="unknown profile 'tpu'"):
+        prepare("embedded", "tpu", data_dir=tmp_path, progress=False)
+
+
+def test_disk_full_keeps_the_previous_data_and_trusts_nothing_new(prepared_dir, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared_dir, copy)
+    before = load_prepared(copy, "cpu").manifest.files
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(files_module.TMP_SUFFIX) and TRAIN_TOKENS in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    with pytest.raises(DataError, match="disk full while writing .*train_tokens.npy"):
+        prepare("embedded", "cpu", data_dir=copy, progress=False)
+    monkeypatch.undo()
+    assert not list((copy / "cpu.staging").glob("*.tmp"))
+    assert load_prepared(copy, "cpu").manifest.files == before
+
+
+def test_default_data_dir_and_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(tmp_path))
+    assert default_data_dir() == tmp_path
+    assert prepare_command("cpu", tmp_path) == "python -m autoresearch_kernel prepare --profile cpu"
+    assert prepare_command("gpu", "/x", "climbmix") == "python -m autoresearch_kernel prepare --source climbmix --profile gpu --data-dir /x"
