@@ -1,0 +1,167 @@
+"""The LLM proposer through the real openai client against the scripted server on 127.0.0.1."""
+
+import pytest
+from llm_server import Reply, ScriptedLLM, scripted_llm  # noqa: F401  (scripted_llm is a fixture)
+from sandbox_fixture import sandbox_notebook
+
+from autoresearch_kernel.errors import ProposalError, ProposerUnavailable
+from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, Usage, make_proposer, usage_of
+from autoresearch_kernel.proposers.llm import LLMProposer
+
+PROGRAM = "# program.md\nLower val_bpb. Edit only the agent's cells."
+GOOD = """Description: raise the matrix learning rate
+<<<<<<< SEARCH
+MATRIX_LR = 0.04        # learning rate of the block matrices
+=======
+MATRIX_LR = 0.06        # learning rate of the block matrices
+>>>>>>> REPLACE
+"""
+BAD = "Description: no edit here, just talk"
+
+
+def proposer(llm, delays=None, **options):
+    """A proposer on the scripted server whose waits are recorded instead of slept."""
+    sleep = (lambda seconds: delays.append(seconds)) if delays is not None else (lambda seconds: None)
+    return LLMProposer(base_url=llm.base_url, api_key="sk-test-secret", model="scripted", sleep=sleep,
+                       **options)
+
+
+def context(**overrides):
+    values = dict(program=PROGRAM, notebook=sandbox_notebook(), best_val_bpb=1.234567, history=[
+        HistoryEntry(0, "baseline", "keep", 1.234567),
+        HistoryEntry(1, "DEPTH 4 -> 6", "discard", 1.25),
+        HistoryEntry(2, "swap in a GELU", "crash", None),
+    ])
+    values.update(overrides)
+    return ProposalContext(**values)
+
+
+def test_valid_reply_becomes_a_proposal_with_usage_and_cost(scripted_llm):
+    scripted_llm.push(Reply(GOOD, prompt_tokens=1000, completion_tokens=50))
+    result = proposer(scripted_llm, price_prompt=2.0, price_completion=10.0).propose(context())
+    assert result.description == "raise the matrix learning rate"
+    assert "MATRIX_LR = 0.06" in result.notebook.cells[3].source
+    assert result.usage == Usage(1000, 50, pytest.approx((1000 * 2.0 + 50 * 10.0) / 1e6))
+    request = scripted_llm.requests[0]
+    assert request["model"] == "scripted"
+    assert request["messages"][0] == {"role": "system", "content": PROGRAM}
+    prompt = request["messages"][1]["content"]
+    # The sandbox as code, the results so far, the task and the reply format; never the key.
+    assert '# %% tags=["harness"] (harness-owned: do not edit)\nharness.finish(run, model)' in prompt
+    assert "| 1 | discard | 1.250000 | DEPTH 4 -> 6 |" in prompt and "| 2 | crash | - | swap in a GELU |" in prompt
+    assert "Best val_bpb so far: 1.234567" in prompt and "not already tried" in prompt
+    assert "<<<<<<< SEARCH" in prompt and "crashed" not in prompt
+    assert "sk-test-secret" not in scripted_llm.prompt()
+
+
+def test_no_prices_means_unknown_cost(scripted_llm, monkeypatch):
+    monkeypatch.delenv("AUTORESEARCH_PRICE_PROMPT", raising=False)
+    monkeypatch.delenv("AUTORESEARCH_PRICE_COMPLETION", raising=False)
+    scripted_llm.push(Reply(GOOD, prompt_tokens=10, completion_tokens=5))
+    assert proposer(scripted_llm).propose(context()).usage == Usage(10, 5, None)
+
+
+def test_fix_prompt_holds_the_failure_excerpt(scripted_llm):
+    scripted_llm.push(GOOD)
+    failure = "Traceback (most recent call last):\n" + "x" * 10000 + "\nRuntimeError: shape mismatch [4, 8] vs [4, 9]"
+    proposer(scripted_llm).propose(context(failure=failure))
+    prompt = scripted_llm.prompt()
+    assert "The last experiment crashed" in prompt and "RuntimeError: shape mismatch [4, 8] vs [4, 9]" in prompt
+    assert "x" * 5000 not in prompt         # only the tail of a long traceback
+    assert "Start the description with `fix:`" in prompt
+
+
+def test_malformed_reply_is_re_asked_once_with_the_error(scripted_llm):
+    scripted_llm.push(Reply(BAD, prompt_tokens=100, completion_tokens=10), Reply(GOOD, prompt_tokens=150,
+                                                                                   completion_tokens=20))
+    result = proposer(scripted_llm).propose(context())
+    assert result.description == "raise the matrix learning rate"
+    assert result.usage == Usage(250, 30, None)
+    retry = scripted_llm.requests[1]["messages"]
+    assert retry[2] == {"role": "assistant", "content": BAD}
+    assert retry[3]["role"] == "user" and "could not be applied: the reply holds no edit" in retry[3]["content"]
+
+
+def test_two_malformed_replies_raise_proposal_error_with_usage(scripted_llm):
+    no_match = GOOD.replace("MATRIX_LR = 0.04 ", "MATRIX_LR = 0.03 ")
+    scripted_llm.push(Reply(BAD, prompt_tokens=100, completion_tokens=10),
+                      Reply(no_match, prompt_tokens=120, completion_tokens=30))
+    with pytest.raises(ProposalError) as caught:
+        proposer(scripted_llm).propose(context())
+    assert "still does not apply after one re-ask" in str(caught.value)
+    assert "block 1 (SEARCH starting `MATRIX_LR = 0.03" in str(caught.value)
+    assert usage_of(caught.value) == Usage(220, 40, None)
+    assert len(scripted_llm.requests) == 2
+
+
+def test_truncated_reply_says_it_was_cut_off(scripted_llm):
+    scripted_llm.push(Reply(GOOD[:60], finish_reason="length"), Reply(GOOD[:60], finish_reason="length"))
+    with pytest.raises(ProposalError, match="cut off at the token limit"):
+        proposer(scripted_llm).propose(context())
+
+
+def test_rate_limit_and_server_errors_are_retried_with_backoff(scripted_llm):
+    scripted_llm.push(Reply(status=429, retry_after=7), Reply(status=500), Reply(status=503), GOOD)
+    delays = []
+    result = proposer(scripted_llm, delays, backoff_s=0.5, backoff_max_s=60).propose(context())
+    assert result.description == "raise the matrix learning rate"
+    assert delays == [7, 1.0, 2.0]          # Retry-After honoured, then exponential backoff
+    assert len(scripted_llm.requests) == 4
+
+
+def test_waits_are_capped(scripted_llm):
+    scripted_llm.push(Reply(status=429, retry_after=3600), GOOD)
+    delays = []
+    proposer(scripted_llm, delays, backoff_max_s=30).propose(context())
+    assert delays == [30]
+
+
+def test_persistent_errors_raise_proposer_unavailable(scripted_llm):
+    scripted_llm.push(*[Reply(status=500, text="overloaded")] * 3)
+    delays = []
+    with pytest.raises(ProposerUnavailable, match=r"still fails after 3 attempts \(last: HTTP 500.*overloaded"):
+        proposer(scripted_llm, delays, retries=2, backoff_s=0.25).propose(context())
+    assert delays == [0.25, 0.5] and len(scripted_llm.requests) == 3
+
+
+def test_auth_errors_are_not_retried(scripted_llm):
+    scripted_llm.push(Reply(status=401, text="invalid api key"))
+    with pytest.raises(ProposerUnavailable, match=r"refused the request \(HTTP 401.*check OPENAI_API_KEY"):
+        proposer(scripted_llm, []).propose(context())
+    assert len(scripted_llm.requests) == 1
+
+
+def test_timeouts_and_a_dead_endpoint_are_retried_then_unavailable(scripted_llm):
+    scripted_llm.push(Reply(GOOD, delay=1.0), GOOD)
+    delays = []
+    result = proposer(scripted_llm, delays, timeout_s=0.2, backoff_s=0.01).propose(context())
+    assert result.description == "raise the matrix learning rate" and delays == [0.01]
+
+    with ScriptedLLM() as gone:
+        url = gone.base_url
+    dead = LLMProposer(base_url=url, api_key="k", model="m", retries=1, sleep=lambda s: None)
+    with pytest.raises(ProposerUnavailable, match="still fails after 2 attempts.*APIConnectionError"):
+        dead.propose(context())
+
+
+def test_settings_come_from_the_environment(scripted_llm, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", scripted_llm.base_url)
+    monkeypatch.setenv("AUTORESEARCH_MODEL", "env-model")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("AUTORESEARCH_PRICE_PROMPT", "1.5")
+    monkeypatch.setenv("AUTORESEARCH_PRICE_COMPLETION", "3")
+    made = make_proposer("llm")
+    assert made.name == "llm" and made.settings.model == "env-model" and made.settings.api_key == "unused"
+    assert made.settings.cost(1_000_000, 1_000_000) == 4.5
+    scripted_llm.push(GOOD)
+    made.propose(context())
+    assert scripted_llm.requests[0]["model"] == "env-model"
+
+
+def test_missing_model_or_key_is_a_clear_error(monkeypatch):
+    for name in ("AUTORESEARCH_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ProposerUnavailable, match="AUTORESEARCH_MODEL"):
+        LLMProposer()
+    with pytest.raises(ProposerUnavailable, match="set OPENAI_API_KEY"):
+        LLMProposer(model="gpt")
