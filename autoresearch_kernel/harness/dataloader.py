@@ -2,10 +2,15 @@
 
 Rows hold T + 1 tokens (inputs are the first T, targets the last T). Documents are stored with BOS in
 front, so every row starts with BOS. Rows are packed best-fit from a buffer of about 1000 documents:
-the longest piece that fits the row's remainder goes in; when none fits, the shortest is cropped to fill
-the row exactly (no padding). Unlike the reference, the cropped-off rest is not thrown away: it returns
-to the buffer as a new piece with BOS in front, so short rows (the cpu profile's 256) do not waste most
-of every document. Document order is a fresh permutation per epoch drawn from the seed, so a seed gives
+the longest piece that fits the row's remainder goes in, and no row is padded. When none fits, one
+piece is cropped to fill the row exactly. Two departures from the reference, both for short rows on a
+small corpus (the cpu profile: 256-token rows, ~900-token Bible chapters):
+- the cropped-off rest is not thrown away: it returns to the buffer as a new piece with BOS in front
+  (the reference's discard would train on chapter openings only and waste ~70% of the text);
+- the piece to crop is drawn at random from the buffer (seeded), not the shortest: with the rest kept,
+  "shortest" would feed one chapter's consecutive chunks to consecutive rows, in the same order for
+  every seed, since a 1000-document buffer holds nearly the whole corpus.
+Document order is a fresh permutation per epoch, drawn from the seed like the crops, so a seed gives
 the same batches on every run and device.
 
 The same packer, with documents in stored order, builds the fixed evaluation rows at prepare time.
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 
 BUFFER_DOCS = 1000  # documents the best-fit packer chooses from
+EVAL_PACK_SEED = 0  # the evaluation rows are packed once, at prepare time, with this fixed seed
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,17 @@ class Split:
 class RowPacker:
     """Best-fit packing of documents into rows of `row_len` tokens; `fill(out)` writes one row."""
 
-    def __init__(self, split: Split, order: Iterator[tuple[int, int]], bos_id: int, buffer_docs: int = BUFFER_DOCS):
+    def __init__(
+        self,
+        split: Split,
+        order: Iterator[tuple[int, int]],
+        bos_id: int,
+        rng: np.random.Generator,
+        buffer_docs: int = BUFFER_DOCS,
+    ):
         self.tokens, self.offsets, self.bos_id = split.tokens, split.offsets, bos_id
         self.order = order  # yields (document index, epoch); StopIteration ends a finite packer
+        self.rng = rng  # picks the piece to crop when none fits
         self.epoch = 0
         # The buffer as parallel arrays: where each piece starts and ends in `tokens`, and whether it
         # is a cropped rest that needs a BOS put back in front. `lengths` counts that BOS.
@@ -84,7 +98,7 @@ class RowPacker:
             lengths = self.lengths[: self.count]
             fits = np.flatnonzero(lengths <= room)
             whole = fits.size > 0
-            i = int(fits[np.argmax(lengths[fits])]) if whole else int(np.argmin(lengths))
+            i = int(fits[np.argmax(lengths[fits])]) if whole else int(self.rng.integers(self.count))
             take = int(lengths[i]) if whole else room
             if self.needs_bos[i]:
                 out[pos] = self.bos_id
@@ -106,7 +120,7 @@ def shuffled_order(num_documents: int, seed: int) -> Iterator[tuple[int, int]]:
     epoch = 0
     while True:
         epoch += 1
-        for doc in np.random.default_rng([seed, epoch]).permutation(num_documents):
+        for doc in np.random.default_rng([seed, epoch, 0]).permutation(num_documents):
             yield int(doc), epoch
 
 
@@ -118,7 +132,7 @@ def stored_order(num_documents: int) -> Iterator[tuple[int, int]]:
 def pack_rows(split: Split, bos_id: int, num_rows: int, row_len: int) -> np.ndarray:
     """`num_rows` rows packed from documents in stored order; fewer when the split runs out."""
     rows = np.zeros((num_rows, row_len), dtype=split.tokens.dtype)
-    packer = RowPacker(split, stored_order(split.num_documents), bos_id)
+    packer = RowPacker(split, stored_order(split.num_documents), bos_id, np.random.default_rng(EVAL_PACK_SEED))
     for n in range(num_rows):
         if not packer.fill(rows[n]):
             return rows[:n]
@@ -142,7 +156,8 @@ def train_batches(
         raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
     device = torch.device(device)
     split = prepared.train
-    packer = RowPacker(split, shuffled_order(split.num_documents, seed), prepared.tokenizer.bos_id, buffer_docs)
+    rng = np.random.default_rng([seed, 0, 1])  # crops; its own stream, apart from the document order
+    packer = RowPacker(split, shuffled_order(split.num_documents, seed), prepared.tokenizer.bos_id, rng, buffer_docs)
     pin = device.type == "cuda"
     while True:
         # Fill a (pinned, on CUDA) host tensor in place through its numpy view: no extra copy.

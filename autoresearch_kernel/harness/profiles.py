@@ -55,7 +55,7 @@ PROFILES: dict[str, Profile] = {
         vocab_size=4096,
         eval_tokens=2**16,
         budget_seconds=45.0,
-        eval_batch_size=64,
+        eval_batch_size=16,  # logits of 16 x 256 x 4096 floats: 64 MB, kind to small machines
         tokenizer_chars=50_000_000,
         tokenizer_doc_chars=10_000,
     ),
