@@ -9,7 +9,7 @@ Two implementations behind one protocol (`base.Proposer`):
 
 from __future__ import annotations
 
-from autoresearch_kernel.errors import ProposalError, ProposerUnavailable
+from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
 from autoresearch_kernel.proposers.base import (
     HistoryEntry,
     Proposal,
@@ -32,7 +32,7 @@ def make_proposer(name: str, **options) -> Proposer:
     if name == "llm":
         from autoresearch_kernel.proposers.llm import LLMProposer
         return LLMProposer(**options)
-    raise ValueError(f"unknown proposer {name!r}: choose one of {', '.join(PROPOSERS)}")
+    raise AutoresearchError(f"unknown proposer {name!r}: choose one of {', '.join(PROPOSERS)}")
 
 
 __all__ = [

@@ -1,0 +1,246 @@
+"""The offline proposer: a hill-climber over the numeric constants of the sandbox's own cells.
+
+It needs no API key and no network, so it is the default, and it is the yardstick an LLM must beat: an LLM
+that cannot out-climb blind steps on the hyperparameters is not doing research.
+
+What it edits: top-level `UPPER_CASE = <number>` lines in the agent's code cells (never the parameters or
+harness cells), e.g. `MATRIX_LR = 0.04  # ...` or `BATCH_SIZE = 2**5`. Each proposal rewrites one literal:
+- powers of two whose name says size (batch, width, dim, heads, ...) move by whole exponents;
+- other integers move additively by a fraction of their value (at least 1), and stay integers;
+- fractions (names with FRAC, RATIO, WARMUP, DECAY, DROPOUT, MOMENTUM, BETA, ...) move additively in [0, 1);
+- other floats (learning rates, init scales, ...) move multiplicatively.
+Values stay within bounds around the first value seen. Names holding SEED, EVAL or VOCAB are left alone: a
+seed change is luck, not research, and evaluation and vocabulary belong to the harness.
+
+How it adapts: per constant, a step size and a preferred direction. A keep grows the step and keeps the
+direction; a discard shrinks it and flips the direction; a crash shrinks it harder. After a keep, the same constant is
+stepped again first. A change already tried
+(same constant, same old and new value, from the results so far or this session) is not proposed again.
+The choice is seeded, so the same seed and results give the same proposal. On resume (no feedback yet),
+the state is rebuilt from the descriptions in the results so far.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import re
+from dataclasses import dataclass
+
+import nbformat
+
+from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
+from autoresearch_kernel.proposers.edits import clean_notebook, is_protected
+
+NUMBER = r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+CONSTANT = re.compile(rf"^(?P<name>[A-Z][A-Z0-9_]*)(?P<eq>\s*=\s*)"
+                      rf"(?P<value>(?P<base>\d+)\s*\*\*\s*(?P<exp>\d+)|{NUMBER})(?P<gap>\s*)(?P<comment>#.*)?$")
+DESCRIPTION = re.compile(rf"^(?P<name>[A-Z][A-Z0-9_]*) (?P<old>\d+\*\*\d+|{NUMBER}) -> "
+                         rf"(?P<new>\d+\*\*\d+|{NUMBER})$")
+SKIP_NAMES = re.compile(r"SEED|EVAL|VOCAB")
+POW2_NAMES = re.compile(r"BATCH|WIDTH|DIM|EMBD|HIDDEN|HEAD|CHANNEL|SEQ|TOKENS|WINDOW|CTX|CONTEXT")
+FRACTION_NAMES = re.compile(r"FRAC|RATIO|WARMUP|WARMDOWN|COOLDOWN|DECAY|DROPOUT|MOMENTUM|BETA|SMOOTH|EMA")
+
+# Step units per kind, multiplied by the constant's adaptive step size (which starts at 1).
+SCALE_UNIT = math.log(1.25)     # a float moves by a factor of 1.25 (MATRIX_LR 0.04 -> 0.05)
+INT_UNIT = 0.25                 # an integer moves by a quarter of its value, at least 1
+FRACTION_UNIT = 0.1             # a fraction moves by 0.1
+GROW, SHRINK, CRASH_SHRINK = 1.5, 0.6, 0.5
+MIN_SIZE, MAX_SIZE = 0.25, 4.0
+ESCALATIONS = 3                 # when every small step was tried, try steps 2x, 4x, 8x as large
+
+
+@dataclass(frozen=True)
+class Constant:
+    """One `NAME = number` line of the agent's code."""
+
+    name: str
+    cell: int
+    line: int
+    text: str               # the literal as written
+    value: float            # its value (ints stay exact as float for our ranges)
+    kind: str               # pow2 | int | fraction | scale
+    power_base: int | None  # 2 for a literal written as 2**N
+
+
+@dataclass
+class Step:
+    """What one constant has learned: how far to move and which way."""
+
+    size: float = 1.0
+    direction: int = 0      # +1 up, -1 down, 0 not yet known
+
+
+def literal_value(text: str) -> float:
+    if "**" in text:
+        base, exp = text.split("**")
+        return float(int(base) ** int(exp))
+    return float(text.replace("_", ""))
+
+
+def classify(name: str, text: str, value: float) -> str | None:
+    is_int = "**" in text or re.fullmatch(r"[-+]?\d[\d_]*", text) is not None
+    if is_int:
+        n = int(value)
+        if n > 0 and n & (n - 1) == 0 and POW2_NAMES.search(name):
+            return "pow2"
+        return "int"
+    if FRACTION_NAMES.search(name) and 0.0 <= value < 1.0:
+        return "fraction"
+    return "scale" if value != 0.0 else None     # zero cannot be scaled; it is left alone
+
+
+def find_constants(notebook: nbformat.NotebookNode) -> list[Constant]:
+    """The mutable constants of the agent's code cells, first assignment of each name, in notebook order."""
+    found: dict[str, Constant] = {}
+    for cell_index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code" or is_protected(cell):
+            continue
+        for line_index, line in enumerate(cell.source.splitlines()):
+            match = CONSTANT.match(line)
+            if not match or match["name"] in found or SKIP_NAMES.search(match["name"]):
+                continue
+            text = match["value"]
+            value = literal_value(text)
+            kind = classify(match["name"], text, value)
+            if kind:
+                found[match["name"]] = Constant(match["name"], cell_index, line_index, text, value, kind,
+                                                int(match["base"]) if match["base"] else None)
+    return list(found.values())
+
+
+def _format_float(value: float, like: str) -> str:
+    if "e" in like.lower():
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return repr(float(f"{value:.3g}"))
+
+
+def _move(constant: Constant, direction: int, size: float, origin: float) -> str | None:
+    """The literal `constant` becomes after one step, or None when the step hits a bound."""
+    value, sign = constant.value, direction
+    if constant.kind == "pow2":
+        exponent = round(math.log2(value)) + sign * max(1, round(size))
+        low, high = 0, round(math.log2(origin)) + 4
+        if not low <= exponent <= high:
+            return None
+        if constant.power_base == 2:
+            return f"2**{exponent}"
+        return str(2 ** exponent)
+    if constant.kind == "int":
+        new = int(value) + sign * max(1, round(abs(value) * INT_UNIT * size))
+        low, high = (0 if origin <= 0 else 1), max(4 * origin, origin + 8)
+        return str(new) if low <= new <= high else None
+    if constant.kind == "fraction":
+        new = round(value + sign * FRACTION_UNIT * size, 3)
+        new = min(max(new, 0.0), 0.999)
+        return _format_float(new, constant.text)
+    new = value * math.exp(sign * SCALE_UNIT * size)
+    low, high = sorted((origin / 100, origin * 100))
+    return _format_float(new, constant.text) if low <= new <= high else None
+
+
+def _change_key(name: str, old: str, new: str) -> tuple[str, float, float]:
+    return name, literal_value(old), literal_value(new)
+
+
+def _replace_literal(line: str, new_text: str) -> str:
+    """The line with its literal replaced, the comment kept in its column when there is room."""
+    match = CONSTANT.match(line)
+    head = f"{match['name']}{match['eq']}{new_text}"
+    if not match["comment"]:
+        return head
+    column = match.start("comment")
+    return head + " " * max(1, column - len(head)) + match["comment"]
+
+
+class MutateProposer:
+    """Offline hill-climbing over the sandbox's numeric constants. Options: `seed` (default 0)."""
+
+    name = "mutate"
+    fixes_crashes = False       # a blind step cannot repair a traceback; the loop logs the crash and moves on
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.steps: dict[str, Step] = {}
+        self.origins: dict[str, float] = {}
+        self.tried: set[tuple[str, float, float]] = set()
+        self.learned = False    # feedback seen (or history replayed): the state is current
+        self.last_keep: str | None = None   # a kept step is followed up first, in the same direction
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        if context.failure:
+            raise proposal_error("the mutate proposer cannot fix a crash: record it and propose a fresh "
+                                 "change (or use the llm proposer for fixes)", Usage())
+        if not self.learned:
+            self._replay(context.history)
+        self.tried |= {_change_key(m["name"], m["old"], m["new"]) for m in map(_parse, context.history) if m}
+        constants = find_constants(context.notebook)
+        if not constants:
+            raise proposal_error("the sandbox has no `UPPER_CASE = <number>` constants in the agent's cells "
+                                 "for the mutate proposer to step; add some or use the llm proposer", Usage())
+        for constant in constants:
+            self.origins.setdefault(constant.name, constant.value)
+        rng = random.Random(f"{self.seed}/{len(context.history)}")
+        choice = self._choose(constants, rng)
+        if choice is None:
+            raise proposal_error("the mutate proposer has tried every step it can make from this notebook; "
+                                 "stop the run or switch to the llm proposer", Usage())
+        constant, new_text = choice
+        notebook = clean_notebook(copy.deepcopy(context.notebook))
+        lines = notebook.cells[constant.cell].source.splitlines()
+        lines[constant.line] = _replace_literal(lines[constant.line], new_text)
+        notebook.cells[constant.cell].source = "\n".join(lines)
+        self.tried.add(_change_key(constant.name, constant.text, new_text))
+        return Proposal(description=f"{constant.name} {constant.text} -> {new_text}", notebook=notebook,
+                        usage=Usage())
+
+    def feedback(self, proposal: Proposal, status: str) -> None:
+        match = DESCRIPTION.match(proposal.description)
+        if match:
+            self._learn(match["name"], match["old"], match["new"], status)
+        self.learned = True
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def _learn(self, name: str, old: str, new: str, status: str) -> None:
+        step = self.steps.setdefault(name, Step())
+        direction = 1 if literal_value(new) > literal_value(old) else -1
+        if status == "keep":
+            step.size, step.direction = min(step.size * GROW, MAX_SIZE), direction
+            self.last_keep = name
+        elif self.last_keep == name:
+            self.last_keep = None
+        elif status == "discard":
+            step.size, step.direction = max(step.size * SHRINK, MIN_SIZE), -direction
+        elif status == "crash":
+            step.size, step.direction = max(step.size * CRASH_SHRINK, MIN_SIZE), -direction
+
+    def _replay(self, history: list[HistoryEntry]) -> None:
+        """Rebuild the step sizes from the results so far (a resumed run starts with no feedback)."""
+        for entry in history:
+            match = _parse(entry)
+            if match:
+                self._learn(match["name"], match["old"], match["new"], entry.status)
+        self.learned = True
+
+    def _choose(self, constants: list[Constant], rng: random.Random) -> tuple[Constant, str] | None:
+        order = constants[:]
+        rng.shuffle(order)
+        order.sort(key=lambda constant: constant.name != self.last_keep)     # stable: the rest stay shuffled
+        for escalation in range(ESCALATIONS + 1):
+            for constant in order:
+                step = self.steps.get(constant.name, Step())
+                first = step.direction or rng.choice((1, -1))
+                for direction in (first, -first):
+                    new_text = _move(constant, direction, step.size * 2 ** escalation,
+                                     self.origins[constant.name])
+                    if new_text is None or literal_value(new_text) == constant.value:
+                        continue
+                    if _change_key(constant.name, constant.text, new_text) not in self.tried:
+                        return constant, new_text
+        return None
+
+
+def _parse(entry: HistoryEntry) -> re.Match | None:
+    return DESCRIPTION.match(entry.description.strip())
