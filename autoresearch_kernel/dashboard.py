@@ -35,6 +35,7 @@ from autoresearch_kernel.runner import ANSI_ESCAPE
 POLL_SECONDS = 1.0  # how often the view reads the run from disk: cheap reads, a chart only on new rows
 PROGRAM = "program.md"
 API_KEY_VARIABLE = "OPENAI_API_KEY"  # the LLM proposer's key: read by the loop process, never by the widgets
+INVALID = "invalid.tsv"  # the loop's record of proposals that did not apply, beside results.tsv
 CONSOLE_LOG = "dashboard-console.log"  # the loop process's stdout and stderr, when the dashboard started it
 PHASES = ("proposing", "running", "evaluating")
 
@@ -494,9 +495,10 @@ class Snapshot:
     """A run as read from disk at one moment."""
 
     tag: str
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # results.tsv
     status: runstate.LoopStatus | None
     running: bool
+    invalid: pd.DataFrame | None = None  # invalid.tsv: proposals that did not apply (their tokens count)
     stop_requested: bool = False
     error: str = ""  # one line, "" when all is well
     read_at: float = field(default_factory=time.time)
@@ -505,7 +507,7 @@ class Snapshot:
 def read_snapshot(control: LoopControl) -> Snapshot:
     """Read results.tsv, the loop's status and lock, and any error the loop process left."""
     if not control.tag:
-        return Snapshot(tag="", frame=results.load(Path(os.devnull)), status=None, running=False)
+        return Snapshot(tag="", frame=pd.DataFrame(columns=list(results.COLUMNS)), status=None, running=False)
     running = control.running()
     status = runstate.read_status(control.repo, control.tag)
     error = ""
@@ -515,6 +517,7 @@ def read_snapshot(control: LoopControl) -> Snapshot:
         error = console_error(control.folder / CONSOLE_LOG)
     return Snapshot(
         tag=control.tag, frame=results.load(results_path(control.repo, control.tag)), status=status,
+        invalid=results.load(control.folder / INVALID),
         running=running, stop_requested=running and control.stop_requested(), error=error,
     )
 
@@ -546,6 +549,10 @@ def status_lines(snapshot: Snapshot, now: float | None = None) -> StatusLines:
     now = time.time() if now is None else now
     counts = status_counts(snapshot.frame)
     tokens, cost = llm_usage(snapshot.frame)
+    if snapshot.invalid is not None and len(snapshot.invalid):
+        more_tokens, more_cost = llm_usage(snapshot.invalid)
+        tokens += more_tokens
+        cost = more_cost if cost is None else cost + (more_cost or 0.0)
     counts_line = (
         f"keep <b>{counts['keep']}</b> · discard <b>{counts['discard']}</b> · crash <b>{counts['crash']}</b>"
         f" · LLM tokens <b>{tokens:,}</b> · cost <b>{'-' if cost is None else f'${cost:.4f}'}</b>"
@@ -554,7 +561,7 @@ def status_lines(snapshot: Snapshot, now: float | None = None) -> StatusLines:
     if not snapshot.tag:
         return StatusLines("choose a run tag, then Start", "", 0.0, "", counts_line)
     if status is None or not snapshot.running:
-        phase = "stopped" if status is not None else "not started"
+        phase = "stopped" if status is not None or len(snapshot.frame) else "not started"
         return StatusLines(f"<b>{html.escape(snapshot.tag)}</b>: {phase}", "", 0.0, "", counts_line)
     what = f"experiment {status.experiment}" if status.experiment else ""
     if status.kind:
@@ -605,29 +612,40 @@ def read_program(repo: str | os.PathLike) -> str:
         return ""
 
 
-def running_tag(repo: str | os.PathLike, tags: list[str]) -> str:
-    """A tag whose loop is running now ("" when none), so that reopening the notebook reattaches to it."""
-    return next((tag for tag in tags if runstate.is_running(repo, tag)), "")
+def default_tag(repo: str | os.PathLike, tags: list[str]) -> str:
+    """The tag to show when none is given: one whose loop is running now (so that reopening the notebook
+    reattaches to it), else the one with the latest results, else ""."""
+    running = [tag for tag in tags if runstate.is_running(repo, tag)]
+    if running:
+        return running[0]
+    written = [(results_path(repo, tag).stat().st_mtime, tag) for tag in tags if results_path(repo, tag).exists()]
+    return max(written)[1] if written else ""
 
 
 def known_tags(repo: str | os.PathLike) -> list[str]:
+    """The run tags with a branch, a results.tsv (a copied-in run has only that) or a loop lock."""
     try:
-        return workspace.list_tags(repo)
-    except AutoresearchError:
-        return []
+        tags = set(workspace.list_tags(repo))
+    except AutoresearchError:  # not a git repository (yet): its runs/ may still be read
+        tags = set()
+    runs = Path(repo) / workspace.RUNS
+    for name in ("results.tsv", runstate.LOCK):
+        tags.update(path.parent.name for path in runs.glob(f"*/{name}"))
+    return sorted(tags)
 
 
 class Dashboard:
     """The controller: `Dashboard(repo=..., tag=...)` in a notebook cell shows it; it never blocks.
 
-    With no tag given, a tag whose loop is running is picked, so reopening the notebook reattaches.
+    With no tag given, a tag whose loop is running is picked (so reopening the notebook reattaches), else
+    the latest run.
     """
 
     def __init__(self, repo: str | os.PathLike = ".", tag: str = "", poll_seconds: float = POLL_SECONDS,
                  **settings):
         repo = str(Path(repo).resolve())
         tags = known_tags(repo)
-        settings = Settings(repo=repo, tag=tag or running_tag(repo, tags), **settings)
+        settings = Settings(repo=repo, tag=tag or default_tag(repo, tags), **settings)
         self.repo = repo
         self.view = DashboardView(settings, tags, read_program(repo))
         self.control = LoopControl(repo, settings.tag)

@@ -1,0 +1,174 @@
+"""The dashboard's logic without a browser: reading a run from disk, reattaching through the tag lock, the
+one-line error, and a real loop started from the dashboard on the tiny fixture project.
+
+The widgets are real ipywidgets objects (they need no frontend to hold values); the loop is the real CLI in
+a real child process on a real git repository.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from autoresearch_kernel import cli, dashboard, results, runstate
+from autoresearch_kernel.dashboard import Dashboard, Settings, Snapshot
+from autoresearch_kernel.runner import kill_tree
+from autoresearch_kernel.runstate import LoopStatus
+from loop_fixture import make_repo
+
+REFERENCE_TSV = """\
+commit\tval_bpb\tmemory_gb\tstatus\tdescription
+a1b2c3d\t0.997900\t44.0\tkeep\tbaseline
+b2c3d4e\t0.993200\t44.2\tkeep\tincrease LR to 0.04
+c3d4e5f\t1.005000\t44.0\tdiscard\tswitch to GeLU activation
+d4e5f6g\t0.000000\t0.0\tcrash\tdouble model width (OOM)
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_repo(tmp_path / "project")
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def row(number: int, status: str, value: float | None, **fields) -> results.Row:
+    return results.Row(f"{number:07x}", value, 0.1 if value else None, status, f"idea {number}",
+                       experiment=number, **fields)
+
+
+# -- settings and pure readings --------------------------------------------------------------------------
+
+
+def test_settings_become_the_cli_loop_command():
+    settings = Settings(repo="/r", tag="mar5", data_dir="/d", proposer="llm", model="m", base_url="http://x/v1",
+                        budget_kind="tokens", budget=4096, max_experiments=3)
+    argv = settings.loop_argv(resume=True)
+    assert argv[:3] == [sys.executable, "-m", "autoresearch_kernel"]
+    parsed = cli.build_parser().parse_args(argv[3:])  # the CLI accepts exactly what the dashboard sends
+    assert (parsed.command, parsed.tag, parsed.repo, parsed.data_dir) == ("loop", "mar5", "/r", "/d")
+    assert (parsed.proposer, parsed.model, parsed.base_url) == ("llm", "m", "http://x/v1")
+    assert (parsed.budget_tokens, parsed.max_experiments, parsed.resume) == (4096, 3, True)
+    offline = Settings(repo="/r", tag="t", model="ignored", budget=30).loop_argv(resume=False)
+    assert "--model" not in offline and "--resume" not in offline
+    assert offline[offline.index("--budget-seconds") + 1] == "30.0"
+
+
+def test_reference_results_tsv_is_counted_and_tabulated(tmp_path):
+    path = tmp_path / "results.tsv"
+    path.write_text(REFERENCE_TSV)
+    frame = results.load(path)
+    assert dashboard.status_counts(frame) == {"keep": 2, "discard": 1, "crash": 1}
+    assert dashboard.llm_usage(frame) == (0, None)
+    lines = [label.replace("\u00a0", " ") for label, _ in dashboard.table_rows(frame)]
+    assert lines[0].split()[:4] == ["1", "a1b2c3d", "0.997900", "keep"]
+    assert lines[3].split()[:4] == ["4", "d4e5f6g", "-", "crash"]  # a crash shows no val_bpb, not 0.0
+    assert len(dashboard.chart_png(frame)) > 1000  # the chart draws a reference-format file too
+
+
+def test_status_lines_show_phase_times_progress_and_usage():
+    now = 10_000.0
+    frame = pd.DataFrame({"experiment": [1, 2], "status": ["keep", "discard"], "wall_seconds": [60.0, 60.0],
+                          "prompt_tokens": [100, 200], "completion_tokens": [10, 20], "cost_usd": [0.01, None]})
+    status = LoopStatus(tag="t", phase="running", experiment=3, kind="candidate", description="LR 0.04 -> 0.05",
+                        phase_since=now - 15, started_at=now - 300)
+    lines = dashboard.status_lines(Snapshot("t", frame, status, running=True, stop_requested=True), now=now)
+    assert "running" in lines.phase and "experiment 3 (candidate): LR 0.04 -&gt; 0.05" in lines.phase
+    assert "stopping after this experiment" in lines.phase
+    assert lines.progress == pytest.approx(0.25)
+    assert "run 5m00s" in lines.times and "about 45s left" in lines.times
+    assert "keep <b>1</b> · discard <b>1</b> · crash <b>0</b>" in lines.counts
+    assert "LLM tokens <b>330</b>" in lines.counts and "$0.0100" in lines.counts
+    stopped = dashboard.status_lines(Snapshot("t", frame, status, running=False), now=now)
+    assert "stopped" in stopped.phase and stopped.progress == 0.0
+
+
+def test_console_error_is_one_line(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text("loading\nerror: there is no prepared data in /x: run `prepare` first\n")
+    assert dashboard.console_error(log) == "there is no prepared data in /x: run `prepare` first"
+    log.write_text("Traceback (most recent call last):\n  File \"x\", line 1\nRuntimeError: boom\n")
+    assert dashboard.console_error(log) == "RuntimeError: boom"
+    log.write_text("1 abc1234 0.99 keep baseline\n")
+    assert dashboard.console_error(log) == ""
+
+
+# -- the dashboard object on a run's files ---------------------------------------------------------------
+
+
+def test_finished_run_is_shown_with_its_rows_detail_and_chart(project):
+    path = dashboard.results_path(project, "done")
+    results.append(path, row(1, "keep", 1.0, kind="baseline", margin=0.002, best=1.0, wall_seconds=2.0),
+                   row(2, "crash", None, failure="crash: RuntimeError: scripted failure"))
+    board = Dashboard(repo=project, poll_seconds=0)  # no tag given: the latest run is picked
+    view = board.view
+    assert board.control.tag == "done" and view.tag.value == "done"
+    assert [number for _, number in view.table.options] == [1, 2]
+    assert view.chart.value and "2 experiments" in view.chart_caption.value
+    assert "done</b>: stopped" in view.phase.value and view.error.value == ""
+    assert not view.start.disabled and view.stop.disabled and view.abort.disabled
+    view.table.value = 2
+    assert "#2" in view.detail_title.value and "scripted failure" in view.failure.value
+    assert "no diff" in view.diff.value  # the fixture rows name commits that are not in the repository
+
+
+def test_unusable_tag_shows_one_error_line_and_starts_nothing(project):
+    board = Dashboard(repo=project, poll_seconds=0)
+    board.view.tag.value = "no spaces allowed"
+    assert board.view.error.value.count("error:") == 1 and "is not usable" in board.view.error.value
+    board.view.start.click()
+    assert "is not usable" in board.view.error.value and board.control.process is None
+    assert "Traceback" not in board.view.error.value
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from autoresearch_kernel import runstate
+    from autoresearch_kernel.workspace import run_dir
+    folder = run_dir(sys.argv[1], sys.argv[2])
+    lock = runstate.TagLock(folder)
+    lock.acquire(sys.argv[2])
+    runstate.write_status(folder, runstate.LoopStatus(tag=sys.argv[2], phase="running", experiment=2,
+                                                      phase_since=time.time(), started_at=time.time()))
+    print("locked", flush=True)
+    while not (folder / runstate.STOP).exists():
+        time.sleep(0.05)
+""")
+
+
+def test_reopening_reattaches_to_the_running_loop_through_its_lock(project):
+    """A process holding the tag's lock (as a loop does) is found, shown as running, never started twice."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(project), "night"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        results.append(dashboard.results_path(project, "other"), row(1, "keep", 1.0))  # a later, idle run
+        board = Dashboard(repo=project, poll_seconds=0)  # a fresh kernel: no tag given
+        assert board.control.tag == "night"  # the running tag wins over the latest results
+        snapshot = board.refresh()
+        assert snapshot.running and snapshot.status.phase == "running"
+        assert board.view.start.disabled and not board.view.stop.disabled and board.view.tag.disabled
+        board._act(board.start)  # what a click does, even though the button is disabled
+        assert "already running" in board.view.error.value and board.control.process is None
+        board.view.stop.click()
+        assert holder.wait(timeout=10) == 0  # the stop request reached the lock holder
+        snapshot = board.refresh()
+        assert not snapshot.running and "stopped" in board.view.phase.value
+        assert not board.view.start.disabled
+    finally:
+        holder.kill()
+        holder.wait()
