@@ -1,5 +1,7 @@
 """The edit format: notebook -> percent-format text, and replies (SEARCH/REPLACE or whole notebook) -> notebook."""
 
+from pathlib import Path
+
 import nbformat
 import pytest
 from sandbox_fixture import sandbox_notebook
@@ -144,3 +146,12 @@ def test_clean_notebook_drops_volatile_metadata():
     notebook.cells[3].metadata["tags"] = ["keep-me"]
     clean_notebook(notebook)
     assert "papermill" not in notebook.metadata and notebook.cells[3].metadata == {"tags": ["keep-me"]}
+
+
+def test_the_example_in_program_md_applies():
+    # program.md documents the reply format for the model; its example must stay something we accept.
+    program = (Path(__file__).resolve().parents[1] / "program.md").read_text()
+    example = program.split("```\nDescription:", 1)[1].split("```", 1)[0]
+    description, edited = apply_reply(sandbox_notebook(), "Description:" + example)
+    assert description == "raise the matrix learning rate to 0.05"
+    assert "MATRIX_LR = 0.05" in edited.cells[3].source
