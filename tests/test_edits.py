@@ -95,6 +95,7 @@ def test_ambiguous_match_is_an_error_naming_the_cells():
     ("Description: x\n<<<<<<< SEARCH\nDEPTH = 4\n>>>>>>> REPLACE\n", "no `=======` line"),
     ("Description: x\n<<<<<<< SEARCH\nDEPTH = 4\n=======\nDEPTH = 5\n", "not closed"),
     ("Description: x\n" + block("", "DEPTH = 5"), "empty SEARCH part"),
+    ("Description: x\n" + block("# %%\nimport torch", "# %%\nimport torch as t"), "never a `# %%` marker line"),
     ("Description: x\n" + block("WEIGHT_DECAY = 0.0      # AdamW weight decay", "WEIGHT_DECAY = 0.0      # AdamW weight decay  "), "leaves the notebook unchanged"),
     ("Description: x\n```python\n# %%\na = 1\n```\n```python\n# %%\nb = 1\n```\n", "2 fenced notebooks"),
 ])

@@ -52,6 +52,7 @@ def test_valid_reply_becomes_a_proposal_with_usage_and_cost(scripted_llm):
     assert "Best val_bpb so far: 1.234567" in prompt and "not already tried" in prompt
     assert "<<<<<<< SEARCH" in prompt and "crashed" not in prompt
     assert "sk-test-secret" not in scripted_llm.prompt()
+    assert "sk-test-secret" not in repr(proposer(scripted_llm).settings)
 
 
 def test_no_prices_means_unknown_cost(scripted_llm, monkeypatch):

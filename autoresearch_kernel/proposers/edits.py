@@ -280,6 +280,9 @@ def _apply_block(block: EditBlock, texts: list[str]) -> str | None:
                 "cell)")
     hits = [(index, start) for index, text in enumerate(texts)
             for start in _find(needle, [line.rstrip() for line in text.splitlines()])]
+    if not hits and any(MARKER.match(line) for line in needle):
+        return (f"{block.label()} matches nothing: a SEARCH part quotes lines inside one cell, never a "
+                "`# %%` marker line")
     if not hits:
         return (f"{block.label()} matches nothing in the notebook: the SEARCH lines must be copied exactly "
                 f"from one cell{_closest_hint(block, texts)}")

@@ -21,7 +21,7 @@ import email.utils
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import openai
 
@@ -42,7 +42,7 @@ class LLMSettings:
 
     model: str
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)     # never in a repr, a log or a status line
     timeout_s: float = 600.0            # one request; a long reply from a slow local model can take minutes
     retries: int = 5                    # extra attempts after the first, for retryable failures
     backoff_s: float = 2.0              # first wait; doubles per attempt
