@@ -180,7 +180,7 @@ def file_documents(path: Path) -> Iterator[str]:
             continue
         try:
             record = json.loads(line)
-            doc = record["text"] if isinstance(record, dict) else None
+            doc = record.get("text") if isinstance(record, dict) else None
         except json.JSONDecodeError:
             doc = None
         if not isinstance(doc, str):
@@ -279,6 +279,7 @@ def _download(url: str, path: Path, retries: int, backoff_s: float) -> None:
                 written = out.tell()
             if expected is not None and written != int(expected):
                 raise OSError(f"got {written} of {expected} bytes")
+            pq.ParquetFile(tmp)  # reads the footer: a truncated or corrupt shard never gets its real name
             os.replace(tmp, path)
             return
         except urllib.error.HTTPError as error:
