@@ -138,5 +138,8 @@ def test_a_resumed_proposer_rebuilds_its_state_from_the_history():
 
 def test_make_proposer():
     assert make_proposer("mutate", seed=3).seed == 3
+    assert make_proposer("mutate", seed=None).seed == 0                     # None: not given
+    with pytest.raises(AutoresearchError, match="the mutate proposer cannot take these options"):
+        make_proposer("mutate", model="gpt")
     with pytest.raises(AutoresearchError, match="choose one of mutate, llm"):
         make_proposer("random")

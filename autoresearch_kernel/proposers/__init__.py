@@ -24,15 +24,23 @@ PROPOSERS = ("mutate", "llm")
 
 
 def make_proposer(name: str, **options) -> Proposer:
-    """The proposer called `name` ("mutate" | "llm"), built with its own options (see each class)."""
+    """The proposer called `name` ("mutate" | "llm"), built with its own options (see each class).
+
+    Options that are None count as not given, so a command line can pass its flags through unfiltered.
+    """
+    given = {key: value for key, value in options.items() if value is not None}
     # Imported here so that `mutate` never pays for importing the openai client.
     if name == "mutate":
-        from autoresearch_kernel.proposers.mutate import MutateProposer
-        return MutateProposer(**options)
-    if name == "llm":
-        from autoresearch_kernel.proposers.llm import LLMProposer
-        return LLMProposer(**options)
-    raise AutoresearchError(f"unknown proposer {name!r}: choose one of {', '.join(PROPOSERS)}")
+        from autoresearch_kernel.proposers.mutate import MutateProposer as cls
+    elif name == "llm":
+        from autoresearch_kernel.proposers.llm import LLMProposer as cls
+    else:
+        raise AutoresearchError(f"unknown proposer {name!r}: choose one of {', '.join(PROPOSERS)}")
+    try:
+        return cls(**given)
+    except TypeError as error:      # an option this proposer does not take, e.g. --model for mutate
+        raise AutoresearchError(f"the {name} proposer cannot take these options ({error}); see "
+                                f"{cls.__module__} for the ones it takes") from None
 
 
 __all__ = [
