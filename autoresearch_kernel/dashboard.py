@@ -360,6 +360,12 @@ class DashboardView:
         self.root.add_class("ark-dashboard")
         self._setup = [self.tag, self.proposer, self.model, self.base_url, self.budget_kind, self.budget,
                        self.max_experiments, self.data_dir]
+        # Stable class names: the browser test (and a user's CSS) find the fields by them.
+        for name, widget in [("tag", self.tag), ("proposer", self.proposer), ("model", self.model),
+                             ("endpoint", self.base_url), ("budget-kind", self.budget_kind), ("budget", self.budget),
+                             ("max-experiments", self.max_experiments), ("data-dir", self.data_dir),
+                             ("start", self.start), ("stop", self.stop), ("abort", self.abort)]:
+            widget.add_class(f"ark-{name}")
 
     def _show_llm_fields(self) -> None:
         self.llm_box.layout.display = "" if self.proposer.value == "llm" else "none"

@@ -1,0 +1,91 @@
+"""notebooks/loop.ipynb runs top to bottom under papermill (headless): on a finished run with no loop
+running, and on a results.tsv in the reference project's five-column format. Real kernel, real papermill.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from autoresearch_kernel import results
+from autoresearch_kernel.dashboard import results_path
+from loop_fixture import make_repo
+
+LOOP_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "loop.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+REFERENCE_TSV = """\
+commit\tval_bpb\tmemory_gb\tstatus\tdescription
+a1b2c3d\t0.997900\t44.0\tkeep\tbaseline
+b2c3d4e\t0.993200\t44.2\tkeep\tincrease LR to 0.04
+c3d4e5f\t1.005000\t44.0\tdiscard\tswitch to GeLU activation
+d4e5f6a\t0.000000\t0.0\tcrash\tdouble model width (OOM)
+e5f6a7b\t0.990100\t44.1\tkeep\trotary base 200k
+"""
+
+
+def execute(tmp_path: Path, **parameters) -> nbformat.NotebookNode:
+    output = tmp_path / "loop.out.ipynb"
+    papermill.execute_notebook(
+        str(LOOP_NOTEBOOK), str(output), parameters=parameters, cwd=str(tmp_path), kernel_name="python3",
+        progress_bar=False, execution_timeout=120,
+    )
+    return nbformat.read(output, as_version=4)
+
+
+def texts(notebook: nbformat.NotebookNode) -> str:
+    """Everything the code cells printed or showed as text."""
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(output.get("data", {}).get("text/plain", ""))
+            parts.append(output.get("data", {}).get("text/html", ""))
+    return "\n".join(str(part) for part in parts)
+
+
+def mime_types(notebook: nbformat.NotebookNode) -> set[str]:
+    return {kind for cell in notebook.cells for output in cell.get("outputs", []) for kind in output.get("data", {})}
+
+
+def test_committed_notebook_is_clean_and_parameterised():
+    notebook = nbformat.read(LOOP_NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    assert code[0].metadata.get("tags") == ["parameters"]
+    for name in ("REPO", "TAG", "DATA_DIR", "PROPOSER", "RESULTS_TSV"):
+        assert f"\n{name} = " in "\n" + code[0].source
+    assert set(notebook.metadata) == {"kernelspec", "language_info"}
+
+
+def test_runs_on_a_finished_run_with_no_loop_running(tmp_path):
+    project = make_repo(tmp_path / "project")
+    results.append(
+        results_path(project, "done"),
+        results.Row("a000001", 1.000, 0.2, "keep", "baseline", experiment=1, kind="baseline", best=1.0,
+                    margin=0.002, noise_std=0.001),
+        results.Row("a000002", 0.990, 0.2, "keep", "LR 0.04 -> 0.05", experiment=2, best=0.99, margin=0.002),
+        results.Row("a000003", 0.995, 0.2, "discard", "DEPTH 4 -> 5", experiment=3, best=0.99, margin=0.002),
+        results.Row("a000004", None, None, "crash", "WIDTH 128 -> 4096", experiment=4, best=0.99, margin=0.002,
+                    failure="crash: RuntimeError: out of memory"),
+    )
+    notebook = execute(tmp_path, REPO=str(project), TAG="done")
+    shown = texts(notebook)
+    assert "4 experiments" in shown and "keep 2, discard 1, crash 1" in shown
+    assert "LR 0.04 -&gt; 0.05" in shown or "LR 0.04 -> 0.05" in shown
+    assert "image/png" in mime_types(notebook)  # the progress chart
+    assert WIDGET_VIEW in mime_types(notebook)  # the dashboard was displayed, and the cell did not block
+
+
+def test_runs_on_a_reference_results_tsv(tmp_path):
+    reference = tmp_path / "reference" / "results.tsv"
+    reference.parent.mkdir()
+    reference.write_text(REFERENCE_TSV)
+    notebook = execute(tmp_path, REPO=str(tmp_path), RESULTS_TSV=str(reference))  # not even a git repository
+    shown = texts(notebook)
+    assert "5 experiments" in shown and "keep 3, discard 1, crash 1" in shown
+    assert "rotary base 200k" in shown
+    assert "image/png" in mime_types(notebook)
