@@ -31,8 +31,10 @@ run: install
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Rooted at the project (not notebooks/), so the dashboard's links to executed notebooks under runs/ open;
+# it opens on the controller notebook.
 lab: install
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab --LabApp.default_url=/lab/tree/notebooks/loop.ipynb
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
