@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from autoresearch_kernel.runner import is_secret_name
+
 STATUSES = ("keep", "discard", "crash")
 KINDS = ("baseline", "candidate", "confirm", "fix")
 
@@ -63,9 +65,17 @@ REFERENCE_COLUMNS = COLUMNS[:5]
 HEADER = "\t".join(COLUMNS) + "\n"
 
 
+def redact(text: str) -> str:
+    """Replace the values of this process's secrets (API keys, tokens) wherever they appear in `text`."""
+    for name, value in os.environ.items():
+        if len(value) >= 6 and is_secret_name(name) and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    """Collapse tabs and newlines so that a free text can never break the TSV's shape."""
-    flat = " ".join(str(text).split())
+    """Collapse tabs and newlines so that a free text can never break the TSV's shape; secrets redacted."""
+    flat = " ".join(redact(str(text)).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 

@@ -199,6 +199,10 @@ class Workspace:
         self.reset_to(kept)
         return ref
 
+    def close(self) -> None:
+        """Stop the git helper processes GitPython keeps for this worktree."""
+        self.repo.close()
+
     def reset_to(self, commit: str) -> None:
         """Point the branch at `commit` and leave a clean tree (nothing staged, nothing untracked)."""
         self.repo.git.reset("--hard", "--quiet", self.resolve(commit))

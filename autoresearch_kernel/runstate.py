@@ -1,0 +1,195 @@
+"""A run's small files on disk: what the loop is doing, what it was in the middle of, and who runs it.
+
+Everything here lives in `runs/<tag>/`, next to results.tsv, so that another process (the dashboard, a
+second terminal, the loop itself after a kill) can read and steer a run without importing the loop:
+
+- `state.json`: the experiment in flight (committed, maybe partly run, row not yet written) and a pending
+  crash fix. results.tsv stays the source of truth for finished experiments; this file only says what was
+  under way, so that a resume neither loses nor repeats a row.
+- `status.json`: the live phase (proposing / running / ...), rewritten at every change; `read_status`.
+- `loop.lock`: an flock held by the process that runs the loop; the kernel drops it when that process
+  dies, even by SIGKILL, so a dead loop never blocks a resume. `is_running` tests it.
+- `stop` / `abort`: files that ask the running loop to stop after this experiment / abort it now
+  (`request_stop`, `request_abort`); the loop removes them when it exits.
+
+Files are replaced atomically (written aside, fsynced, renamed), so a reader never sees half of one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoresearch_kernel.errors import WorkspaceError
+from autoresearch_kernel.results import Row
+from autoresearch_kernel.workspace import run_dir
+
+STATE = "state.json"
+STATUS = "status.json"
+LOCK = "loop.lock"
+STOP = "stop"
+ABORT = "abort"
+
+PHASES = ("starting", "idle", "proposing", "checking", "running", "evaluating", "paused", "stopped", "error")
+
+
+@dataclass
+class Pending:
+    """The experiment in flight: committed, its runs so far, its rows not yet in results.tsv."""
+
+    numbers: list[int]  # experiment numbers reserved for its runs (the first, then confirmations)
+    kind: str  # candidate | fix
+    commit: str  # full hash of the candidate commit
+    parent: str  # full hash of the kept commit it was built on
+    description: str
+    usage: dict = field(default_factory=dict)  # proposers.Usage as a dict
+    runs: list[dict] = field(default_factory=list)  # finished runs as Row dicts, status not final yet
+    interrupts: int = 0  # how often a resume found it unfinished
+    fixes_left: int = 0  # fix proposals it gets if it crashes
+
+
+@dataclass
+class FixRequest:
+    """A fresh idea crashed: the next proposal is asked to fix it, with the failure excerpt."""
+
+    commit: str  # the crashed commit (kept under its discarded ref)
+    description: str
+    failure: str
+    attempts_left: int
+
+
+@dataclass
+class State:
+    kept: str = ""  # full hash of the last kept commit ("" before the baseline)
+    pending: Pending | None = None
+    fix: FixRequest | None = None
+
+
+@dataclass
+class LoopStatus:
+    """What the loop is doing now, as the dashboard shows it."""
+
+    tag: str
+    phase: str = "starting"
+    pid: int = 0
+    experiment: int | None = None  # number of the run in progress
+    kind: str = ""  # baseline | candidate | confirm | fix
+    description: str = ""
+    message: str = ""  # one line: the last thing worth saying (a pause's reason, an error)
+    phase_since: float = 0.0  # epoch seconds when this phase began
+    started_at: float = 0.0  # epoch seconds when this loop process started
+    budget_seconds: float = 0.0  # training budget per experiment (0: profile default)
+    budget_tokens: int = 0
+    timeout_s: float = 0.0  # the wall-clock limit of one run
+    proposals: int = 0  # proposals made by this loop process (invalid ones included)
+    best: float | None = None
+    noise_std: float | None = None
+    margin: float | None = None
+    updated_at: float = 0.0
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Replace `path` with the JSON payload, all or nothing."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def load_state(folder: Path) -> State:
+    path = folder / STATE
+    if not path.exists():
+        return State()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    pending = Pending(**data["pending"]) if data.get("pending") else None
+    fix = FixRequest(**data["fix"]) if data.get("fix") else None
+    return State(kept=data.get("kept", ""), pending=pending, fix=fix)
+
+
+def save_state(folder: Path, state: State) -> None:
+    write_json(folder / STATE, dataclasses.asdict(state))
+
+
+def pending_rows(pending: Pending) -> list[Row]:
+    return [Row(**run) for run in pending.runs]
+
+
+def write_status(folder: Path, status: LoopStatus) -> None:
+    status.updated_at = time.time()
+    write_json(folder / STATUS, dataclasses.asdict(status))
+
+
+def read_status(repo: str | os.PathLike, tag: str) -> LoopStatus | None:
+    """The last status the run's loop wrote, or None when it never started.
+
+    A status whose loop is no longer running reads as phase "stopped" (unless it ended in "error").
+    """
+    path = run_dir(repo, tag) / STATUS
+    try:
+        status = LoopStatus(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    if status.phase not in ("stopped", "error") and not is_running(repo, tag):
+        status.phase = "stopped"
+    return status
+
+
+class TagLock:
+    """One loop per run tag, across threads and processes: an flock on runs/<tag>/loop.lock."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK
+        self._fd: int | None = None
+
+    def acquire(self, tag: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise WorkspaceError(
+                f"run tag {tag!r} is already running (pid {holder}): attach to it, or stop it first "
+                f"(touch {self.path.parent / STOP})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_running(repo: str | os.PathLike, tag: str) -> bool:
+    """True while some process (this one included) holds the run's loop lock."""
+    path = run_dir(repo, tag) / LOCK
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
+
+
+def request_stop(repo: str | os.PathLike, tag: str) -> None:
+    """Ask the run's loop (in any process) to stop after the experiment in progress."""
+    (run_dir(repo, tag) / STOP).touch()
+
+
+def request_abort(repo: str | os.PathLike, tag: str) -> None:
+    """Ask the run's loop (in any process) to kill the experiment in progress now and stop."""
+    (run_dir(repo, tag) / ABORT).touch()

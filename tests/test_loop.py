@@ -1,0 +1,267 @@
+"""The loop on real git repositories and real kernels (the tiny fixture sandbox of loop_fixture.py).
+
+Each scenario runs once (module fixtures) and several tests read what it left: rows, refs, branch, state.
+"""
+import json
+import os
+import threading
+import time
+
+import git
+import psutil
+import pytest
+
+from autoresearch_kernel import results, runstate
+from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
+from autoresearch_kernel.gate import GateConfig
+from autoresearch_kernel.loop import Checks, Loop, LoopConfig
+from loop_fixture import ScriptedProposer, make_repo
+
+SECRET = "sk-test-0123456789abcdef"
+
+
+def config(repo, tag="t", **overrides):
+    settings = dict(repo=repo, tag=tag, baseline_seeds=(0, 1), timeout_s=60, pause_seconds=0.3,
+                    gate=GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0))
+    settings.update(overrides)
+    return LoopConfig(**settings)
+
+
+def no_kernels_left():
+    """Kernels or papermill processes still running below this test process."""
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any(
+                    "kernel" in part or "papermill" in part for part in child.cmdline()):
+                left.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+# -- scenario 1: keep, discard, crash and its fix, invalid reply, confirmation kept and discarded ----------
+# baseline seeds 0 and 1 give 1.000 and 1.001: best 1.0005, noise std 0.000707, margin 0.001414, and a gain
+# up to 0.002828 is confirmed on seed 1 (where the fixture adds NOISE) before it is kept.
+MAIN_SCRIPT = [
+    ("VALUE 1.0 -> 0.9", {"VALUE": 0.9}),          # 3 keep
+    ("VALUE 0.9 -> 1.5", {"VALUE": 1.5}),          # 4 discard
+    ("raise", {"FAIL": True}),                     # 5 crash -> a fix is asked for, with the traceback
+    ("fixed and better", {"FAIL": False, "VALUE": 0.8}),  # 6 fix, keep
+    "not an edit",                                 # invalid: no commit, no experiment
+    ("slightly better", {"VALUE": 0.798}),         # 7 confirm (gain 0.002), 8 confirm run 0.799: keep
+    ("lucky seed", {"VALUE": 0.796, "NOISE": 0.01}),  # 9 confirm, 10 on seed 1: 0.806: discard
+]
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("main") / "project")
+    os.environ["OPENAI_API_KEY"] = SECRET  # the loop's secret: the experiments must not see it
+    try:
+        proposer = ScriptedProposer(MAIN_SCRIPT)
+        events = []
+        with Loop(config(repo, max_experiments=len(MAIN_SCRIPT)), proposer=proposer, on_event=events.append) as loop:
+            why = loop.run()
+            folder = loop.folder
+    finally:
+        del os.environ["OPENAI_API_KEY"]
+    return dict(repo=repo, folder=folder, proposer=proposer, events=events, why=why,
+                rows=results.read_rows(folder / "results.tsv"))
+
+
+def test_rows_record_every_outcome(main_run):
+    rows = main_run["rows"]
+    assert main_run["why"] == "max experiments reached"
+    assert [(r.experiment, r.kind, r.status) for r in rows] == [
+        (1, "baseline", "keep"), (2, "baseline", "keep"),
+        (3, "candidate", "keep"), (4, "candidate", "discard"), (5, "candidate", "crash"), (6, "fix", "keep"),
+        (7, "candidate", "keep"), (8, "confirm", "keep"), (9, "candidate", "discard"), (10, "confirm", "discard"),
+    ]
+    assert rows[1].best == pytest.approx(1.0005) and rows[1].noise_std == pytest.approx(0.000707, abs=1e-6)
+    assert all(r.margin == pytest.approx(0.001414, abs=1e-6) for r in rows[2:])
+    assert rows[4].val_bpb is None and "RuntimeError: scripted failure" in rows[4].failure
+    assert rows[7].best == pytest.approx(0.7985)  # the mean of the candidate's two runs
+    assert rows[5].description == "fixed and better" and rows[5].prompt_tokens == 100
+    assert rows[7].prompt_tokens == 0  # a confirmation run costs no proposal
+    assert [r.seed for r in rows[2:]] == [0, 0, 0, 0, 0, 1, 0, 1]
+    assert all((main_run["folder"] / r.notebook).exists() for r in rows)
+
+
+def test_branch_holds_the_kept_commits_and_discards_stay_reachable(main_run):
+    repo, rows = git.Repo(main_run["repo"]), main_run["rows"]
+    branch = repo.heads["autoresearch/t"].commit
+    assert branch.hexsha.startswith(rows[7].commit)  # the last keep
+    lineage = [c.hexsha[:7] for c in repo.iter_commits("autoresearch/t")]
+    assert [rows[i].commit for i in (6, 5, 2, 0)] == lineage[:4]
+    for row in (rows[3], rows[4], rows[8]):  # each commit's diff can still be read
+        assert repo.commit(row.commit)
+    assert repo.commit("refs/autoresearch/t/discarded/4").hexsha.startswith(rows[3].commit)
+    assert repo.commit("refs/autoresearch/t/discarded/5").hexsha.startswith(rows[4].commit)
+    assert repo.commit("refs/autoresearch/t/discarded/9").hexsha.startswith(rows[8].commit)
+    assert repo.active_branch.name == "main" and not repo.is_dirty(untracked_files=True)
+    assert not git.Repo(main_run["folder"] / "worktree").is_dirty(untracked_files=True)
+
+
+def test_crash_fix_gets_the_crashed_notebook_and_the_traceback(main_run):
+    contexts = main_run["proposer"].contexts
+    assert contexts[3].failure and "RuntimeError: scripted failure" in contexts[3].failure
+    assert "FAIL = True" in contexts[3].notebook.cells[1].source
+    assert all(c.failure is None for i, c in enumerate(contexts) if i != 3)
+    assert main_run["proposer"].feedbacks == ["keep", "discard", "crash", "keep", "keep", "discard"]
+    # the proposer sees what was tried, invalid replies included
+    assert [h.status for h in contexts[-1].history] == ["keep", "discard", "crash", "keep", "invalid", "keep"]
+    assert contexts[-1].best_val_bpb == pytest.approx(0.7985)
+
+
+def test_invalid_reply_is_recorded_without_commit_or_experiment(main_run):
+    invalid = results.read_rows(main_run["folder"] / "invalid.tsv")
+    assert len(invalid) == 1 and invalid[0].commit == "" and "not an edit" in invalid[0].failure
+    assert invalid[0].prompt_tokens == 100
+
+
+def test_secrets_reach_neither_the_experiment_nor_the_records(main_run):
+    folder = main_run["folder"]
+    metrics = json.loads((folder / "notebooks" / "0003-{}.metrics.json".format(main_run["rows"][2].commit)).read_text())
+    assert metrics["env_secrets"] == []
+    for path in folder.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_events_and_status_follow_the_phases(main_run):
+    phases = [e.phase for e in main_run["events"]]
+    for phase in ("idle", "proposing", "checking", "running", "evaluating", "stopped"):
+        assert phase in phases
+    assert sum(len(e.rows) for e in main_run["events"]) == 10
+    assert sum(e.invalid is not None for e in main_run["events"]) == 1
+    status = runstate.read_status(main_run["repo"], "t")
+    assert status.phase == "stopped" and status.best == pytest.approx(0.7985) and status.proposals == 7
+    assert not runstate.is_running(main_run["repo"], "t")
+    assert no_kernels_left() == []
+
+
+# -- scenario 2: timeout, kernel death, proposer outage, stop and second loop --------------------------
+@pytest.fixture(scope="module")
+def failure_run(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("failures") / "project")
+    proposer = ScriptedProposer([
+        ("sleep past the limit", {"SLEEP": 60}),
+        "unavailable",
+        ("kernel dies", {"DIE": True}),
+        ("fine", {"VALUE": 0.5}),
+    ])
+    events = []
+    cfg = config(repo, baseline_seeds=(0,), timeout_s=8, fix_attempts=0, max_experiments=3)
+    with Loop(cfg, proposer=proposer, on_event=events.append) as loop:
+        with pytest.raises(WorkspaceError, match="already running"):
+            Loop(config(repo, resume=True), proposer=proposer)
+        assert runstate.is_running(repo, "t")
+        why = loop.run()
+        leftovers = no_kernels_left()
+        runstate.request_stop(repo, "t")  # a stop file from another process: the next run() ends at once
+        second = loop.run()
+    return dict(repo=repo, folder=loop.folder, rows=results.read_rows(loop.folder / "results.tsv"), events=events,
+                why=why, second=second, leftovers=leftovers)
+
+
+def test_timeout_and_kernel_death_are_crashes_and_leave_no_kernel(failure_run):
+    rows = failure_run["rows"]
+    assert [(r.kind, r.status) for r in rows] == [
+        ("baseline", "keep"), ("candidate", "crash"), ("candidate", "crash"), ("candidate", "keep")]
+    assert rows[1].failure.startswith("timeout") and 7 < rows[1].wall_seconds < 30
+    assert rows[2].failure.startswith("crash") and rows[2].val_bpb is None
+    assert failure_run["leftovers"] == []
+
+
+def test_proposer_outage_pauses_and_the_loop_goes_on(failure_run):
+    paused = [e for e in failure_run["events"] if e.phase == "paused"]
+    assert paused and "proposer unavailable" in paused[0].status.message
+    assert "HTTP 429" in paused[0].status.message
+    assert failure_run["why"] == "max experiments reached"  # the outage did not count as an experiment
+
+
+def test_stop_file_stops_the_loop(failure_run):
+    assert failure_run["second"] == "stopped on request"
+    assert not (failure_run["folder"] / runstate.STOP).exists()
+
+
+# -- checks: the guard's two places in the step --------------------------------------------------------
+class RefuseAll(Checks):
+    def __init__(self, refuse_candidate: bool):
+        self.refuse_candidate, self.seen = refuse_candidate, []
+
+    def check_candidate(self, candidate):
+        self.seen.append(("check", candidate.number, candidate.commit))
+        return "edits a harness cell" if self.refuse_candidate else None
+
+    def verify_result(self, candidate, result, decision):
+        self.seen.append(("verify", decision.status))
+        return "re-score mismatch"
+
+
+@pytest.mark.parametrize("refuse_candidate", [True, False])
+def test_checks_turn_a_candidate_into_a_crash(tmp_path, refuse_candidate):
+    repo = make_repo(tmp_path / "project")
+    checks = RefuseAll(refuse_candidate)
+    cfg = config(repo, baseline_seeds=(0,), fix_attempts=1, max_experiments=1)
+    with Loop(cfg, proposer=ScriptedProposer([("better", {"VALUE": 0.5})]), checks=checks) as loop:
+        loop.run()
+        folder = loop.folder
+    rows = results.read_rows(folder / "results.tsv")
+    assert rows[-1].status == "crash" and rows[-1].failure.startswith("integrity: ")
+    assert git.Repo(repo).heads["autoresearch/t"].commit.hexsha.startswith(rows[0].commit)
+    assert runstate.load_state(folder).fix is None  # cheating is not "fixed"
+    if refuse_candidate:  # nothing was executed
+        assert checks.seen[0][0] == "check" and len(checks.seen) == 1
+        assert not list((folder / "notebooks").glob(f"0002-*.ipynb"))
+    else:
+        assert checks.seen[-1] == ("verify", "keep")
+
+
+# -- abort and interruption ---------------------------------------------------------------------------
+def test_abort_kills_the_run_now_and_resume_settles_it(tmp_path):
+    repo = make_repo(tmp_path / "project")
+    cfg = config(repo, baseline_seeds=(0,), timeout_s=120)
+    loop = Loop(cfg, proposer=ScriptedProposer([("slow", {"SLEEP": 100})]))
+    running = threading.Event()
+    loop.on_event = lambda e: running.set() if e.phase == "running" and e.status.kind == "candidate" else None
+    thread = threading.Thread(target=lambda: setattr(loop, "why", loop.run()))
+    thread.start()
+    assert running.wait(60)
+    started = time.monotonic()
+    runstate.request_abort(repo, "t")
+    thread.join(60)
+    loop.close()
+    assert loop.why == "aborted" and time.monotonic() - started < 15
+    assert no_kernels_left() == []
+    assert len(results.read_rows(loop.folder / "results.tsv")) == 1  # no row for the aborted run
+    assert runstate.load_state(loop.folder).pending.description == "slow"
+    # resumed with no patience for interruptions: recorded as a crash without running it again
+    with Loop(config(repo, baseline_seeds=(0,), resume=True, max_interrupts=0, max_experiments=0),
+              proposer=ScriptedProposer([])) as again:
+        rows = again.step()
+    assert [(r.status, r.description) for r in rows] == [("crash", "slow")]
+    assert "interrupted" in rows[0].failure
+    assert git.Repo(repo).commit("refs/autoresearch/t/discarded/2")
+
+
+def test_baseline_crash_stops_with_a_clear_error(tmp_path):
+    repo = make_repo(tmp_path / "project")
+    notebook = repo / "notebooks" / "train_template.ipynb"
+    notebook.write_text(notebook.read_text().replace("FAIL = False", "FAIL = True"))
+    git.Repo(repo).git.commit("-am", "broken")
+    with Loop(config(repo, baseline_seeds=(0,)), proposer=ScriptedProposer([])) as loop:
+        with pytest.raises(AutoresearchError, match="baseline seed 0.*resume"):
+            loop.run()
+        assert loop.status.phase == "error"
+
+
+def test_config_refuses_two_budgets():
+    with pytest.raises(AutoresearchError, match="either"):
+        LoopConfig(tag="x", budget_seconds=5, budget_tokens=100)
+
+
+@pytest.mark.parametrize("budget, expected", [(300, 600), (60, 180), (5, 125), (1200, 2400)])
+def test_timeout_scales_with_the_budget(budget, expected):
+    assert LoopConfig(tag="x", budget_seconds=budget).run_timeout() == expected
