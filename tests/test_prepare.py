@@ -68,6 +68,10 @@ def test_load_prepared_rejects_tampered_partial_and_stale_data(prepared_dir, tmp
     with pytest.raises(DataError, match="missing"):
         load_prepared(copy, "cpu")
     manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["profile"]["eval_batch_size"] += 1  # how an experiment runs, not what was prepared
+    manifest["files"].pop(VAL_ROWS)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert load_prepared(copy, "cpu").manifest.profile["eval_batch_size"] == PROFILES["cpu"].eval_batch_size + 1
     manifest["profile"]["seq_len"] = 128
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"other cpu settings \(seq_len\)"):
@@ -113,3 +117,16 @@ def test_default_data_dir_and_command(monkeypatch, tmp_path):
     assert default_data_dir() == tmp_path
     assert prepare_command("cpu", tmp_path) == "python -m autoresearch_kernel prepare --profile cpu"
     assert prepare_command("gpu", "/x", "climbmix") == "python -m autoresearch_kernel prepare --source climbmix --profile gpu --data-dir /x"
+
+
+def test_cli_prepare_prints_one_summary_line_or_one_error_line(tmp_path, capsys):
+    from autoresearch_kernel.cli import main
+
+    assert main(["prepare", "--data-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("prepared embedded for profile cpu:") and out.count("\n") == 1
+    assert "training the tokenizer" in err
+    assert main(["prepare", "--source", "nope", "--data-dir", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: unknown source 'nope'") and err.count("\n") == 1
+    load_prepared(tmp_path, "cpu")  # the failed run left the earlier data intact

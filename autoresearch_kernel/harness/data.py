@@ -53,8 +53,8 @@ def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "
         raise DataError(f"no prepared data for profile {spec.name} in {root}{partial}; run: {fix}")
     manifest = Manifest.load(manifest_path, fix)
     fix = prepare_command(spec.name, data_dir, _source_option(manifest.source))
-    if manifest.profile != spec.to_dict():
-        changed = sorted(k for k in spec.to_dict() if manifest.profile.get(k) != getattr(spec, k))
+    changed = sorted(k for k, v in spec.data_settings().items() if manifest.profile.get(k) != v)
+    if changed:
         raise DataError(f"data in {path} was prepared with other {spec.name} settings ({', '.join(changed)}); run: {fix}")
     for name, digest in manifest.files.items():
         file = path / name

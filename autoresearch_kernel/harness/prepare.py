@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -74,6 +75,8 @@ def prepare(
         for batch in corpus.train_batches():
             yield from batch
 
+    if progress:
+        print(f"training the tokenizer (vocab {spec.vocab_size:,}, up to {spec.tokenizer_chars:,} characters)", file=sys.stderr)
     tokenizer = train_tokenizer(train_texts(), spec.vocab_size, spec.tokenizer_chars, spec.tokenizer_doc_chars)
     train, train_bytes = _encode(corpus.train_batches(), tokenizer, "tokenize train", progress)
     if train.num_documents == 0:

@@ -25,6 +25,14 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def data_settings(self) -> dict:
+        """The fields the prepared data depends on: a change to one of these needs a new prepare."""
+        return {name: getattr(self, name) for name in DATA_FIELDS}
+
+
+# Budget and evaluation batch size change how an experiment runs, not the prepared data or the score.
+DATA_FIELDS = ("name", "seq_len", "vocab_size", "eval_tokens", "tokenizer_chars", "tokenizer_doc_chars")
+
 
 PROFILES: dict[str, Profile] = {
     # The reference's constants (karpathy/autoresearch prepare.py), for one H100-class GPU.
