@@ -1,0 +1,244 @@
+"""One training run inside the sandbox notebook: the `run` object that `harness.start` returns.
+
+The notebook's set-up cell calls `start(...)` with its parameters. The returned `Experiment` is all the
+agent's code may use: the device, the profile, the training batches (every token served is counted), the
+budget (`done()`, `progress()`), and `tick(step, loss)` once per optimizer step, which keeps the training
+clock, prints the live progress line, records the loss curve and stops a run whose loss is NaN or exploding.
+
+The clock follows the reference: the first few steps (compile, allocator warm-up) are not timed, and only
+the time between ticks after them counts as training time. A token budget ignores the clock altogether,
+so that the same seed gives the same val_bpb on the same machine.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.harness.metrics import STATUS_FAILED, Metrics, write_metrics
+
+# Steps left off the training clock: on CUDA the first ones compile (the reference skips 10); elsewhere
+# only the first step pays a one-time cost (lazy allocation, thread-pool start).
+WARMUP_STEPS_CUDA = 10
+WARMUP_STEPS_OTHER = 1
+
+# A loss above this (or NaN/inf) means training has diverged: the reference's threshold.
+EXPLODING_LOSS = 100.0
+
+# The progress line is printed at most this often (it also goes to the runner's log, line by line).
+PROGRESS_EVERY_SECONDS = 5.0
+
+# Smoothing of the loss shown on the progress line (the curve keeps every raw value).
+LOSS_EMA_BETA = 0.9
+
+
+class TrainingFailed(AutoresearchError):
+    """Training diverged (NaN or exploding loss); metrics.json already records the failure."""
+
+
+@dataclass
+class Experiment:
+    """The run's state. The notebook uses the methods; the report reads the fields."""
+
+    device: torch.device
+    profile: object  # the harness's Profile (seq_len, vocab_size, ...)
+    seed: int
+    data: object  # the prepared data, as the harness loaded and verified it
+    metrics_path: Path
+    budget_seconds: float | None  # exactly one of the two budgets is set
+    budget_tokens: int | None
+    warmup_steps: int
+    started_at: float = field(default_factory=time.perf_counter)
+    tokens_served: int = 0
+    num_steps: int = 0
+    training_seconds: float = 0.0
+    timed_tokens: int = 0  # tokens of the timed steps, for tokens/s and MFU
+    losses: list[float] = field(default_factory=list)
+    _last_tick: float | None = None
+    _tokens_at_last_tick: int = 0
+    _last_print: float = -math.inf
+    _loss_ema: float = 0.0
+
+    # ---- what the agent's cells use -------------------------------------------------------------------
+
+    def batches(self, batch_size: int, seq_len: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Endless `(inputs, targets, epoch)` batches of the training split on `self.device`, counted."""
+        from autoresearch_kernel.harness.dataloader import train_batches
+
+        seq_len = seq_len or self.profile.seq_len
+        if seq_len > self.profile.seq_len:
+            raise AutoresearchError(
+                f"seq_len {seq_len} is longer than the profile's {self.profile.seq_len}: the evaluation "
+                "scores sequences of the profile's length, so train on at most that"
+            )
+        for x, y, epoch in train_batches(self.data, batch_size, seq_len, self.device, seed=self.seed):
+            self.tokens_served += x.numel()
+            yield x, y, epoch
+
+    def tick(self, step: int, loss: torch.Tensor | float) -> None:
+        """Once per optimizer step: clock, loss curve, progress line, divergence check."""
+        loss_value = float(loss)  # on a GPU this waits for the step to finish, so the clock is honest
+        now = time.perf_counter()
+        self.num_steps += 1
+        if self._last_tick is not None and self.num_steps > self.warmup_steps:
+            self.training_seconds += now - self._last_tick
+            self.timed_tokens += self.tokens_served - self._tokens_at_last_tick
+        self._last_tick, self._tokens_at_last_tick = now, self.tokens_served
+        self.losses.append(loss_value)
+
+        if not math.isfinite(loss_value) or loss_value > EXPLODING_LOSS:
+            reason = f"training diverged: loss {loss_value} at step {step}"
+            self.record_failure(reason)
+            raise TrainingFailed(f"{reason}; try a lower learning rate or a smaller change")
+
+        self._loss_ema = LOSS_EMA_BETA * self._loss_ema + (1 - LOSS_EMA_BETA) * loss_value
+        if now - self._last_print >= PROGRESS_EVERY_SECONDS or self.done():
+            self._last_print = now
+            print(self.progress_line(step), flush=True)
+
+    def done(self) -> bool:
+        """True once the budget (training seconds or training tokens) is spent."""
+        return self.progress() >= 1.0
+
+    def progress(self) -> float:
+        """Fraction of the budget spent, 0..1: the clock for time-based learning-rate schedules."""
+        if self.budget_tokens is not None:
+            return min(1.0, self.tokens_served / self.budget_tokens)
+        return min(1.0, self.training_seconds / self.budget_seconds)
+
+    # ---- what the report and the progress line use ----------------------------------------------------
+
+    def smoothed_loss(self) -> float:
+        """The loss EMA with its start-up bias removed."""
+        return self._loss_ema / (1 - LOSS_EMA_BETA ** max(1, len(self.losses)))
+
+    def tokens_per_second(self) -> float | None:
+        return self.timed_tokens / self.training_seconds if self.training_seconds > 0 else None
+
+    def progress_line(self, step: int) -> str:
+        rate = self.tokens_per_second()
+        rate_text = f"{rate:,.0f} tok/s" if rate else "warm-up"
+        if self.budget_tokens is not None:
+            left = f"{max(0, self.budget_tokens - self.tokens_served) / 1e6:.2f}M tokens left"
+        else:
+            left = f"{max(0.0, self.budget_seconds - self.training_seconds):.0f}s left"
+        return (
+            f"step {step:05d} | loss {self.smoothed_loss():.4f} | {rate_text} | "
+            f"{100 * self.progress():3.0f}% done, {left}"
+        )
+
+    def elapsed(self) -> float:
+        """Seconds since `start`: the summary's total_seconds."""
+        return time.perf_counter() - self.started_at
+
+    def record_failure(self, reason: str) -> None:
+        """Write a failed metrics.json now, so the loop learns why even if nothing else runs."""
+        write_metrics(self.metrics_path, self.metrics(status=STATUS_FAILED, failure=reason))
+
+    def metrics(self, status: str, failure: str | None = None, **measured) -> Metrics:
+        """This run's metrics record; `measured` fills what only the report knows (val_bpb, memory, ...)."""
+        fields = dict(
+            status=status,
+            failure=failure,
+            val_bpb=None,
+            training_seconds=round(self.training_seconds, 1),
+            total_seconds=round(self.elapsed(), 1),
+            peak_vram_mb=None,
+            mfu_percent=None,
+            total_tokens_M=round(self.tokens_served / 1e6, 3),
+            num_steps=self.num_steps,
+            num_params_M=None,
+            depth=None,
+            seed=self.seed,
+            device=self.device.type,
+            profile=self.profile.name,
+            budget_seconds=self.budget_seconds,
+            budget_tokens=self.budget_tokens,
+            checkpoint=None,
+        )
+        fields.update(measured)
+        return Metrics(**fields)
+
+
+def start(
+    profile: str = "cpu",
+    data_dir: str | os.PathLike | None = "",
+    device: str = "auto",
+    seed: int = 0,
+    budget_seconds: float = 0.0,
+    budget_tokens: int = 0,
+    metrics_path: str | os.PathLike = "metrics.json",
+) -> Experiment:
+    """Set up one experiment from the notebook's parameters: seed, device, verified data, budget."""
+    from autoresearch_kernel.harness.data import load_prepared
+    from autoresearch_kernel.harness.profiles import get_profile
+
+    metrics_path = Path(metrics_path)
+    # A metrics file from an earlier run at this path must never pass for this run's.
+    metrics_path.unlink(missing_ok=True)
+    chosen = pick_device(device)
+    seed_everything(seed)
+    profile_obj = get_profile(profile)
+    data = load_prepared(data_dir or None, profile_obj)
+    if budget_tokens and budget_tokens > 0:
+        seconds, tokens = None, int(budget_tokens)
+    else:
+        # No budget given: the profile's default wall-clock budget (300 s on a GPU, 45 s on CPU).
+        seconds, tokens = float(budget_seconds) if budget_seconds > 0 else profile_obj.budget_seconds, None
+    run = Experiment(
+        device=chosen,
+        profile=profile_obj,
+        seed=int(seed),
+        data=data,
+        metrics_path=metrics_path,
+        budget_seconds=seconds,
+        budget_tokens=tokens,
+        warmup_steps=WARMUP_STEPS_CUDA if chosen.type == "cuda" else WARMUP_STEPS_OTHER,
+    )
+    print(describe(run), flush=True)
+    return run
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AutoresearchError("DEVICE is 'cuda' but torch sees no CUDA GPU: use DEVICE = 'auto' or 'cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AutoresearchError("DEVICE is 'mps' but this torch has no MPS backend: use 'auto' or 'cpu'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator the sandbox might draw from: Python's, NumPy's and torch's (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def describe(run: Experiment) -> str:
+    if run.budget_tokens is not None:
+        budget = f"{run.budget_tokens:,} training tokens"
+    else:
+        budget = f"{run.budget_seconds:.0f} s of training"
+    device = run.device.type
+    if device == "cuda":
+        device = f"cuda ({torch.cuda.get_device_name(run.device)})"
+    elif device == "cpu":
+        device = f"cpu ({torch.get_num_threads()} threads)"
+    return f"experiment: profile {run.profile.name}, device {device}, seed {run.seed}, budget {budget}, python {sys.version.split()[0]}, torch {torch.__version__}"
