@@ -3,8 +3,8 @@
 No loop logic lives here. Start launches the command the terminal uses, `python -m autoresearch_kernel
 loop ...`, as a detached child process (a session of its own), so the loop survives the browser tab being
 closed and the kernel being restarted. From then on the dashboard only reads what the loop writes (its
-state file, its per-tag lock, results.tsv) on a timer, and sends the loop its two requests: stop after this
-experiment, abort now. Opening the notebook again finds a live loop through its lock and reattaches to it
+status file, its per-tag lock, results.tsv: see `runstate`) on a timer, and sends the loop its two
+requests through files: stop after this experiment, abort now. Opening the notebook again finds a live loop through its lock and reattaches to it
 instead of starting a second one.
 
 Three parts, one concern each:
@@ -19,6 +19,7 @@ import html
 import io
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel import results, runstate, workspace
+from autoresearch_kernel import plots, results, runstate, workspace
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
 from autoresearch_kernel.runner import ANSI_ESCAPE
 
@@ -37,7 +38,6 @@ PROGRAM = "program.md"
 API_KEY_VARIABLE = "OPENAI_API_KEY"  # the LLM proposer's key: read by the loop process, never by the widgets
 INVALID = "invalid.tsv"  # the loop's record of proposals that did not apply, beside results.tsv
 CONSOLE_LOG = "dashboard-console.log"  # the loop process's stdout and stderr, when the dashboard started it
-PHASES = ("proposing", "running", "evaluating")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -84,12 +84,6 @@ class Settings:
 
 def results_path(repo: str | os.PathLike, tag: str) -> Path:
     return workspace.run_dir(repo, tag) / "results.tsv"
-
-
-def status_counts(frame: pd.DataFrame) -> dict[str, int]:
-    """keep / discard / crash counts (zeros included, so the line never changes shape)."""
-    counts = frame["status"].value_counts() if "status" in frame else {}
-    return {status: int(counts.get(status, 0)) for status in results.STATUSES}
 
 
 def llm_usage(frame: pd.DataFrame) -> tuple[int, float | None]:
@@ -218,40 +212,20 @@ def notebook_link(notebook: Path, start: str | os.PathLike | None = None) -> str
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The chart: the reference's progress chart (plots.py) with the gate's noise band on top.
+# The chart: the reference's progress chart with the gate's noise band (plots.py), as PNG bytes.
 
 
 def chart_png(frame: pd.DataFrame, width: float = 9.0, height: float = 3.6) -> bytes:
     """The progress chart as PNG bytes (an Image widget can take them from any thread)."""
     from matplotlib.figure import Figure  # no pyplot: figures made here must not touch the notebook's state
 
-    from autoresearch_kernel import plots
-
     figure = Figure(figsize=(width, height), dpi=90)
     axes = figure.add_subplot(1, 1, 1)
-    plots.progress_chart(frame, ax=axes)
-    noise_band(frame, axes)
+    plots.progress_chart(frame, ax=axes, band=True)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-def noise_band(frame: pd.DataFrame, axes) -> None:
-    """Shade the gate's margin below the running best: a candidate must land under the band to be kept."""
-    if "best" not in frame or "margin" not in frame or frame.empty:
-        return
-    best = pd.to_numeric(frame["best"], errors="coerce")
-    margin = pd.to_numeric(frame["margin"], errors="coerce").fillna(0.0)
-    shown = best.notna() & (margin > 0)
-    if not shown.any():
-        return
-    x = pd.to_numeric(frame["experiment"], errors="coerce")[shown]
-    axes.fill_between(
-        x, (best - margin)[shown], best[shown], step="post", color="tab:blue", alpha=0.15, linewidth=0,
-        label="gate margin (noise)",
-    )
-    axes.legend(loc="upper right", fontsize="small")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -478,6 +452,9 @@ class LoopControl:
             self.process = None
 
 
+ERROR_LINE = re.compile(r"^(?:[\w.-]+: )?error: (.*)$")  # the CLI's `error: ...`, argparse's `prog: error: ...`
+
+
 def console_error(path: Path) -> str:
     """The loop process's last words when it failed: its `error: ...` line, or a traceback's last line."""
     try:
@@ -485,8 +462,9 @@ def console_error(path: Path) -> str:
     except OSError:
         return ""
     for line in reversed(lines):
-        if line.startswith("error:"):
-            return line[len("error:"):].strip()
+        match = ERROR_LINE.match(line)
+        if match:
+            return match.group(1).strip()
     if any(line.startswith("Traceback") for line in lines):
         return results.one_line(lines[-1], 400)
     return ""
@@ -553,14 +531,14 @@ def expected_run_seconds(snapshot: Snapshot) -> float | None:
 
 def status_lines(snapshot: Snapshot, now: float | None = None) -> StatusLines:
     now = time.time() if now is None else now
-    counts = status_counts(snapshot.frame)
+    counts = plots.summary(snapshot.frame)
     tokens, cost = llm_usage(snapshot.frame)
     if snapshot.invalid is not None and len(snapshot.invalid):
         more_tokens, more_cost = llm_usage(snapshot.invalid)
         tokens += more_tokens
         cost = more_cost if cost is None else cost + (more_cost or 0.0)
     counts_line = (
-        f"keep <b>{counts['keep']}</b> · discard <b>{counts['discard']}</b> · crash <b>{counts['crash']}</b>"
+        f"keep <b>{counts.keep}</b> · discard <b>{counts.discard}</b> · crash <b>{counts.crash}</b>"
         f" · LLM tokens <b>{tokens:,}</b> · cost <b>{'-' if cost is None else f'${cost:.4f}'}</b>"
     )
     status = snapshot.status
@@ -647,6 +625,8 @@ class Dashboard:
     the latest run.
     """
 
+    _latest: "Dashboard | None" = None  # running the cell again replaces the dashboard: its poller stops
+
     def __init__(self, repo: str | os.PathLike = ".", tag: str = "", poll_seconds: float = POLL_SECONDS,
                  **settings):
         repo = str(Path(repo).resolve())
@@ -664,7 +644,12 @@ class Dashboard:
         self.view.tag.observe(lambda _: self._act(self._tag_changed), names="value")
         self.view.table.observe(lambda _: self._act(self._show_selected), names="value")
         self.refresh()
-        self.poller = Poller(poll_seconds, self.refresh, self._show_error) if poll_seconds > 0 else None
+        # A failed reading shows as the error line until a reading succeeds again (it is not sticky).
+        self.poller = Poller(poll_seconds, self.refresh, lambda error: self.view.show_error(one_line_error(error))) \
+            if poll_seconds > 0 else None
+        if Dashboard._latest is not None:
+            Dashboard._latest.close()
+        Dashboard._latest = self
 
     # -- what the buttons do
     def start(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autoresearch_kernel import cli, dashboard, results, runstate
+from autoresearch_kernel import cli, dashboard, plots, results, runstate
 from autoresearch_kernel.dashboard import Dashboard, Settings, Snapshot
 from autoresearch_kernel.runner import kill_tree
 from autoresearch_kernel.runstate import LoopStatus
@@ -72,7 +72,7 @@ def test_reference_results_tsv_is_counted_and_tabulated(tmp_path):
     path = tmp_path / "results.tsv"
     path.write_text(REFERENCE_TSV)
     frame = results.load(path)
-    assert dashboard.status_counts(frame) == {"keep": 2, "discard": 1, "crash": 1}
+    assert plots.summary(frame).lines()[0] == "4 experiments: keep 2, discard 1, crash 1, keep rate 33%"
     assert dashboard.llm_usage(frame) == (0, None)
     lines = [label.replace("\u00a0", " ") for label, _ in dashboard.table_rows(frame)]
     assert lines[0].split()[:4] == ["1", "a1b2c3d", "0.997900", "keep"]

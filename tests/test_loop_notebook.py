@@ -74,7 +74,7 @@ def test_runs_on_a_finished_run_with_no_loop_running(tmp_path):
     )
     notebook = execute(tmp_path, REPO=str(project), TAG="done")
     shown = texts(notebook)
-    assert "4 experiments" in shown and "keep 2, discard 1, crash 1" in shown
+    assert "4 experiments: keep 2, discard 1, crash 1" in shown
     assert "LR 0.04 -&gt; 0.05" in shown or "LR 0.04 -> 0.05" in shown
     assert "image/png" in mime_types(notebook)  # the progress chart
     assert WIDGET_VIEW in mime_types(notebook)  # the dashboard was displayed, and the cell did not block
@@ -86,6 +86,6 @@ def test_runs_on_a_reference_results_tsv(tmp_path):
     reference.write_text(REFERENCE_TSV)
     notebook = execute(tmp_path, REPO=str(tmp_path), RESULTS_TSV=str(reference))  # not even a git repository
     shown = texts(notebook)
-    assert "5 experiments" in shown and "keep 3, discard 1, crash 1" in shown
+    assert "5 experiments: keep 3, discard 1, crash 1" in shown and "(-0.78%)" in shown
     assert "rotary base 200k" in shown
     assert "image/png" in mime_types(notebook)
