@@ -1,10 +1,12 @@
 """Harness figures: prepare time (embedded corpus), tokenizer encode MB/s, dataloader batches/s,
 and evaluate_bpb time for a small model on the cpu profile. Prints one line per figure.
 
-Run: .venv/bin/python bench/bench_harness.py   (uses a temporary data folder; about half a minute)
+Run: .venv/bin/python bench/bench_harness.py [--device cuda]   (a temporary data folder; about half a minute)
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import tempfile
 import time
 
@@ -30,13 +32,16 @@ class SmallGPT(torch.nn.Module):
 
     def forward(self, idx):
         steps = idx.shape[1]
-        mask = torch.nn.Transformer.generate_square_subsequent_mask(steps)
-        hidden = self.embed(idx) + self.position(torch.arange(steps))
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(steps, device=idx.device)
+        hidden = self.embed(idx) + self.position(torch.arange(steps, device=idx.device))
         return self.head(self.blocks(hidden, mask=mask, is_causal=True))
 
 
 def main() -> None:
-    print(f"torch threads: {torch.get_num_threads()}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | mps: where batches and evaluation go")
+    device = torch.device(parser.parse_args().device)
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as data_dir:
         started = time.perf_counter()
         manifest = prepare("embedded", "cpu", data_dir=data_dir, progress=False)
@@ -55,20 +60,25 @@ def main() -> None:
         batched = megabytes / (time.perf_counter() - started)
         print(f"tokenizer encode: {single:.1f} MB/s one thread, {batched:.1f} MB/s batched ({megabytes:.1f} MB)")
 
-        for batch_size, seq_len in [(32, 256), (8, 2048)]:
-            batches = train_batches(prepared, batch_size, seq_len=seq_len, seed=0)
+        shapes = [(32, 256), (8, 2048)] + ([(128, 2048)] if device.type == "cuda" else [])
+        for batch_size, seq_len in shapes:
+            batches = train_batches(prepared, batch_size, seq_len=seq_len, device=device, seed=0)
             next(batches)
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < 2.0:
-                next(batches)
+                x, _, _ = next(batches)
                 count += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             rate = count / (time.perf_counter() - started)
             print(f"dataloader B={batch_size} T={seq_len}: {rate:,.0f} batches/s, {rate * batch_size * seq_len / 1e6:.1f} M tokens/s")
 
         torch.manual_seed(0)
-        model = SmallGPT(prepared.profile.vocab_size, prepared.profile.seq_len)
+        model = SmallGPT(prepared.profile.vocab_size, prepared.profile.seq_len).to(device)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        result = evaluate_bpb(model, prepared)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+        with autocast:
+            result = evaluate_bpb(model, prepared, device)
         print(f"evaluate_bpb cpu profile ({result.tokens:,} tokens, {params:.1f}M-param model): {result.seconds:.1f} s")
 
 

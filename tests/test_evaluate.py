@@ -127,3 +127,37 @@ def test_bad_outputs_are_refused_with_a_reason(prepared_dir, make, message):
     prepared = load_prepared(prepared_dir, "cpu")
     with pytest.raises(EvaluationError, match=message):
         evaluate_bpb(Wrong(make), prepared)
+
+
+class CausalAttention(torch.nn.Module):
+    """One attention layer through scaled_dot_product_attention (flash/efficient kernels on CUDA)."""
+
+    def __init__(self, vocab: int, width: int = 128, causal: bool = True):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.qkv = torch.nn.Linear(width, 3 * width)
+        self.head = torch.nn.Linear(width, vocab)
+        self.causal = causal
+
+    def forward(self, idx):
+        hidden = self.embed(idx)
+        q, k, v = self.qkv(hidden).view(*idx.shape, 3, 2, -1).permute(2, 0, 3, 1, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.head(hidden + out.transpose(1, 2).reshape(hidden.shape)).float()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_causal_attention_passes_the_probe_on_cuda_and_a_missing_mask_fails(prepared_dir):
+    prepared = load_prepared(prepared_dir, "cpu")
+    vocab = prepared.profile.vocab_size
+    torch.manual_seed(0)
+    for causal in (True, False):
+        model = CausalAttention(vocab, causal=causal).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            if causal:
+                result = evaluate_bpb(model, prepared, device="cuda")
+                cpu = evaluate_bpb(model.float().cpu(), prepared, device="cpu")
+                assert result.val_bpb == pytest.approx(cpu.val_bpb, rel=2e-2)  # bf16 vs fp32
+            else:
+                with pytest.raises(EvaluationError, match="causality check failed"):
+                    evaluate_bpb(model, prepared, device="cuda")
