@@ -156,3 +156,9 @@ def test_the_example_in_program_md_applies():
     description, edited = apply_reply(sandbox_notebook(), "Description:" + example)
     assert description == "raise the matrix learning rate to 0.05"
     assert "MATRIX_LR = 0.05" in edited.cells[3].source
+
+
+def test_the_shipped_sandbox_round_trips_through_text():
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "train_template.ipynb", as_version=4)
+    cells = text_to_cells(notebook_to_text(notebook))
+    assert cells == [(cell.cell_type, cell.source) for cell in notebook.cells]

@@ -53,6 +53,13 @@ def test_valid_reply_becomes_a_proposal_with_usage_and_cost(scripted_llm):
     assert "<<<<<<< SEARCH" in prompt and "crashed" not in prompt
     assert "sk-test-secret" not in scripted_llm.prompt()
     assert "sk-test-secret" not in repr(proposer(scripted_llm).settings)
+    assert "PROFILE" not in prompt.split("```python")[0]        # no profile given: none claimed
+
+
+def test_the_profile_is_named_in_the_prompt(scripted_llm):
+    scripted_llm.push(GOOD)
+    proposer(scripted_llm, profile="gpu").propose(context())
+    assert 'The experiments run with PROFILE = "gpu"' in scripted_llm.prompt()
 
 
 def test_no_prices_means_unknown_cost(scripted_llm, monkeypatch):

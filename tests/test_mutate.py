@@ -2,6 +2,7 @@
 
 import math
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -32,6 +33,17 @@ def test_finds_constants_in_the_agents_cells_only():
                      "MATRIX_LR": "scale", "EMBED_LR": "scale", "WEIGHT_DECAY": "fraction",
                      "WARMDOWN_FRAC": "fraction"}
     assert next(c for c in find_constants(notebook) if c.name == "DEPTH").value == 4     # first assignment
+
+
+def test_constants_of_the_profile_branch_that_runs_are_the_ones_stepped():
+    notebook = one_constant('if run.profile.name == "gpu":\n    DEPTH = 8  # layers\nelse:\n    DEPTH = 4  # layers\n'
+                            'if ON_CUDA:\n    WIDTH = 64\nfor i in range(2):\n    LR = 0.1')
+    assert [(c.name, c.text, c.line) for c in find_constants(notebook, "gpu")] == [("DEPTH", "8", 2)]
+    assert [(c.name, c.text, c.line) for c in find_constants(notebook)] == [("DEPTH", "4", 4)]  # PROFILE = "cpu"
+    proposal = propose(MutateProposer(profile="gpu"), notebook)
+    assert proposal.description in ("DEPTH 8 -> 6", "DEPTH 8 -> 10")
+    lines = proposal.notebook.cells[3].source.splitlines()
+    assert lines[2] == f"    DEPTH = {proposal.description.split()[-1]}  # layers" and lines[4] == "    DEPTH = 4  # layers"
 
 
 def test_a_proposal_rewrites_one_literal_and_keeps_the_comment_column():
@@ -143,3 +155,14 @@ def test_make_proposer():
         make_proposer("mutate", model="gpt")
     with pytest.raises(AutoresearchError, match="choose one of mutate, llm"):
         make_proposer("random")
+
+
+def test_the_shipped_sandbox_has_constants_to_climb_under_each_profile():
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "train_template.ipynb", as_version=4)
+    for profile in ("cpu", "gpu"):
+        names = {c.name for c in find_constants(notebook, profile)}
+        assert {"DEPTH", "MATRIX_LR", "WEIGHT_DECAY"} <= names, (profile, names)
+    proposal = propose(MutateProposer(profile="cpu"), notebook)
+    nbformat.validate(proposal.notebook)
+    changed = [i for i, (a, b) in enumerate(zip(notebook.cells, proposal.notebook.cells)) if a.source != b.source]
+    assert len(changed) == 1 and not proposal.notebook.cells[changed[0]].metadata.get("tags")

@@ -52,6 +52,7 @@ class LLMSettings:
     temperature: float | None = None    # None: the endpoint's default
     max_tokens: int | None = None       # None: the endpoint's default
     history_limit: int = 100            # most recent results shown in the prompt
+    profile: str | None = None          # cpu | gpu: the experiments' profile, named in the prompt
 
     @classmethod
     def resolve(cls, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
@@ -109,14 +110,16 @@ def format_history(history: list[HistoryEntry], limit: int) -> str:
     return "\n".join(lines)
 
 
-def build_prompt(context: ProposalContext, history_limit: int = 100) -> str:
+def build_prompt(context: ProposalContext, history_limit: int = 100, profile: str | None = None) -> str:
     """The user message: the sandbox as code, the results so far, and the task (a new idea or a fix)."""
     best = ("" if context.best_val_bpb is None
             else f"Best val_bpb so far: {context.best_val_bpb:.6f} (lower is better).\n\n")
+    runs_as = ("" if profile is None else
+               f' The experiments run with PROFILE = "{profile}" (so `run.profile.name == "{profile}"`).')
     parts = [
         f"## The sandbox: {SANDBOX_PATH}\n"
         "Percent format: each `# %%` line starts a cell. Cells marked harness-owned belong to the harness; "
-        "a change to them is rejected.\n\n"
+        f"a change to them is rejected.{runs_as}\n\n"
         f"```python\n{notebook_to_text(context.notebook)}```",
         f"## Results so far\n{best}{format_history(context.history, history_limit)}",
     ]
@@ -155,7 +158,8 @@ class LLMProposer:
 
     def propose(self, context: ProposalContext) -> Proposal:
         messages = [{"role": "system", "content": context.program},
-                    {"role": "user", "content": build_prompt(context, self.settings.history_limit)}]
+                    {"role": "user", "content": build_prompt(context, self.settings.history_limit,
+                                                                  self.settings.profile)}]
         usage = Usage()
         first_error = None
         for attempt in range(2):        # the reply, and one re-ask with the error

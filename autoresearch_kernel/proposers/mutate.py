@@ -3,8 +3,10 @@
 It needs no API key and no network, so it is the default, and it is the yardstick an LLM must beat: an LLM
 that cannot out-climb blind steps on the hyperparameters is not doing research.
 
-What it edits: top-level `UPPER_CASE = <number>` lines in the agent's code cells (never the parameters or
-harness cells), e.g. `MATRIX_LR = 0.04  # ...` or `BATCH_SIZE = 2**5`. Each proposal rewrites one literal:
+What it edits: `UPPER_CASE = <number>` lines in the agent's code cells (never the parameters or harness
+cells), e.g. `MATRIX_LR = 0.04  # ...` or `BATCH_SIZE = 2**5`, at the top level or in the branch of an
+`if run.profile.name == "gpu": ... else: ...` block that runs under the experiment's profile (a change to
+the other branch would measure nothing). Each proposal rewrites one literal:
 - powers of two whose name says size (batch, width, dim, heads, ...) move by whole exponents;
 - other integers move additively by a fraction of their value (at least 1), and stay integers;
 - fractions (names with FRAC, RATIO, WARMUP, DECAY, DROPOUT, MOMENTUM, BETA, ...) move additively in [0, 1);
@@ -22,6 +24,7 @@ the state is rebuilt from the descriptions in the results so far.
 
 from __future__ import annotations
 
+import ast
 import copy
 import math
 import random
@@ -34,7 +37,7 @@ from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalC
 from autoresearch_kernel.proposers.edits import clean_notebook, is_protected
 
 NUMBER = r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-CONSTANT = re.compile(rf"^(?P<name>[A-Z][A-Z0-9_]*)(?P<eq>\s*=\s*)"
+CONSTANT = re.compile(rf"^(?P<indent>[ \t]*)(?P<name>[A-Z][A-Z0-9_]*)(?P<eq>\s*=\s*)"
                       rf"(?P<value>(?P<base>\d+)\s*\*\*\s*(?P<exp>\d+)|{NUMBER})(?P<gap>\s*)(?P<comment>#.*)?$")
 DESCRIPTION = re.compile(rf"^(?P<name>[A-Z][A-Z0-9_]*) (?P<old>\d+\*\*\d+|{NUMBER}) -> "
                          rf"(?P<new>\d+\*\*\d+|{NUMBER})$")
@@ -91,14 +94,57 @@ def classify(name: str, text: str, value: float) -> str | None:
     return "scale" if value != 0.0 else None     # zero cannot be scaled; it is left alone
 
 
-def find_constants(notebook: nbformat.NotebookNode) -> list[Constant]:
-    """The mutable constants of the agent's code cells, first assignment of each name, in notebook order."""
+def _profile_branch(test: ast.expr) -> tuple[str, bool] | None:
+    """("gpu", True) for `if run.profile.name == "gpu":` (or `PROFILE == ...`; False for !=), else None."""
+    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Eq, ast.NotEq))
+            and isinstance(test.comparators[0], ast.Constant) and isinstance(test.comparators[0].value, str)
+            and (ast.unparse(test.left).endswith("profile.name") or ast.unparse(test.left) == "PROFILE")):
+        return test.comparators[0].value, isinstance(test.ops[0], ast.Eq)
+    return None
+
+
+def active_lines(source: str, profile: str) -> list[int]:
+    """Indexes of the one-line assignments that run under `profile`: top level, or inside the matching
+    branch of an `if <profile> == "...":` (the sandbox sizes its model per profile that way)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:     # IPython syntax, say: only unindented lines, which need no parse
+        return [i for i, line in enumerate(source.splitlines()) if line[:1].isupper()]
+    found: list[int] = []
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for statement in statements:
+            if isinstance(statement, ast.If) and (branch := _profile_branch(statement.test)):
+                value, equal = branch
+                visit(statement.body if (profile == value) == equal else statement.orelse)
+            elif isinstance(statement, ast.Assign) and statement.lineno == statement.end_lineno:
+                found.append(statement.lineno - 1)
+
+    visit(tree.body)
+    return found
+
+
+def notebook_profile(notebook: nbformat.NotebookNode) -> str:
+    """The PROFILE default of the parameters cell ("cpu" when there is none)."""
+    for cell in notebook.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            match = re.search(r"^PROFILE\s*=\s*[\"'](\w+)[\"']", cell.source, re.MULTILINE)
+            if match:
+                return match.group(1)
+    return "cpu"
+
+
+def find_constants(notebook: nbformat.NotebookNode, profile: str | None = None) -> list[Constant]:
+    """The mutable constants of the agent's code cells that run under `profile` (default: the parameters
+    cell's), first assignment of each name, in notebook order."""
+    profile = profile or notebook_profile(notebook)
     found: dict[str, Constant] = {}
     for cell_index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code" or is_protected(cell):
             continue
-        for line_index, line in enumerate(cell.source.splitlines()):
-            match = CONSTANT.match(line)
+        lines = cell.source.splitlines()
+        for line_index in active_lines(cell.source, profile):
+            match = CONSTANT.match(lines[line_index])
             if not match or match["name"] in found or SKIP_NAMES.search(match["name"]):
                 continue
             text = match["value"]
@@ -148,7 +194,7 @@ def _change_key(name: str, old: str, new: str) -> tuple[str, float, float]:
 def _replace_literal(line: str, new_text: str) -> str:
     """The line with its literal replaced, the comment kept in its column when there is room."""
     match = CONSTANT.match(line)
-    head = f"{match['name']}{match['eq']}{new_text}"
+    head = f"{match['indent']}{match['name']}{match['eq']}{new_text}"
     if not match["comment"]:
         return head
     column = match.start("comment")
@@ -156,13 +202,18 @@ def _replace_literal(line: str, new_text: str) -> str:
 
 
 class MutateProposer:
-    """Offline hill-climbing over the sandbox's numeric constants. Options: `seed` (default 0)."""
+    """Offline hill-climbing over the sandbox's numeric constants.
+
+    Options: `seed` (default 0); `profile` ("cpu" | "gpu", default: the parameters cell's PROFILE), which
+    picks the branch of an `if run.profile.name == ...:` block whose constants are stepped.
+    """
 
     name = "mutate"
     fixes_crashes = False       # a blind step cannot repair a traceback; the loop logs the crash and moves on
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, profile: str | None = None):
         self.seed = seed
+        self.profile = profile
         self.steps: dict[str, Step] = {}
         self.origins: dict[str, float] = {}
         self.tried: set[tuple[str, float, float]] = set()
@@ -176,7 +227,7 @@ class MutateProposer:
         if not self.learned:
             self._replay(context.history)
         self.tried |= {_change_key(m["name"], m["old"], m["new"]) for m in map(_parse, context.history) if m}
-        constants = find_constants(context.notebook)
+        constants = find_constants(context.notebook, self.profile)
         if not constants:
             raise proposal_error("the sandbox has no `UPPER_CASE = <number>` constants in the agent's cells "
                                  "for the mutate proposer to step; add some or use the llm proposer", Usage())
