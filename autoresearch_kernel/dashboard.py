@@ -70,7 +70,7 @@ class Settings:
             argv += ["--base-url", self.base_url]
         if self.budget > 0:
             flag = "--budget-tokens" if self.budget_kind == "tokens" else "--budget-seconds"
-            argv += [flag, str(int(self.budget)) if self.budget_kind == "tokens" else str(self.budget)]
+            argv += [flag, str(int(self.budget)) if self.budget_kind == "tokens" else str(float(self.budget))]
         if self.max_experiments > 0:
             argv += ["--max-experiments", str(int(self.max_experiments))]
         if resume:

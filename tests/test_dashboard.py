@@ -172,3 +172,32 @@ def test_reopening_reattaches_to_the_running_loop_through_its_lock(project):
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- the real loop, started from the dashboard -----------------------------------------------------------
+
+
+def test_start_runs_the_cli_loop_detached_and_shows_its_rows_diff_and_notebook(project, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the kernel's cwd: links are relative to it
+    board = Dashboard(repo=project, tag="real", max_experiments=1, poll_seconds=0)
+    board.view.start.click()
+    process = board.control.process
+    try:
+        assert board.view.error.value == "" and process is not None
+        assert os.getsid(process.pid) != os.getsid(0)  # a session of its own: a kernel restart spares it
+        assert board.view.start.disabled and not board.view.stop.disabled  # running, even before the lock
+        wait_for(lambda: process.poll() is not None, 240, "the loop to end after its one proposal")
+        assert process.returncode == 0, (board.control.folder / dashboard.CONSOLE_LOG).read_text()
+        snapshot = board.refresh()
+        assert not snapshot.running and snapshot.error == "" and snapshot.status.phase == "stopped"
+        assert list(snapshot.frame["kind"]) == ["baseline"] * 3 + ["candidate"]
+        assert "real</b>: stopped" in board.view.phase.value and not board.view.start.disabled
+        assert len(board.view.table.options) == 4 and "4 experiments" in board.view.chart_caption.value
+        board.view.table.value = 4
+        assert "diff against its parent" in board.view.diff.value and "ark-add" in board.view.diff.value
+        link = board.view.link.outputs[0]["data"]["text/markdown"]
+        target = link.split("](")[1].rstrip(")")
+        assert (tmp_path / target).resolve() == (project / "runs" / "real" / snapshot.frame["notebook"].iloc[-1])
+    finally:
+        if process.poll() is None:
+            kill_tree(process.pid)
