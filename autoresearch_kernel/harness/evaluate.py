@@ -12,6 +12,7 @@ probe checks that changing the tokens after position t leaves the predictions at
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +43,6 @@ class EvalResult:
 
 def evaluate_bpb(model: torch.nn.Module, prepared, device: str | torch.device = "cpu", batch_size: int | None = None) -> EvalResult:
     """Score `model` (forward(idx[B,T]) -> logits[B,T,V]) on the prepared evaluation rows."""
-    import time
-
     started = time.perf_counter()
     device = torch.device(device)
     rows = prepared._validation_rows()

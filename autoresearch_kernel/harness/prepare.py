@@ -134,9 +134,9 @@ def _encode(
     total_bytes = total_tokens = 0
     with tqdm(desc=desc, unit="doc", disable=not progress) as bar:
         for batch in batches:
-            for ids in tokenizer.encode_batch(batch):
-                chunks.append(np.array([tokenizer.bos_id, *ids], dtype=dtype))
-            lengths.append(np.array([len(chunk) for chunk in chunks[-len(batch) :]], dtype=np.int64))
+            docs = [np.array([tokenizer.bos_id, *ids], dtype=dtype) for ids in tokenizer.encode_batch(batch)]
+            chunks.append(np.concatenate(docs))  # one array per batch: few Python objects for big corpora
+            lengths.append(np.array([len(doc) for doc in docs], dtype=np.int64))
             total_bytes += sum(len(doc.encode("utf-8", "surrogatepass")) for doc in batch)
             total_tokens += int(lengths[-1].sum())
             bar.update(len(batch))
