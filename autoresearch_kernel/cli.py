@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--base-url", default=None, help="climbmix download base URL (mirrors, tests)")
     _add_data_dir(prepare)
     prepare.set_defaults(handler=_prepare)
+    _add_loop_commands(commands)
     return parser
 
 
@@ -44,6 +45,86 @@ def _prepare(args: argparse.Namespace) -> None:
         base_url=args.base_url,
     )
     print(manifest.summary_line())
+
+
+def _add_loop_commands(commands) -> None:
+    """`loop` and `report`: the keep/revert loop over the sandbox notebook, and its results."""
+    loop = commands.add_parser("loop", help="run the experiment loop on a run tag until stopped")
+    loop.add_argument("--tag", required=True, help="run tag: branch autoresearch/TAG, folder runs/TAG")
+    loop.add_argument("--resume", action="store_true", help="continue an existing tag (after a stop or a kill)")
+    loop.add_argument("--proposer", default="mutate", choices=["mutate", "llm"], help="who proposes the edits")
+    loop.add_argument("--model", default=None, help="llm: model name (default: $AUTORESEARCH_MODEL)")
+    loop.add_argument("--base-url", default=None, help="llm: OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    budget = loop.add_mutually_exclusive_group()
+    budget.add_argument("--budget-seconds", type=float, default=0.0, help="training seconds per experiment")
+    budget.add_argument("--budget-tokens", type=int, default=0, help="training tokens per experiment instead")
+    loop.add_argument("--max-experiments", type=int, default=None, help="stop after N proposals (default: never)")
+    loop.add_argument("--baseline-seeds", type=int, default=3, help="seeds the unmodified notebook runs on first")
+    loop.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per run (default: from the budget)")
+    loop.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    loop.add_argument("--profile", default="cpu", help="cpu | gpu: as the data was prepared")
+    loop.add_argument("--repo", default=".", help="the project's git repository (default: here)")
+    _add_data_dir(loop)
+    loop.set_defaults(handler=_loop)
+
+    report = commands.add_parser("report", help="progress.png, baseline -> best and the kept changes of a run")
+    report.add_argument("--tag", default=None, help="run tag (or --results)")
+    report.add_argument("--repo", default=".", help="the project's git repository (default: here)")
+    report.add_argument("--results", default=None, help="a results.tsv to read instead (e.g. the reference's)")
+    _add_data_dir(report)
+    report.set_defaults(handler=_report)
+
+
+def _loop(args: argparse.Namespace) -> None:
+    import signal
+
+    from autoresearch_kernel import results
+    from autoresearch_kernel.loop import Loop, LoopConfig
+
+    options = {key: value for key, value in (("model", args.model), ("base_url", args.base_url)) if value}
+    config = LoopConfig(
+        repo=args.repo, tag=args.tag, data_dir=args.data_dir, profile=args.profile,
+        budget_seconds=args.budget_seconds, budget_tokens=args.budget_tokens,
+        max_experiments=args.max_experiments, baseline_seeds=tuple(range(args.baseline_seeds)),
+        timeout_s=args.timeout, device=args.device, proposer=args.proposer, proposer_options=options,
+        resume=args.resume,
+    )
+
+    def show(event) -> None:
+        for row in event.rows:
+            print(results.console_line(row), flush=True)
+        if event.invalid is not None:
+            print(f"   -  -------  invalid: {results.one_line(event.invalid.failure, 150)}", flush=True)
+        if event.phase == "paused":
+            print(f"paused: {event.status.message}", flush=True)
+
+    # A terminate from a process manager (or the dashboard) ends the run like Ctrl-C: cleanly, resumable.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with Loop(config, on_event=show) as loop:
+        print(f"run {args.tag}: branch {loop.workspace.branch}, worktree {loop.workspace.worktree}")
+        print(f"results: {loop.results_path}")
+        print(f"notebooks: {loop.notebooks}")
+        why = loop.run()
+    print(f"stopped: {why}. Continue with: python -m autoresearch_kernel loop --tag {args.tag} --resume"
+          f"{'' if args.repo == '.' else ' --repo ' + args.repo}; report: python -m autoresearch_kernel report "
+          f"--tag {args.tag}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from autoresearch_kernel import plots
+    from autoresearch_kernel.errors import WorkspaceError
+    from autoresearch_kernel.workspace import run_dir
+
+    if not (args.tag or args.results):
+        raise WorkspaceError("name the run: --tag TAG (or --results PATH to a results.tsv)")
+    path = Path(args.results) if args.results else run_dir(Path(args.repo).resolve(), args.tag) / "results.tsv"
+    if not path.exists():
+        raise WorkspaceError(f"no results at {path}: check --tag and --repo (runs live in <repo>/runs/<tag>/)")
+    png, lines = plots.write_report(path)  # progress.png next to the results.tsv it reads
+    print("\n".join(lines))
+    print(f"chart: {png}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,8 @@ class LoopConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     proposer: str = "mutate"  # mutate | llm
     proposer_options: dict = field(default_factory=dict)  # passed to make_proposer (model, base_url, ...)
-    fix_attempts: int = 1  # fix proposals a crashed fresh idea gets, with its traceback
+    fix_attempts: int | None = None  # fix proposals a crashed fresh idea gets; None: 1, or 0 for mutate
+    # (the offline proposer edits numbers only: it cannot fix code, and would spend a proposal saying so)
     resume: bool = False  # continue an existing tag; False refuses one
     pause_seconds: float = 60.0  # after ProposerUnavailable, wait this long before asking again
     max_interrupts: int = 1  # an experiment cut short more often than this is recorded as a crash
@@ -65,6 +66,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
         self.baseline_seeds = tuple(int(s) for s in self.baseline_seeds)
+        if self.fix_attempts is None:
+            self.fix_attempts = 0 if self.proposer == "mutate" else 1
         if self.budget_seconds and self.budget_tokens:
             raise AutoresearchError("give either a seconds budget or a tokens budget, not both")
         if not self.baseline_seeds or len(set(self.baseline_seeds)) != len(self.baseline_seeds):
@@ -375,6 +378,9 @@ class Loop:
                 for row in runs]
         self._append(rows)
         self._apply(candidate.commit, candidate.number, status)
+        if status == "discard":  # a discarded run's weights are never needed again (GPU ones are large)
+            for row in rows:
+                (self.folder / row.notebook).with_suffix(".checkpoint.pt").unlink(missing_ok=True)
         if status == "crash" and fixable and pending.fixes_left > 0:
             failure = results.redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
             self.state.fix = FixRequest(candidate.commit, candidate.description, failure, pending.fixes_left)

@@ -116,6 +116,14 @@ def format_row(row: Row) -> str:
     return "\t".join(cells) + "\n"
 
 
+def console_line(row: Row) -> str:
+    """One line per experiment for a terminal: number, commit, val_bpb, status, description."""
+    value = f"{row.val_bpb:.6f}" if row.val_bpb is not None and row.status != "crash" else "-".center(8)
+    kind = "" if row.kind == "candidate" else f"[{row.kind}] "
+    why = f"  ({one_line(row.failure, 100)})" if row.status == "crash" and row.failure else ""
+    return f"{row.experiment:>4}  {row.commit[:7] or '-------'}  {value}  {row.status:<7}  {kind}{one_line(row.description, 120)}{why}"
+
+
 def _repair_torn_tail(path: Path) -> None:
     """Cut a final line that lost its newline to a kill, so the next append starts on a fresh line."""
     with open(path, "rb+") as handle:

@@ -4,8 +4,13 @@ Each scenario runs once (module fixtures) and several tests read what it left: r
 """
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import git
 import psutil
@@ -21,7 +26,7 @@ SECRET = "sk-test-0123456789abcdef"
 
 
 def config(repo, tag="t", **overrides):
-    settings = dict(repo=repo, tag=tag, baseline_seeds=(0, 1), timeout_s=60, pause_seconds=0.3,
+    settings = dict(repo=repo, tag=tag, baseline_seeds=(0, 1), timeout_s=60, pause_seconds=0.3, fix_attempts=1,
                     gate=GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0))
     settings.update(overrides)
     return LoopConfig(**settings)
@@ -265,3 +270,88 @@ def test_config_refuses_two_budgets():
 @pytest.mark.parametrize("budget, expected", [(300, 600), (60, 180), (5, 125), (1200, 2400)])
 def test_timeout_scales_with_the_budget(budget, expected):
     assert LoopConfig(tag="x", budget_seconds=budget).run_timeout() == expected
+
+
+# -- resume after the loop process is killed -----------------------------------------------------------
+LOOP_PROCESS = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from loop_fixture import ScriptedProposer
+    from autoresearch_kernel.loop import Loop, LoopConfig
+    repo, mode = sys.argv[1], sys.argv[2]
+    steps = [("slow", {{"SLEEP": 8, "VALUE": 0.5}})] if mode == "mid-run" else [("worse", {{"VALUE": 2.0}})]
+
+    def die_after_the_row(event):  # the row is on disk; the revert that follows it is not done yet
+        if mode == "after-row" and any(row.status == "discard" for row in event.rows):
+            os._exit(9)
+
+    config = LoopConfig(repo=repo, tag="t", baseline_seeds=(0,), timeout_s=60, max_experiments=1)
+    with Loop(config, proposer=ScriptedProposer(steps), on_event=die_after_the_row) as loop:
+        loop.run()
+""").format(tests=str(Path(__file__).parent))
+
+
+def orphans(folder):
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(folder) in part for part in process.info["cmdline"] or []) and "papermill" in " ".join(
+                process.info["cmdline"][:3]):
+            found.append(process)
+    return found
+
+
+def start_loop_process(repo, mode):
+    return subprocess.Popen([sys.executable, "-c", LOOP_PROCESS, str(repo), mode])
+
+
+def test_resume_after_sigkill_mid_experiment(tmp_path):
+    repo = make_repo(tmp_path / "project")
+    folder = repo / "runs" / "t"
+    process = start_loop_process(repo, "mid-run")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            status = runstate.read_status(repo, "t") if (folder / "status.json").exists() else None
+            if status and status.phase == "running" and status.kind == "candidate":
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the loop never started its candidate")
+        time.sleep(1.5)  # papermill and the kernel are up
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        process.kill()
+    assert orphans(folder), "the killed loop's experiment should still be running as an orphan"
+    assert len(results.read_rows(folder / "results.tsv")) == 1
+    with Loop(config(repo, baseline_seeds=(0,), resume=True), proposer=ScriptedProposer([])) as loop:
+        assert orphans(folder) == []  # killed by the resume, before it writes the same notebook
+        assert loop.status.phase == "idle"
+        rows = loop.step()  # runs the interrupted candidate again
+    assert [(r.experiment, r.status, r.description) for r in rows] == [(2, "keep", "slow")]
+    all_rows = results.read_rows(folder / "results.tsv")
+    assert [r.experiment for r in all_rows] == [1, 2]
+    assert git.Repo(repo).heads["autoresearch/t"].commit.hexsha.startswith(rows[0].commit)
+    assert not git.Repo(folder / "worktree").is_dirty(untracked_files=True)
+
+
+def test_resume_after_a_kill_between_the_row_and_the_revert(tmp_path):
+    repo = make_repo(tmp_path / "project")
+    folder = repo / "runs" / "t"
+    process = start_loop_process(repo, "after-row")
+    assert process.wait(120) == 9
+    rows = results.read_rows(folder / "results.tsv")
+    assert [(r.experiment, r.status) for r in rows] == [(1, "keep"), (2, "discard")]
+    assert git.Repo(repo).heads["autoresearch/t"].commit.hexsha.startswith(rows[1].commit)  # not reverted yet
+    proposer = ScriptedProposer([("better", {"VALUE": 0.5})])
+    with Loop(config(repo, baseline_seeds=(0,), resume=True), proposer=proposer) as loop:
+        assert git.Repo(repo).heads["autoresearch/t"].commit.hexsha.startswith(rows[0].commit)
+        assert git.Repo(repo).commit("refs/autoresearch/t/discarded/2").hexsha.startswith(rows[1].commit)
+        assert "VALUE = 1.0" in proposer_notebook_source(loop)
+        new = loop.step()
+    assert [(r.experiment, r.status) for r in new] == [(3, "keep")]
+    assert [r.experiment for r in results.read_rows(folder / "results.tsv")] == [1, 2, 3]
+
+
+def proposer_notebook_source(loop):
+    return loop.workspace.read_sandbox().cells[1].source
