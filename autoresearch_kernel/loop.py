@@ -220,7 +220,8 @@ class Loop:
         """
         try:
             while not self.stopping:
-                if self.config.max_experiments is not None and self.status.proposals >= self.config.max_experiments:
+                limit = self.config.max_experiments
+                if limit is not None and self.status.proposals >= limit and not self._unfinished():
                     return self._ended("max experiments reached")
                 self.step()
             return self._ended("aborted" if self._cancel().is_set() else "stopped on request")
@@ -245,6 +246,11 @@ class Loop:
         if self.state.pending is not None:  # cut short earlier: run it (again)
             return self._finish_pending(rows)
         return self._propose_and_run(rows)
+
+    def _unfinished(self) -> bool:
+        """Work that does not count as a proposal: baseline seeds to run, an interrupted experiment."""
+        rows = results.read_rows(self.results_path)
+        return bool(self._missing_baseline_seeds(rows)) or self.state.pending is not None
 
     # -- baseline -----------------------------------------------------------------------------------------
     def _missing_baseline_seeds(self, rows: list[Row]) -> list[int]:

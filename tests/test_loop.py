@@ -355,3 +355,48 @@ def test_resume_after_a_kill_between_the_row_and_the_revert(tmp_path):
 
 def proposer_notebook_source(loop):
     return loop.workspace.read_sandbox().cells[1].source
+
+
+# -- an LLM-driven run: the real openai client against the scripted server on 127.0.0.1 ------------------
+from llm_server import Reply, scripted_llm  # noqa: E402,F401  (the fixture: started and stopped per test)
+
+
+def search_replace(description, old, new):
+    return f"Description: {description}\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
+
+
+VALUE_LINE = "VALUE = 1.0     # the val_bpb this notebook reports on seed 0"
+
+
+def test_llm_proposer_drives_the_loop(tmp_path, scripted_llm, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    repo = make_repo(tmp_path / "project")
+    scripted_llm.push(
+        search_replace("halve VALUE", VALUE_LINE, "VALUE = 0.5"),            # keep
+        "I would try a bigger model.", "Still no edit, sorry.",              # malformed, re-asked: invalid
+        Reply(status=429, retry_after=0), Reply(status=429, retry_after=0),  # rate limited: paused
+        search_replace("raise", "FAIL = False    # raise an exception", "FAIL = True"),  # crash
+        search_replace("fix it", "FAIL = True", "FAIL = False\nVALUE = 0.4"),  # the fix, with the traceback
+    )
+    options = dict(model="scripted", base_url=scripted_llm.base_url, retries=1, backoff_s=0.01)
+    events = []
+    cfg = config(repo, baseline_seeds=(0,), proposer="llm", proposer_options=options, max_experiments=4)
+    with Loop(cfg, on_event=events.append) as loop:
+        assert loop.run() == "max experiments reached"
+        folder = loop.folder
+    rows = results.read_rows(folder / "results.tsv")
+    assert [(r.kind, r.status, r.description) for r in rows] == [
+        ("baseline", "keep", "baseline (seed 0)"), ("candidate", "keep", "halve VALUE"),
+        ("candidate", "crash", "raise"), ("fix", "keep", "fix it")]
+    assert rows[1].prompt_tokens > 0 and rows[1].completion_tokens > 0
+    invalid = results.read_rows(folder / "invalid.tsv")
+    assert len(invalid) == 1 and invalid[0].prompt_tokens > rows[1].prompt_tokens  # two calls were spent
+    assert any(e.phase == "paused" for e in events)
+    fix_prompt = scripted_llm.prompt(-1)
+    assert "RuntimeError: scripted failure" in fix_prompt and "FAIL = True" in fix_prompt
+    assert "halve VALUE" in fix_prompt  # the results so far are in the prompt
+    metrics = json.loads(next((folder / "notebooks").glob("0002-*.metrics.json")).read_text())
+    assert metrics["env_secrets"] == []
+    for path in folder.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert SECRET not in path.read_text(errors="replace"), path
