@@ -310,7 +310,7 @@ class DashboardView:
         self.times = w.HTML()
         self.counts = w.HTML()
         self.counts.add_class("ark-counts")
-        self.chart = w.Image(format="png", layout=w.Layout(max_width="820px"))
+        self.chart = w.Image(format="png", layout=w.Layout(max_width="820px", display="none"))  # until rows come
         self.chart.add_class("ark-chart")
         self.chart_caption = w.HTML()
         self.chart_caption.add_class("ark-chart-caption")
@@ -381,6 +381,7 @@ class DashboardView:
             self.table.value = selected if selected in numbers else None
         if png is not None:
             self.chart.value = png
+            self.chart.layout.display = ""
             self.chart_caption.value = f"<b>val_bpb</b> over {len(frame)} experiments"
 
     def show_detail(self, detail: Detail | None, link: str | None) -> None:

@@ -37,7 +37,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "dashboard-test-token"
 TAG = "browser"
-TOKEN_BUDGET = 2048  # training tokens per experiment: a few optimizer steps, so rows come every few seconds
+TOKEN_BUDGET = 4096  # training tokens per experiment: one optimizer step of the cpu profile, so rows come soon
 UI_TIMEOUT_MS = 60_000
 EXPERIMENTS_TIMEOUT_MS = 150_000  # two rows: two baseline seeds of the real notebook on two busy cores
 
@@ -158,6 +158,8 @@ def fill(page, css: str, value: str) -> None:
 
 
 def test_start_watch_and_stop_the_loop_from_jupyterlab(lab_url, lab_project, prepared_dir, page, loop_reaper):
+    from playwright.sync_api import expect
+
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(f"{lab_url}/lab/tree/notebooks/loop.ipynb?token={TOKEN}")
     page.locator(".jp-Notebook").first.wait_for(timeout=UI_TIMEOUT_MS)
@@ -166,11 +168,11 @@ def test_start_watch_and_stop_the_loop_from_jupyterlab(lab_url, lab_project, pre
     try:
         board.wait_for(timeout=UI_TIMEOUT_MS)
         fill(page, ".ark-tag", TAG)
-        page.locator(".ark-dashboard .ark-budget-kind select").select_option("tokens")
+        page.locator(".ark-dashboard .ark-budget-kind select").select_option(label="tokens / experiment")
         fill(page, ".ark-budget", str(TOKEN_BUDGET))
         fill(page, ".ark-data-dir", str(prepared_dir))
         board.get_by_text("a new run").wait_for(timeout=UI_TIMEOUT_MS)  # the kernel has the tag
-        board.locator(".ark-start button, button.ark-start").first.click()
+        board.locator("button.ark-start").click()
 
         # live: the phase line, then two rows in the table and a chart of them
         board.locator(".ark-phase").get_by_text("running").wait_for(timeout=UI_TIMEOUT_MS)
@@ -181,13 +183,13 @@ def test_start_watch_and_stop_the_loop_from_jupyterlab(lab_url, lab_project, pre
         )
         caption = board.locator(".ark-chart-caption")
         assert int(caption.inner_text().split("over ")[1].split()[0]) >= 2
-        assert board.locator(".ark-chart img").get_attribute("src")  # the chart image is there
+        assert board.locator("img.ark-chart").get_attribute("src")  # the chart image is there
         assert "keep" in board.locator(".ark-counts").inner_text()
 
         # stop after this experiment: the loop finishes it, writes its row, and exits
-        board.locator(".ark-stop button, button.ark-stop").first.click()
+        board.locator("button.ark-stop").click()
         board.locator(".ark-phase").get_by_text("stopped").wait_for(timeout=EXPERIMENTS_TIMEOUT_MS)
-        assert board.locator("button.ark-start").is_enabled()
+        expect(board.locator("button.ark-start")).to_be_enabled(timeout=UI_TIMEOUT_MS)  # the lock is released
         assert not runstate.is_running(lab_project, TAG)
         status = runstate.read_status(lab_project, TAG)
         assert status.phase == "stopped" and "stopped on request" in status.message
