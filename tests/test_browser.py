@@ -185,6 +185,7 @@ def test_start_watch_and_stop_the_loop_from_jupyterlab(lab_url, lab_project, pre
         assert int(caption.inner_text().split("over ")[1].split()[0]) >= 2
         assert board.locator("img.ark-chart").get_attribute("src")  # the chart image is there
         assert "keep" in board.locator(".ark-counts").inner_text()
+        board.screenshot(path=str(ARTIFACTS / "dashboard-running.png"))
 
         # stop after this experiment: the loop finishes it, writes its row, and exits
         board.locator("button.ark-stop").click()

@@ -186,6 +186,9 @@ def test_start_runs_the_cli_loop_detached_and_shows_its_rows_diff_and_notebook(p
         assert board.view.error.value == "" and process is not None
         assert os.getsid(process.pid) != os.getsid(0)  # a session of its own: a kernel restart spares it
         assert board.view.start.disabled and not board.view.stop.disabled  # running, even before the lock
+        wait_for(lambda: runstate.is_running(project, "real"), 60, "the loop to take the tag's lock")
+        reopened = Dashboard(repo=project, poll_seconds=0)  # another kernel opens the notebook: it attaches
+        assert reopened.control.tag == "real" and reopened.refresh().running and reopened.view.start.disabled
         wait_for(lambda: process.poll() is not None, 240, "the loop to end after its one proposal")
         assert process.returncode == 0, (board.control.folder / dashboard.CONSOLE_LOG).read_text()
         snapshot = board.refresh()
