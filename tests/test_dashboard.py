@@ -22,13 +22,7 @@ from autoresearch_kernel.runner import kill_tree
 from autoresearch_kernel.runstate import LoopStatus
 from loop_fixture import make_repo
 
-REFERENCE_TSV = """\
-commit\tval_bpb\tmemory_gb\tstatus\tdescription
-a1b2c3d\t0.997900\t44.0\tkeep\tbaseline
-b2c3d4e\t0.993200\t44.2\tkeep\tincrease LR to 0.04
-c3d4e5f\t1.005000\t44.0\tdiscard\tswitch to GeLU activation
-d4e5f6g\t0.000000\t0.0\tcrash\tdouble model width (OOM)
-"""
+REFERENCE_TSV = Path(__file__).with_name("reference_results.tsv")  # the reference project's five columns
 
 
 @pytest.fixture
@@ -68,15 +62,13 @@ def test_settings_become_the_cli_loop_command():
     assert offline[offline.index("--budget-seconds") + 1] == "30.0"
 
 
-def test_reference_results_tsv_is_counted_and_tabulated(tmp_path):
-    path = tmp_path / "results.tsv"
-    path.write_text(REFERENCE_TSV)
-    frame = results.load(path)
-    assert plots.summary(frame).lines()[0] == "4 experiments: keep 2, discard 1, crash 1, keep rate 33%"
+def test_reference_results_tsv_is_counted_and_tabulated():
+    frame = results.load(REFERENCE_TSV)
+    assert plots.summary(frame).lines()[0] == "5 experiments: keep 3, discard 1, crash 1, keep rate 50%"
     assert dashboard.llm_usage(frame) == (0, None)
     lines = [label.replace("\u00a0", " ") for label, _ in dashboard.table_rows(frame)]
     assert lines[0].split()[:4] == ["1", "a1b2c3d", "0.997900", "keep"]
-    assert lines[3].split()[:4] == ["4", "d4e5f6g", "-", "crash"]  # a crash shows no val_bpb, not 0.0
+    assert lines[3].split()[:4] == ["4", "d4e5f6a", "-", "crash"]  # a crash shows no val_bpb, not 0.0
     assert len(dashboard.chart_png(frame)) > 1000  # the chart draws a reference-format file too
 
 

@@ -16,14 +16,7 @@ from loop_fixture import make_repo
 LOOP_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "loop.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
-REFERENCE_TSV = """\
-commit\tval_bpb\tmemory_gb\tstatus\tdescription
-a1b2c3d\t0.997900\t44.0\tkeep\tbaseline
-b2c3d4e\t0.993200\t44.2\tkeep\tincrease LR to 0.04
-c3d4e5f\t1.005000\t44.0\tdiscard\tswitch to GeLU activation
-d4e5f6a\t0.000000\t0.0\tcrash\tdouble model width (OOM)
-e5f6a7b\t0.990100\t44.1\tkeep\trotary base 200k
-"""
+REFERENCE_TSV = Path(__file__).with_name("reference_results.tsv")  # the reference project's five columns
 
 
 def execute(tmp_path: Path, **parameters) -> nbformat.NotebookNode:
@@ -83,7 +76,7 @@ def test_runs_on_a_finished_run_with_no_loop_running(tmp_path):
 def test_runs_on_a_reference_results_tsv(tmp_path):
     reference = tmp_path / "reference" / "results.tsv"
     reference.parent.mkdir()
-    reference.write_text(REFERENCE_TSV)
+    reference.write_bytes(REFERENCE_TSV.read_bytes())
     notebook = execute(tmp_path, REPO=str(tmp_path), RESULTS_TSV=str(reference))  # not even a git repository
     shown = texts(notebook)
     assert "5 experiments: keep 3, discard 1, crash 1" in shown and "(-0.78%)" in shown
