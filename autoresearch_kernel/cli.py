@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(prepare)
     prepare.set_defaults(handler=_prepare)
     _add_loop_commands(commands)
+    _add_run_once(commands)
     return parser
 
 
@@ -125,6 +126,37 @@ def _report(args: argparse.Namespace) -> None:
     png, lines = plots.write_report(path)  # progress.png next to the results.tsv it reads
     print("\n".join(lines))
     print(f"chart: {png}")
+
+
+def _add_run_once(commands) -> None:
+    once = commands.add_parser("run-once", help="run the training notebook once and print its summary")
+    budget = once.add_mutually_exclusive_group()
+    budget.add_argument("--budget-seconds", type=float, default=0.0, help="training seconds (default: the profile's)")
+    budget.add_argument("--budget-tokens", type=int, default=0, help="a fixed number of training tokens instead")
+    once.add_argument("--profile", default="cpu", help="cpu | gpu")
+    once.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
+    once.add_argument("--seed", type=int, default=0)
+    once.add_argument("--out", default="runs/once", help="folder for the executed notebook, metrics and checkpoint")
+    once.add_argument("--notebook", default=None, help="the notebook to run (default: notebooks/train_template.ipynb)")
+    _add_data_dir(once)
+    once.set_defaults(handler=_run_once)
+
+
+def _run_once(args: argparse.Namespace) -> None:
+    from autoresearch_kernel.once import TEMPLATE, run_once, summary_of
+
+    result = run_once(
+        notebook=args.notebook or TEMPLATE,
+        out_dir=args.out,
+        profile=args.profile,
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+        budget_seconds=args.budget_seconds,
+        budget_tokens=args.budget_tokens,
+    )
+    print(f"executed notebook: {result.output_path}")
+    print(summary_of(result))
 
 
 def main(argv: list[str] | None = None) -> int:
