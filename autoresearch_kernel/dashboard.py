@@ -131,7 +131,8 @@ def table_rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
         number = int(record.get("experiment") or 0)
         value = record.get("val_bpb")
         shown = "-" if record.get("status") == "crash" or value is None or pd.isna(value) else f"{value:.6f}"
-        line = f"{number:>4}  {str(record.get('commit', ''))[:7]:<7}  {shown:>9}  {record.get('status', ''):<7}  {record.get('description', '')}"
+        commit, status = str(record.get("commit", ""))[:7], str(record.get("status", ""))
+        line = f"{number:>4}  {commit:<7}  {shown:>9}  {status:<7}  {record.get('description', '')}"
         lines.append((line.replace(" ", "\u00a0"), number))
     return lines
 
@@ -263,6 +264,13 @@ def api_key_note(environ: dict | None = None) -> str:
     return f"<small>API key: ${API_KEY_VARIABLE} {state} in the kernel's environment; it is never shown or stored.</small>"
 
 
+def tag_note(tag: str, tags: list[str]) -> str:
+    """What Start will do with this tag."""
+    if not tag:
+        return ""
+    return f"<small>{'resumes this run' if tag in tags else 'a new run'}</small>"
+
+
 class DashboardView:
     """The dashboard's widgets and layout. `root` is the widget to display."""
 
@@ -273,11 +281,12 @@ class DashboardView:
         # -- set-up
         self.tag = w.Combobox(value=settings.tag, options=tags, description="run tag", placeholder="e.g. mar5",
                               ensure_option=False, layout=wide)
-        self.tag_note = w.HTML()
+        self.tag_note = w.HTML(tag_note(settings.tag, tags))
         self.proposer = w.ToggleButtons(options=["mutate", "llm"], value=settings.proposer, description="proposer")
-        self.model = w.Text(value=settings.model, description="model", placeholder="e.g. gpt-4.1-mini", layout=wide)
-        self.base_url = w.Text(value=settings.base_url, description="endpoint",
-                               placeholder="https://api.openai.com/v1 (any OpenAI-compatible URL)", layout=wide)
+        self.model = w.Text(value=settings.model, description="model", layout=wide,
+                            placeholder="e.g. gpt-4.1-mini (default: $AUTORESEARCH_MODEL)")
+        self.base_url = w.Text(value=settings.base_url, description="endpoint", layout=wide,
+                               placeholder="any OpenAI-compatible URL (default: $OPENAI_BASE_URL, else OpenAI)")
         self.key_note = w.HTML(api_key_note())
         self.budget_kind = w.Dropdown(options=[("seconds / experiment", "seconds"), ("tokens / experiment", "tokens")],
                                       value=settings.budget_kind, description="budget in")
@@ -698,11 +707,10 @@ class Dashboard:
         if self.control.running() or tag == self.control.tag:
             return
         self.control = LoopControl(self.repo, tag)
-        note = ""
+        self.view.tag_note.value = ""
         if tag:
             workspace.check_tag(tag)
-            note = "resumes this run" if tag in known_tags(self.repo) else "a new run"
-        self.view.tag_note.value = f"<small>{note}</small>"
+        self.view.tag_note.value = tag_note(tag, known_tags(self.repo))
         self.refresh()
 
     def _show_selected(self) -> None:

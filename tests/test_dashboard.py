@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import git
 import pandas as pd
 import pytest
 
@@ -127,6 +128,25 @@ def test_unusable_tag_shows_one_error_line_and_starts_nothing(project):
     assert "Traceback" not in board.view.error.value
 
 
+def test_a_loop_that_cannot_start_shows_its_error_as_one_line(tmp_path):
+    """The CLI refuses (here: no sandbox notebook committed); the dashboard shows its message, no traceback."""
+    project = tmp_path / "bare"
+    project.mkdir()
+    repo = git.Repo.init(project, initial_branch="main")
+    (project / "program.md").write_text("Make val_bpb lower.\n")
+    repo.git.add("program.md")
+    repo.git.commit("-m", "no notebooks", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@l",
+                                                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@l"})
+    board = Dashboard(repo=project, tag="first", poll_seconds=0)
+    board.view.start.click()
+    wait_for(lambda: board.control.process.poll() is not None, 60, "the loop process to exit")
+    board.refresh()
+    error = board.view.error.value
+    assert error.count("error:") == 1 and "no committed notebooks/train_template.ipynb" in error
+    assert "Traceback" not in error and "\n" not in error
+    assert not board.view.start.disabled  # fix it and Start again
+
+
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
@@ -135,8 +155,9 @@ HOLDER = textwrap.dedent("""
     folder = run_dir(sys.argv[1], sys.argv[2])
     lock = runstate.TagLock(folder)
     lock.acquire(sys.argv[2])
-    runstate.write_status(folder, runstate.LoopStatus(tag=sys.argv[2], phase="running", experiment=2,
-                                                      phase_since=time.time(), started_at=time.time()))
+    runstate.write_status(folder, runstate.LoopStatus(
+        tag=sys.argv[2], phase="paused", phase_since=time.time(), started_at=time.time(),
+        message="proposer unavailable, retrying in 60 s: connection refused by http://127.0.0.1:9/v1"))
     print("locked", flush=True)
     while not (folder / runstate.STOP).exists():
         time.sleep(0.05)
@@ -144,7 +165,8 @@ HOLDER = textwrap.dedent("""
 
 
 def test_reopening_reattaches_to_the_running_loop_through_its_lock(project):
-    """A process holding the tag's lock (as a loop does) is found, shown as running, never started twice."""
+    """A process holding the tag's lock (as a loop does) is found, shown as running, never started twice;
+    its paused state (a bad endpoint) shows as the one error line."""
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(project), "night"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -152,7 +174,9 @@ def test_reopening_reattaches_to_the_running_loop_through_its_lock(project):
         board = Dashboard(repo=project, poll_seconds=0)  # a fresh kernel: no tag given
         assert board.control.tag == "night"  # the running tag wins over the latest results
         snapshot = board.refresh()
-        assert snapshot.running and snapshot.status.phase == "running"
+        assert snapshot.running and snapshot.status.phase == "paused"
+        assert "paused" in board.view.phase.value
+        assert board.view.error.value.count("error:") == 1 and "connection refused" in board.view.error.value
         assert board.view.start.disabled and not board.view.stop.disabled and board.view.tag.disabled
         board._act(board.start)  # what a click does, even though the button is disabled
         assert "already running" in board.view.error.value and board.control.process is None
