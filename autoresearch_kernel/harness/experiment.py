@@ -66,7 +66,6 @@ class Experiment:
     _last_tick: float | None = None
     _tokens_at_last_tick: int = 0
     _last_print: float = -math.inf
-    _loss_ema: float = 0.0
 
     # ---- what the agent's cells use -------------------------------------------------------------------
 
@@ -86,6 +85,8 @@ class Experiment:
 
     def tick(self, step: int, loss: torch.Tensor | float) -> None:
         """Once per optimizer step: clock, loss curve, progress line, divergence check."""
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach()
         loss_value = float(loss)  # on a GPU this waits for the step to finish, so the clock is honest
         now = time.perf_counter()
         self.num_steps += 1
@@ -100,7 +101,6 @@ class Experiment:
             self.record_failure(reason)
             raise TrainingFailed(f"{reason}; try a lower learning rate or a smaller change")
 
-        self._loss_ema = LOSS_EMA_BETA * self._loss_ema + (1 - LOSS_EMA_BETA) * loss_value
         if now - self._last_print >= PROGRESS_EVERY_SECONDS or self.done():
             self._last_print = now
             print(self.progress_line(step), flush=True)
@@ -118,8 +118,8 @@ class Experiment:
     # ---- what the report and the progress line use ----------------------------------------------------
 
     def smoothed_loss(self) -> float:
-        """The loss EMA with its start-up bias removed."""
-        return self._loss_ema / (1 - LOSS_EMA_BETA ** max(1, len(self.losses)))
+        """The latest loss, smoothed (NaN before the first step)."""
+        return smoothed_curve(self.losses[-200:])[-1] if self.losses else math.nan
 
     def tokens_per_second(self) -> float | None:
         return self.timed_tokens / self.training_seconds if self.training_seconds > 0 else None
@@ -167,6 +167,15 @@ class Experiment:
         )
         fields.update(measured)
         return Metrics(**fields)
+
+
+def smoothed_curve(values: list[float], beta: float = LOSS_EMA_BETA) -> list[float]:
+    """Exponential moving average of `values` with its start-up bias removed (as the reference shows loss)."""
+    curve, ema = [], 0.0
+    for i, value in enumerate(values):
+        ema = beta * ema + (1 - beta) * value
+        curve.append(ema / (1 - beta ** (i + 1)))
+    return curve
 
 
 def start(

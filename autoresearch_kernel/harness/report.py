@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from autoresearch_kernel.harness.evaluate import evaluate_bpb
-from autoresearch_kernel.harness.experiment import Experiment
+from autoresearch_kernel.harness.experiment import Experiment, smoothed_curve
 from autoresearch_kernel.harness.metrics import STATUS_OK, Metrics, write_metrics
 
 # Dense bf16 tensor-core peak of common accelerators, FLOP/s, from the vendors' datasheets (the figures
@@ -133,9 +133,13 @@ def device_peak_flops(device: torch.device) -> float | None:
     """The device's dense bf16 peak from the table, or None when it is not a listed GPU."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
+    return peak_flops(torch.cuda.get_device_name(device))
+
+
+def peak_flops(device_name: str) -> float | None:
+    """Dense bf16 peak of the GPU called `device_name` (as CUDA names it), or None when it is not listed."""
     for words, flops in PEAK_BF16_FLOPS:
-        if all(word in name for word in words):
+        if all(word in device_name for word in words):
             return flops
     return None
 
@@ -189,11 +193,7 @@ def show_loss_curve(run: Experiment) -> None:
     figure, axes = plt.subplots(figsize=(7, 3.2))
     steps = range(len(run.losses))
     axes.plot(steps, run.losses, color="tab:blue", linewidth=0.8, alpha=0.4, label="loss")
-    smoothed, ema = [], 0.0
-    for i, loss in enumerate(run.losses):
-        ema = 0.9 * ema + 0.1 * loss
-        smoothed.append(ema / (1 - 0.9 ** (i + 1)))
-    axes.plot(steps, smoothed, color="tab:blue", linewidth=1.6, label="smoothed")
+    axes.plot(steps, smoothed_curve(run.losses), color="tab:blue", linewidth=1.6, label="smoothed")
     finite = [loss for loss in run.losses if math.isfinite(loss)]
     if finite:
         axes.set_ylim(min(finite) - 0.1, min(max(finite), finite[0]) + 0.1)
