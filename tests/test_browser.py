@@ -24,11 +24,11 @@ import urllib.request
 from pathlib import Path
 
 import git
+import psutil
 import pytest
 
 from autoresearch_kernel import runstate
 from autoresearch_kernel.runner import kill_tree
-from autoresearch_kernel.workspace import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -135,13 +135,16 @@ def page():
 
 @pytest.fixture
 def loop_reaper(lab_project):
-    """Ends the loop process the dashboard started, if it still runs when the test ends (it outlives kernels)."""
+    """Ends the loop process the dashboard started, if it still runs when the test ends (it outlives kernels).
+
+    Found by its command line, which names this test's own temporary repository (so also before it takes
+    its lock), and ended by pid.
+    """
     yield
-    lock = run_dir(lab_project, TAG) / runstate.LOCK
-    if runstate.is_running(lab_project, TAG):
-        pid = int(lock.read_text().strip() or 0)
-        if pid:
-            kill_tree(pid)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        command = process.info["cmdline"] or []
+        if "autoresearch_kernel" in command and "loop" in command and str(lab_project.resolve()) in command:
+            kill_tree(process.info["pid"])
 
 
 def run_all_cells(page) -> None:
