@@ -231,6 +231,9 @@ class Loop:
         except AutoresearchError as error:
             self._set_phase("error", str(error))
             raise
+        except Exception as error:  # a bug or a broken disk: say so where the dashboard looks, then fail
+            self._set_phase("error", f"{type(error).__name__}: {error}; resume the tag once it is fixed")
+            raise
 
     def _ended(self, why: str) -> str:
         self._set_phase("stopped", why)

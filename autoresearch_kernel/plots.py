@@ -127,6 +127,8 @@ def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
         ax.set_ylim(low - 0.15 * span, top + 0.6 * span)  # far-off discards would flatten the climb
     if band:
         noise_band(frame, ax)
+    if x.notna().any():  # room on the right for the last kept point's label
+        ax.set_xlim(float(x.min()) - 0.5, float(x.max()) + max(1.0, 0.08 * float(x.max() - x.min())))
     crashes = int((frame["status"] == "crash").sum()) if len(frame) else 0
     ax.set_xlabel("experiment")
     ax.set_ylabel("val_bpb (lower is better)")

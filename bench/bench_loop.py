@@ -66,6 +66,26 @@ def make_project(folder: Path) -> Path:
     return repo_dir
 
 
+def runner_fixed_cost(folder: Path, repeats: int = 3) -> tuple[float, float]:
+    """Median wall of a two-cell notebook (import torch, write metrics) through the runner, and as a script."""
+    from autoresearch_kernel.runner import run_notebook
+
+    body = "import json, torch\njson.dump({'status': 'ok', 'val_bpb': 1.0}, open(METRICS_PATH, 'w'))"
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell('METRICS_PATH = "m.json"', metadata={"tags": ["parameters"]}),
+                      nbformat.v4.new_code_cell(body)]
+    nbformat.write(notebook, folder / "tiny.ipynb")
+    (folder / "tiny.py").write_text(f"METRICS_PATH = {str(folder / 'm.json')!r}\n{body}\n")
+    kernel, script = [], []
+    for n in range(repeats):
+        kernel.append(run_notebook(folder / "tiny.ipynb", folder / f"tiny-{n}.ipynb", timeout_s=120).wall_seconds)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(folder / "tiny.py")], check=True)
+        script.append(time.perf_counter() - started)
+    return statistics.median(kernel), statistics.median(script)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-seconds", type=float, default=10.0)
@@ -78,40 +98,46 @@ def main() -> None:
         prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
     with tempfile.TemporaryDirectory(prefix="bench_loop_") as temporary:
         folder = Path(temporary)
+        kernel_cost, script_cost = runner_fixed_cost(folder)
         parameters = dict(PROFILE="cpu", DATA_DIR=str(data_dir), DEVICE="cpu", SEED=0,
                           BUDGET_SECONDS=args.budget_seconds, BUDGET_TOKENS=0,
                           METRICS_PATH=str(folder / "script.metrics.json"))
-        script_walls = [time_script(folder, parameters) for _ in range(2)]
-        script_wall = statistics.fmean(script_walls)
-
         config = LoopConfig(repo=make_project(folder), tag="bench", data_dir=str(data_dir), device="cpu",
-                            budget_seconds=args.budget_seconds, baseline_seeds=(0,), proposer="mutate")
-        steps = []
+                            budget_seconds=args.budget_seconds, baseline_seeds=(0, 1), proposer="mutate")
+        baseline, scripts, experiments = [], [], []
         with Loop(config) as loop:
-            while len(steps) < 1 + args.experiments:
+            # The same work both ways (the unmodified notebook), interleaved so that both see the same load.
+            for _ in range(2):
+                started = time.perf_counter()
+                rows = loop.step()
+                baseline.append((time.perf_counter() - started, rows[0]))
+                scripts.append(time_script(folder, parameters))
+            while len(experiments) < args.experiments:
                 started = time.perf_counter()
                 rows = loop.step()
                 if rows:  # an invalid proposal runs nothing: not an experiment
-                    steps.append((time.perf_counter() - started, rows))
+                    experiments.append((time.perf_counter() - started, rows))
 
-    print(f"plain script: {script_wall:.1f} s wall per run ({', '.join(f'{w:.1f}' for w in script_walls)}), "
-          f"budget {args.budget_seconds:.0f} s of training")
-    overheads, non_training = [], []
-    for wall, rows in steps:
-        runner_wall = sum(r.wall_seconds for r in rows)
-        training = sum(r.training_seconds for r in rows)
-        scripts = script_wall * len(rows)  # a confirmed candidate runs twice
-        overheads.append((wall - scripts) / len(rows))
-        non_training.append((wall - training) / len(rows))
-        print(f"  #{rows[0].experiment:<3} {rows[0].status:<7} loop step {wall:6.1f} s = papermill run {runner_wall:6.1f} s"
-              f" + loop {wall - runner_wall:4.2f} s; training {training:5.1f} s  ({rows[0].description})")
-    overhead = statistics.fmean(overheads)
-    outside = statistics.fmean(non_training)
-    print(f"loop overhead per experiment: {overhead:.1f} s over the plain script "
-          f"(ratio loop/script wall {(script_wall + overhead) / script_wall:.2f})")
-    print(f"non-training time per experiment in the loop: {outside:.1f} s (start-up, data, evaluation, git, records)")
-    print(f"experiments per hour at a 60 s budget: {3600 / (60 + outside):.1f} "
-          f"(plain script: {3600 / (60 + script_wall - args.budget_seconds):.1f})")
+    loop_wall = statistics.fmean(wall for wall, _ in baseline)
+    script_wall = statistics.fmean(scripts)
+    training = statistics.fmean(row.training_seconds for _, row in baseline)
+    own = [wall - sum(r.wall_seconds for r in rows) for wall, rows in experiments]
+    print(f"runner fixed cost (kernel + papermill, tiny notebook): {kernel_cost:.1f} s vs {script_cost:.1f} s as a "
+          f"script: +{kernel_cost - script_cost:.1f} s per run")
+    print(f"real notebook, {args.budget_seconds:.0f} s budget: loop step {loop_wall:.1f} s "
+          f"({', '.join(f'{w:.1f}' for w, _ in baseline)}), plain script {script_wall:.1f} s "
+          f"({', '.join(f'{w:.1f}' for w in scripts)}); training {training:.1f} s")
+    for (wall, rows), extra in zip(experiments, own):
+        print(f"  #{rows[0].experiment:<3} {rows[0].status:<7} step {wall:5.1f} s, of which the loop itself "
+              f"(proposal, git, records) {extra:.2f} s  ({rows[0].description})")
+    overhead = kernel_cost - script_cost + statistics.fmean(own)
+    print(f"loop overhead per experiment: {overhead:.1f} s (runner's fixed cost + the loop's own "
+          f"{statistics.fmean(own):.2f} s); ratio to the plain script: {(script_wall + overhead) / script_wall:.2f} "
+          f"(measured directly: {loop_wall / script_wall:.2f})")
+    non_training = loop_wall - training
+    print(f"non-training time per experiment in the loop: {non_training:.1f} s (start-up, data, evaluation, git, records)")
+    print(f"experiments per hour at a 60 s budget: {3600 / (60 + non_training):.1f} "
+          f"(plain script: {3600 / (60 + script_wall - training):.1f})")
 
 
 if __name__ == "__main__":
