@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from autoresearch_kernel import results
 
@@ -121,7 +122,9 @@ def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
     best = running_best(frame)
     if best.notna().any():
         ax.step(x, best, where="post", color="#2ca02c", linewidth=1.2, label="running best")
-        top = float(best.dropna().iloc[0])
+        # The top of the view is the baseline: its highest seed, else the first best (the reference's file).
+        baseline = value[ok & (frame["kind"] == "baseline")] if "kind" in frame else value[ok].iloc[:0]
+        top = float(max(best.dropna().iloc[0], baseline.max() if len(baseline) else float("-inf")))
         low = float(min(value[ok].min(), best.min()))
         span = max(top - low, abs(top) * 0.005, 1e-6)
         ax.set_ylim(low - 0.15 * span, top + 0.6 * span)  # far-off discards would flatten the climb
@@ -130,6 +133,7 @@ def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
     if x.notna().any():  # room on the right for the last kept point's label
         ax.set_xlim(float(x.min()) - 0.5, float(x.max()) + max(1.0, 0.08 * float(x.max() - x.min())))
     crashes = int((frame["status"] == "crash").sum()) if len(frame) else 0
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # experiments are counted, never fractional
     ax.set_xlabel("experiment")
     ax.set_ylabel("val_bpb (lower is better)")
     ax.set_title(f"{len(frame)} experiments, {int(kept.sum()) if len(frame) else 0} kept, {crashes} crashed")

@@ -77,6 +77,20 @@ def test_chart_draws_the_reference_elements(ours):
     assert low < 0.98 and high > 1.001
 
 
+def test_every_baseline_seed_stays_in_view(tmp_path):
+    path = tmp_path / "results.tsv"
+    seeds = [2.987, 2.877, 2.887]  # the first seed lies far above the mean, the first best
+    results.append(path, *[
+        Row("aaaaaaa", value, 1.0, status="keep", description=f"baseline (seed {n})", experiment=n + 1, kind="baseline",
+            best=sum(seeds) / 3 if n == 2 else None)
+        for n, value in enumerate(seeds)
+    ])
+    ax = plots.progress_chart(results.load(path))
+    low, high = ax.get_ylim()
+    assert low < min(seeds) and high > max(seeds)
+    assert all(float(tick).is_integer() for tick in ax.get_xticks())
+
+
 def test_report_writes_the_png_and_lines(ours):
     png, lines = plots.write_report(ours)
     assert png == ours.with_name("progress.png") and png.stat().st_size > 10_000
