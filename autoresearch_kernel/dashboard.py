@@ -161,17 +161,12 @@ def _row(frame: pd.DataFrame, number: int) -> dict | None:
     return match.iloc[-1].to_dict() if len(match) else None
 
 
-def _diff(repo: str | os.PathLike, tag: str, commit: str) -> str:
+def _diff(repo: str | os.PathLike, commit: str) -> str:
     """The candidate's diff against its parent, from the kept branch or its discarded ref (both share objects)."""
     if not commit:
         return ""
     try:
-        import git
-
-        view = workspace.Workspace(
-            root=Path(repo), tag=tag, worktree=workspace.run_dir(repo, tag) / "worktree", repo=git.Repo(repo)
-        )
-        return view.diff(view.resolve(commit))
+        return workspace.diff_of(repo, commit)
     except Exception as error:  # a reference-format file, a pruned ref: say so instead of failing the view
         return f"(no diff: {one_line_error(error)})"
 
@@ -200,7 +195,7 @@ def experiment_detail(repo: str | os.PathLike, tag: str, frame: pd.DataFrame, nu
     if status == "crash" and notebook is not None:
         tail = _log_tail(notebook.with_suffix(".log"))
         failure = f"{failure}\n{tail}".strip()
-    return Detail(number=number, title=title, diff=_diff(repo, tag, commit), failure=failure, notebook=notebook)
+    return Detail(number=number, title=title, diff=_diff(repo, commit), failure=failure, notebook=notebook)
 
 
 def notebook_link(notebook: Path, start: str | os.PathLike | None = None) -> str:

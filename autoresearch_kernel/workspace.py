@@ -88,6 +88,33 @@ def list_tags(repo_dir: str | os.PathLike) -> list[str]:
     return sorted(h.name[len(BRANCH_PREFIX):] for h in repo.heads if h.name.startswith(BRANCH_PREFIX))
 
 
+def diff_of(repo_dir: str | os.PathLike, commit: str) -> str:
+    """A run commit's change against its parent (kept or under a discarded ref), read-only: no worktree."""
+    repo = _open_repo(repo_dir)
+    try:
+        return _diff(repo, commit)
+    except (git.BadName, ValueError):
+        raise WorkspaceError(f"commit {commit!r} is not in the repository: the run's refs were removed") from None
+
+
+def _read_sandbox(repo: git.Repo, commit: str) -> nbformat.NotebookNode:
+    blob = repo.commit(commit).tree / SANDBOX
+    return nbformat.reads(blob.data_stream.read().decode("utf-8"), as_version=4)
+
+
+def _diff(repo: git.Repo, commit: str) -> str:
+    child = repo.commit(commit)
+    if not child.parents:
+        return ""
+    parent = child.parents[0]
+    before = notebook_to_text(_read_sandbox(repo, parent.hexsha))
+    after = notebook_to_text(_read_sandbox(repo, child.hexsha))
+    return "".join(difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True),
+        fromfile=f"{short(parent.hexsha)}:{SANDBOX}", tofile=f"{short(child.hexsha)}:{SANDBOX}",
+    ))
+
+
 @dataclass
 class Workspace:
     """A run's branch checked out in its own worktree. Build it with `Workspace.open`."""
@@ -155,8 +182,7 @@ class Workspace:
 
     def read_sandbox(self, commit: str | None = None) -> nbformat.NotebookNode:
         """The sandbox notebook as committed (at HEAD unless a commit is named)."""
-        blob = self.repo.commit(commit or "HEAD").tree / SANDBOX
-        return nbformat.reads(blob.data_stream.read().decode("utf-8"), as_version=4)
+        return _read_sandbox(self.repo, commit or "HEAD")
 
     def is_dirty(self) -> bool:
         return self.repo.is_dirty(untracked_files=True)
@@ -166,15 +192,7 @@ class Workspace:
 
     def diff(self, commit: str) -> str:
         """The candidate's change against its parent, as a unified diff of cell sources (not JSON)."""
-        child = self.repo.commit(commit)
-        if not child.parents:
-            return ""
-        before = notebook_to_text(self.read_sandbox(child.parents[0].hexsha))
-        after = notebook_to_text(self.read_sandbox(child.hexsha))
-        return "".join(difflib.unified_diff(
-            before.splitlines(keepends=True), after.splitlines(keepends=True),
-            fromfile=f"{short(child.parents[0].hexsha)}:{SANDBOX}", tofile=f"{short(child.hexsha)}:{SANDBOX}",
-        ))
+        return _diff(self.repo, commit)
 
     # -- writing ------------------------------------------------------------------------------------------
     def commit_sandbox(self, notebook: nbformat.NotebookNode, message: str) -> str:
