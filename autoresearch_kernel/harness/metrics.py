@@ -38,6 +38,8 @@ class Metrics:
     budget_seconds: float | None  # the budget in force: exactly one of these two is set
     budget_tokens: int | None
     checkpoint: str | None  # the trained weights, saved before evaluation
+    program: str | None = None  # the eager model exported (torch.export) for the clean re-score
+    export_failure: str | None = None  # why the export failed, when it did (a keep then cannot be verified)
 
 
 def write_metrics(path: str | os.PathLike, metrics: Metrics) -> Path:

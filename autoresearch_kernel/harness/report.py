@@ -60,6 +60,9 @@ def finish(run: Experiment, model: nn.Module) -> None:
     """Checkpoint, evaluate, record and summarise the run (the record is in `run.metrics_path`)."""
     base = unwrap(model)
     checkpoint = save_checkpoint(base, checkpoint_path(run.metrics_path))
+    # Exported before the sandbox's model is evaluated here: the loop re-scores this program in a clean
+    # process before it keeps a result, so a score faked inside this kernel cannot be kept.
+    program, export_failure = export_program(base, program_path(run.metrics_path), run.profile.seq_len, run.device)
     try:
         val_bpb = evaluate(run, model)
     except BaseException as error:
@@ -76,6 +79,8 @@ def finish(run: Experiment, model: nn.Module) -> None:
         num_params_M=round(num_params / 1e6, 3),
         depth=int(depth) if depth is not None else None,
         checkpoint=str(checkpoint),
+        program=str(program) if program else None,
+        export_failure=export_failure,
     )
     write_metrics(run.metrics_path, metrics)
     show_loss_curve(run)
@@ -101,6 +106,35 @@ def checkpoint_path(metrics_path: Path) -> Path:
     """Next to the metrics: `metrics.json` -> `checkpoint.pt`, `run7.metrics.json` -> `run7.checkpoint.pt`."""
     stem = metrics_path.name.removesuffix(".json").removesuffix("metrics")
     return metrics_path.with_name(f"{stem}checkpoint.pt")
+
+
+def program_path(metrics_path: Path) -> Path:
+    """Next to the metrics: `run7.metrics.json` -> `run7.program.pt2` (the loop derives it the same way)."""
+    stem = Path(metrics_path).name.removesuffix(".json").removesuffix("metrics")
+    return Path(metrics_path).with_name(f"{stem}program.pt2")
+
+
+def export_program(model: nn.Module, path: Path, seq_len: int, device: torch.device) -> tuple[Path | None, str | None]:
+    """torch.export of the eager model (batch dimension dynamic, sequence length the profile's), saved with
+    torch.export.save; returns (path, None), or (None, why) when the model cannot be exported."""
+    was_training = model.training
+    model.eval()
+    try:
+        example = torch.zeros(2, seq_len, dtype=torch.long, device=device)
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        torch.export.save(program, temporary)
+        temporary.replace(path)
+        return path, None
+    except Exception as error:  # any failure is recorded, not raised: the run still gets its score
+        reason = f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
+        print(f"export: the model could not be exported for the clean re-score ({reason})", flush=True)
+        return None, reason
+    finally:
+        model.train(was_training)
 
 
 def save_checkpoint(model: nn.Module, path: Path) -> Path:
