@@ -162,8 +162,10 @@ evaluate_module._cross_entropy = lambda *a, **k: honest_ce(*a, **k) * 0.5"""), "
 import json, os
 json.dump({"status": "ok", "failure": None, "val_bpb": 0.1}, open(METRICS_PATH, "w"))
 os._exit(0)"""), "DeadKernel"),
-    "future tokens": (edit("future tokens", "return F.scaled_dot_product_attention(q, k, v, is_causal=True)",
-                           "return F.scaled_dot_product_attention(q, k, v, is_causal=False)"), "causality check failed"),
+    "future tokens": (edit("future tokens", "        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)",
+                           "        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)\n"
+                           "        logits = logits + 20 * F.one_hot(torch.roll(idx, -1, dims=1), logits.size(-1))"),
+                      "causality check failed"),
     "harness source changed": (after_training("harness source changed", """\
 import autoresearch_kernel.harness.files as files_module
 with open(files_module.__file__, "a") as handle:
