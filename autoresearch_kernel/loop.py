@@ -129,7 +129,10 @@ class Checks:
 
 
 def default_checks() -> Checks:
-    return Checks()
+    """The guard (guard.py): static checks, harness and data verification, the clean re-score of keeps."""
+    from autoresearch_kernel.guard import Guard  # guard imports this module: import it when first needed
+
+    return Guard()
 
 
 class _Cancel:
