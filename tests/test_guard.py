@@ -131,7 +131,7 @@ SHAPES = {
     "report deleted": (lambda cells: cells.pop(report_index(cells)), "missing or changed"),
     "report duplicated": (lambda cells: cells.insert(3, nbformat.v4.new_code_cell(" harness.finish(run,  model)")), "edited, moved"),
     "report moved first": (lambda cells: cells.insert(1, cells.pop(report_index(cells))), "edited, moved"),
-    "setup after agent": (lambda cells: cells.insert(4, cells.pop(2)), "edited, moved"),
+    "setup after agent": (lambda cells: cells.insert(4, cells.pop(2)), "between harness cells"),
     "code after report": (lambda cells: cells.append(nbformat.v4.new_code_cell("print(1)")), "after the harness report"),
     "code before setup": (lambda cells: cells.insert(0, nbformat.v4.new_code_cell("x = 1")), "before the harness set-up"),
     "agent cell tagged harness": (lambda cells: cells[3].metadata.update(tags=["harness"]), "edited, moved"),
