@@ -125,7 +125,7 @@ def export_program(model: nn.Module, path: Path, seq_len: int, device: torch.dev
         with torch.no_grad():
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=False)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
+        temporary = path.with_name(f".tmp-{path.name}")  # torch.export.save wants a name ending in .pt2
         torch.export.save(program, temporary)
         temporary.replace(path)
         return path, None

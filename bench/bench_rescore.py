@@ -1,0 +1,99 @@
+"""Integrity figures on CPU: what the guard costs.
+
+- per keep: exporting the trained model (torch.export + save, inside harness.finish; paid by every run)
+  and the clean-process re-score (a fresh interpreter: import, load the program, evaluate_bpb with its
+  causality probe), next to the kernel's own evaluation of the same model for scale
+- per candidate: the static checks (notebook validation, harness-cell shape, code rules)
+- per experiment: the harness-source and prepared-data verification
+
+The model is the shipped sandbox's cpu baseline (notebooks/train_template.ipynb), trained for two steps
+in this process. Run: .venv/bin/python bench/bench_rescore.py [--repeats 3]   (about a minute on 2 cores)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import torch
+
+from autoresearch_kernel import codecheck, rescore
+from autoresearch_kernel.guard import Guard, check_structure, contract_cells, is_contract, score_sources
+from autoresearch_kernel.harness.evaluate import evaluate_bpb
+from autoresearch_kernel.harness.prepare import prepare
+from autoresearch_kernel.harness.report import export_program
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "notebooks" / "train_template.ipynb"
+
+
+def trained_template_model(data_dir: Path, folder: Path):
+    """The template's cells run here (parameters overridden, a two-step token budget): (model, run)."""
+    notebook = nbformat.read(TEMPLATE, as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    namespace: dict = {}
+    exec(code[0], namespace)
+    namespace.update(DATA_DIR=str(data_dir), DEVICE="cpu", BUDGET_TOKENS=2 * 2048,
+                     METRICS_PATH=str(folder / "bench.metrics.json"))
+    for source in code[1:-1]:
+        exec(source, namespace)
+    return namespace["model"], namespace["run"]
+
+
+def timed(function, repeats: int) -> tuple[float, object]:
+    times, value = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        value = function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        prepare(source="embedded", profile="cpu", data_dir=scratch / "data", progress=False)
+        model, run = trained_template_model(scratch / "data", scratch)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        program = scratch / "bench.program.pt2"
+        export_s, (path, failure) = timed(lambda: export_program(model, program, run.profile.seq_len, run.device),
+                                          args.repeats)
+        assert failure is None, failure
+        kernel_eval_s, kernel = timed(lambda: evaluate_bpb(model, run.data, "cpu"), args.repeats)
+        rescore_s, clean = timed(lambda: rescore.rescore(path, scratch / "data", "cpu"), args.repeats)
+        assert clean.ok, clean.failure
+        print(f"model: template cpu baseline, {params:.1f}M parameters, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads; program file {path.stat().st_size / 2**20:.1f} MB")
+        print(f"export (torch.export + save, every run):      {export_s:6.2f} s")
+        print(f"clean-process re-score (per keep):            {rescore_s:6.2f} s  "
+              f"(val_bpb {clean.val_bpb:.6f}, kernel {kernel.val_bpb:.6f}, |diff| {abs(clean.val_bpb - kernel.val_bpb):.1e})")
+        print(f"  of which the evaluation itself (in-process): {kernel_eval_s:6.2f} s")
+        print(f"re-score overhead per keep (export + clean):  {export_s + rescore_s:6.2f} s")
+
+        notebook = nbformat.read(TEMPLATE, as_version=4)
+        agent = [(i, c.source) for i, c in enumerate(notebook.cells) if c.cell_type == "code" and not is_contract(c)]
+        context = [c.source for c in contract_cells(notebook)]
+
+        def static_checks():
+            nbformat.validate(notebook)
+            assert check_structure(notebook, notebook) is None
+            assert codecheck.check_cells(agent, context) == []
+
+        static_s, _ = timed(static_checks, 5 * args.repeats)
+        print(f"static checks per candidate (all agent cells): {static_s * 1000:6.1f} ms")
+
+        guard = Guard(_data_dir=str(scratch / "data"), _profile="cpu")
+        guard._sources = {p: p.read_bytes() for p in score_sources()}
+        guard._data = guard._data_state(strict=True)
+        verify_s, _ = timed(lambda: (guard.restore_sources(), guard.verify_data()), 5 * args.repeats)
+        print(f"source + data verification per experiment:   {verify_s * 1000:6.1f} ms (cpu profile data)")
+
+
+if __name__ == "__main__":
+    main()
