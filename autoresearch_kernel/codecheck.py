@@ -28,6 +28,11 @@ BLOCKED_TORCH = frozenset({
     "hub", "utils.cpp_extension", "utils.tensorboard", "utils.data", "multiprocessing", "distributed", "onnx",
     "package", "serialization", "library", "overrides", "export", "profiler", "ops", "classes", "storage",
 })
+# Parts of numpy that load native code or run processes.
+BLOCKED_NUMPY = frozenset({"ctypeslib", "f2py", "distutils", "testing"})
+# Re-seeding: the harness seeds every run from SEED, and a confirmation re-runs a borderline gain on another
+# seed; a sandbox that pins its own seed would turn that check into a replay of the lucky run.
+SEEDING = frozenset({"seed", "manual_seed", "manual_seed_all", "set_rng_state", "set_state", "seed_all"})
 RUN_API = frozenset({"device", "profile", "seed", "batches", "tick", "done", "progress"})
 # Builtins that reach the interpreter (code from strings, namespaces, attribute access by computed name,
 # files, the IPython shell) or end the process.
@@ -58,6 +63,7 @@ HARNESS_FILE = re.compile(r"metrics\.json|val_rows|manifest\.json|train_tokens|t
                           r"|checkpoint\.pt|\.pt2\b", re.IGNORECASE)
 SUMMARY_LINE = re.compile(r"^\s*(val_bpb|training_seconds|total_seconds|peak_vram_mb|mfu_percent|total_tokens_M"
                           r"|num_steps|num_params_M)\s*:", re.MULTILINE)
+SEED_MESSAGE = "re-seeding is not allowed: the harness seeds each run from SEED (use run.seed to derive)"
 MAGIC = "IPython magics and shell escapes (%, %%, !, ?) are not allowed in the sandbox"
 
 
@@ -209,14 +215,19 @@ class _Rules(ast.NodeVisitor):
             return
         if any(part.startswith("_") for part in name.split(".")):
             self.flag(node, f"import of the private name {name!r}")
-        elif top == "torch" and self.blocked_torch(rest):
-            self.flag(node, f"{name!r}: torch's file, process, native-code and interception APIs are not for the sandbox")
+        elif top == "torch" and self.blocked_torch(rest) or top == "numpy" and self.blocked(rest, BLOCKED_NUMPY):
+            self.flag(node, f"{name!r}: the file, process, native-code and interception APIs are not for the sandbox")
         elif imported_name is not None:
             self.check_attribute_name(node, imported_name)
+            if imported_name in SEEDING:
+                self.flag(node, SEED_MESSAGE)
 
     @staticmethod
-    def blocked_torch(path: str) -> bool:
-        return any(path == b or path.startswith(b + ".") for b in BLOCKED_TORCH)
+    def blocked(path: str, names: frozenset) -> bool:
+        return any(path == b or path.startswith(b + ".") for b in names)
+
+    def blocked_torch(self, path: str) -> bool:
+        return self.blocked(path, BLOCKED_TORCH)
 
     # -- names and attributes -----------------------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
@@ -236,8 +247,12 @@ class _Rules(ast.NodeVisitor):
                 self.run_uses.add(id(node.value))
         self.check_attribute_name(node, node.attr)
         dotted = _dotted(node)
-        if dotted and dotted.startswith("torch.") and self.blocked_torch(dotted[len("torch."):]):
-            self.flag(node, f"{dotted!r}: torch's file, process, native-code and interception APIs are not for the sandbox")
+        root = _root(node)
+        if dotted and (dotted.startswith("torch.") and self.blocked_torch(dotted[len("torch."):])
+                       or dotted.split(".")[0] in ("np", "numpy") and self.blocked(dotted.split(".", 1)[1], BLOCKED_NUMPY)):
+            self.flag(node, f"{dotted!r}: the file, process, native-code and interception APIs are not for the sandbox")
+        if node.attr in SEEDING and node.attr != "seed" or node.attr == "seed" and isinstance(root, ast.Name) and root.id in self.modules:
+            self.flag(node, SEED_MESSAGE)
         if not isinstance(node.ctx, ast.Load):
             self.check_store(node)
         self.generic_visit(node)

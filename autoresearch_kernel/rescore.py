@@ -33,7 +33,8 @@ from pathlib import Path
 # within the tolerance cannot buy a keep on its own.
 TOLERANCE_FP32 = 1e-4
 TOLERANCE_BF16 = 2e-3
-TIMEOUT_S = 900.0  # the evaluation of the gpu profile on a CPU is the slow case
+TIMEOUT_S = 900.0
+CAUSALITY_ROWS = 64  # evaluation rows the clean re-score splices to check causality (two passes over them)  # the evaluation of the gpu profile on a CPU is the slow case
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,40 @@ def score_program(program: Path, data_dir: str | None, profile: str, device: str
     model = program_module(module.to(target))
     precision = torch.autocast(target.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with precision:
-        return evaluate_bpb(model, data, target).val_bpb
+        value = evaluate_bpb(model, data, target).val_bpb
+        check_causality_on_rows(model, data, target)
+    return value
+
+
+def check_causality_on_rows(model, data, device, rows: int = CAUSALITY_ROWS) -> None:
+    """A causality check the model cannot tell from evaluation: random evaluation rows, each cut at a random
+    point and continued with another real row's tokens (real text, not random ids); the log-probabilities
+    up to each cut must not move. The in-kernel probe uses one fixed row and random ids, which a model
+    could learn to recognise (identical prefixes across its three rows) and behave for."""
+    import numpy as np
+    import torch
+
+    from autoresearch_kernel.errors import EvaluationError
+    from autoresearch_kernel.harness.evaluate import PROBE_ATOL
+
+    generator = np.random.default_rng()  # unseeded: the rows checked are not knowable in advance
+    every = data._validation_rows()
+    chosen = np.sort(generator.choice(len(every), size=min(rows, len(every)), replace=False))
+    batch = torch.from_numpy(np.asarray(every[chosen, :-1], dtype=np.int64))
+    cuts = torch.from_numpy(generator.integers(1, batch.size(1) - 1, size=len(batch)))
+    after = torch.arange(batch.size(1))[None, :] > cuts[:, None]
+    spliced = torch.where(after, torch.roll(batch, 1, dims=0), batch)
+    size = data.profile.eval_batch_size
+    with torch.no_grad():
+        for start in range(0, len(batch), size):
+            part = slice(start, start + size)
+            original = torch.log_softmax(model(batch[part].to(device)).float(), dim=-1)
+            changed = torch.log_softmax(model(spliced[part].to(device)).float(), dim=-1)
+            before = ~after[part].to(device)
+            drift = float(((original - changed).abs().amax(dim=-1) * before).max())
+            if drift > PROBE_ATOL:
+                raise EvaluationError(f"causality check failed in the clean re-score: continuing rows with other "
+                                      f"text changed earlier predictions by {drift:.3g} nats; the model sees future tokens")
 
 
 def program_module(graph):

@@ -32,7 +32,7 @@ ALLOWED = [
     "model.depth = 3\nfor block in model.blocks:\n    block.window = 2",
     "class A(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.w = nn.Parameter(torch.ones(1))",
     "torch.backends.cudnn.benchmark = True",
-    "x = getattr(model, 'depth', None)\nsteps = run.seed + run.profile.seq_len",
+    "x = getattr(model, 'depth', None)\nsteps = run.seed + run.profile.seq_len\ng = torch.Generator()",
     "name = 'val_loss'\nprint(f'step {1}: loss {2.0:.3f}')",
     "p = next(model.parameters())\np.requires_grad = False",
 ]
@@ -51,9 +51,9 @@ REFUSED = {
     "import numpy as np\nrows = np.lib.format.open_memmap('v')": "reads and writes no files",
     "import pathlib": "import of 'pathlib'",
     "import io as x": "import of 'io'",
-    "from torch import hub": "torch's file",
-    "import torch.utils.cpp_extension": "torch's file",
-    "torch.ops.load_library('x.so')": "torch's file",
+    "from torch import hub": "native-code",
+    "import torch.utils.cpp_extension": "native-code",
+    "torch.ops.load_library('x.so')": "native-code",
     "name = 'me' + 'trics.js' + 'on'\nprint(name)": None,  # building a name alone is harmless: nothing opens it
     # patching torch or the harness
     "F.cross_entropy = None": "patching imported modules",
@@ -70,7 +70,7 @@ REFUSED = {
     "harness.finish = print": "belongs to the harness",
     "from autoresearch_kernel.harness import evaluate": "import of 'autoresearch_kernel'",
     "class T(torch.Tensor):\n    def __torch_function__(cls, *a):\n        pass": "defining '__torch_function__'",
-    "from torch.overrides import TorchFunctionMode": "torch's file",
+    "from torch.overrides import TorchFunctionMode": "native-code",
     # the run object and the data
     "run.data": "`run` may be used only",
     "r = run\nr.tokens_served = 0": "`run` may be used only",
@@ -97,6 +97,14 @@ REFUSED = {
     "x = !cat metrics.json": "magics",
     "import os\nos._exit(0)": "import of 'os'",
     "raise SystemExit": "'SystemExit' is not allowed",
+    "import numpy as np\nlib = np.ctypeslib": "native-code",
+    "from numpy import f2py": "native-code",
+    # seeds: the harness's, so that a confirmation on another seed means something
+    "torch.manual_seed(0)": "re-seeding",
+    "import numpy as np\nnp.random.seed(0)": "re-seeding",
+    "import random\nrandom.seed(1)": "re-seeding",
+    "from random import seed": "re-seeding",
+    "g = torch.Generator()\ng.manual_seed(3)": "re-seeding",
     # results
     "print('val_bpb:          0.100000')": "summary",
     "print(f'training_seconds: {3}')": "summary",

@@ -52,6 +52,23 @@ def test_a_program_that_sees_future_tokens_fails_the_probe(data, prepared_dir, t
     assert not clean.ok and clean.val_bpb is None and "causality check failed" in clean.failure
 
 
+class ProbeAware(Bigram):
+    """Leaks only when its rows do not share a prefix: the in-kernel probe's three rows always do."""
+
+    def forward(self, idx):
+        honest = self.head(self.embed(idx))
+        leaky = honest + 5 * nn.functional.one_hot(torch.roll(idx, -1, dims=1), honest.size(-1))
+        shared = (idx[:, 1:9] == idx[:1, 1:9]).all()
+        return torch.where(shared, honest, leaky)
+
+
+def test_a_program_that_recognises_the_probe_is_still_caught(data, prepared_dir, tmp_path):
+    model = ProbeAware(data.profile.vocab_size)
+    evaluate_bpb(model, data, "cpu")  # fools the in-kernel probe
+    clean = rescore.rescore(exported(model, data, tmp_path), prepared_dir, "cpu")
+    assert not clean.ok and "causality check failed in the clean re-score" in clean.failure
+
+
 def test_a_program_holding_pickled_objects_is_refused_before_loading(data, prepared_dir, tmp_path):
     path = exported(Bigram(data.profile.vocab_size), data, tmp_path)
     with zipfile.ZipFile(path, "a") as archive:  # what a sandbox with file access could plant
