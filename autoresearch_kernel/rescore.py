@@ -34,7 +34,7 @@ from pathlib import Path
 TOLERANCE_FP32 = 1e-4
 TOLERANCE_BF16 = 2e-3
 TIMEOUT_S = 900.0
-CAUSALITY_ROWS = 64  # evaluation rows the clean re-score splices to check causality (two passes over them)  # the evaluation of the gpu profile on a CPU is the slow case
+CAUSALITY_ROWS = 32  # evaluation rows the clean re-score splices to check causality (two passes over them)  # the evaluation of the gpu profile on a CPU is the slow case
 
 
 @dataclass(frozen=True)
