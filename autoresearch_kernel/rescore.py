@@ -5,7 +5,8 @@ Inside the experiment's kernel the sandbox runs in the same process as the harne
 loop keeps a result it therefore scores the trained model once more in a fresh interpreter that runs no
 line of the notebook: `harness.finish` exported the eager model with torch.export (a graph of torch
 operators plus its weights), and this module loads that program and calls the harness's `evaluate_bpb`
-(its causality probe included) on the verified prepared data.
+(its causality probe included) on the verified prepared data, then checks causality once more on random
+evaluation rows spliced with other real rows (a probe the model cannot recognise).
 
     parent (the loop):  rescore(program, data_dir, profile, device, bf16) -> Rescore
     child:              python -I -X pycache_prefix=<empty dir> -m autoresearch_kernel.rescore ...
