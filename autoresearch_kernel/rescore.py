@@ -58,7 +58,7 @@ def tolerance(bf16: bool) -> float:
 def rescore(program: Path, data_dir: str | Path | None, profile: str, device: str = "cpu", bf16: bool = False,
             timeout_s: float = TIMEOUT_S) -> Rescore:
     """Score the exported `program` in a clean child process; never raises for a bad program."""
-    from autoresearch_kernel.runner import experiment_env
+    from autoresearch_kernel.experiment_env import experiment_env
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rescore-") as scratch:
@@ -82,17 +82,23 @@ def rescore(program: Path, data_dir: str | Path | None, profile: str, device: st
     return Rescore(answer.get("val_bpb"), seconds, answer.get("failure"))
 
 
+# Where torch.export's archive keeps pickled Python objects (torchbind and opaque constants).
+PICKLED_OBJECT_PREFIXES = ("CUSTOM_OBJ_FILENAME_PREFIX", "OPAQUE_OBJ_FILENAME_PREFIX")
+
+
 # ---- the child ----------------------------------------------------------------------------------------
 
 def check_archive(program: Path) -> None:
     """Refuse a program file that holds pickled Python objects other than tensors (torchbind or opaque
     constants): only tensors and the serialized graph may come from the sandbox's side."""
-    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
+    from torch.export.pt2_archive import constants
 
+    # Older torch releases (2.11) name only the first kind; every name present is refused.
+    prefixes = tuple(getattr(constants, name) for name in PICKLED_OBJECT_PREFIXES if hasattr(constants, name))
     with zipfile.ZipFile(program) as archive:
         for name in archive.namelist():
             leaf = name.rsplit("/", 1)[-1]
-            if leaf.startswith((CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX)):
+            if leaf.startswith(prefixes):
                 raise ValueError(f"the exported program holds a Python object ({leaf}), not only tensors")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel.runner import is_secret_name
+from autoresearch_kernel.experiment_env import is_secret_name
 
 STATUSES = ("keep", "discard", "crash")
 KINDS = ("baseline", "candidate", "confirm", "fix")

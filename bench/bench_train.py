@@ -153,6 +153,8 @@ def gpu_bench(args, data_dir, profile) -> None:
     print(f"gpu profile, {args.budget_seconds:.0f} s budget: {run.tokens_per_second():,.0f} tok/s over the timed "
           f"steps, MFU {metrics['mfu_percent']}%, peak memory {metrics['peak_vram_mb']:.0f} MB, val_bpb "
           f"{metrics['val_bpb']:.6f}, wall {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"export for the clean re-score: {metrics.get('export_failure') or 'ok, ' + str(metrics.get('program'))}",
+          flush=True)
 
 
 def main() -> None:

@@ -47,6 +47,18 @@ def test_the_clean_process_gives_the_kernel_score(data, prepared_dir, tmp_path):
     assert clean.seconds > 0
 
 
+def test_a_program_exported_under_bf16_autocast_scores_alike_under_it(data, prepared_dir, tmp_path):
+    # What harness.finish does on CUDA (the GPU is not here; CPU autocast takes the same path): an exported
+    # graph keeps the dtypes it was traced with, so export and clean score share the evaluation's autocast.
+    model = Bigram(data.profile.vocab_size)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        path = exported(model, data, tmp_path)
+        in_process = evaluate_bpb(model, data, "cpu").val_bpb
+    clean = rescore.rescore(path, prepared_dir, "cpu", "cpu", bf16=True)
+    assert clean.ok, clean.failure
+    assert abs(clean.val_bpb - in_process) < rescore.TOLERANCE_BF16
+
+
 def test_a_program_that_sees_future_tokens_fails_the_probe(data, prepared_dir, tmp_path):
     clean = rescore.rescore(exported(Bigram(data.profile.vocab_size, peek=True), data, tmp_path), prepared_dir, "cpu")
     assert not clean.ok and clean.val_bpb is None and "causality check failed" in clean.failure

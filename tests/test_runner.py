@@ -6,7 +6,8 @@ import nbformat
 import psutil
 import pytest
 
-from autoresearch_kernel.runner import experiment_env, run_notebook
+from autoresearch_kernel.experiment_env import experiment_env
+from autoresearch_kernel.runner import run_notebook
 
 PARAMETERS = 'METRICS_PATH = "metrics.json"\nVALUE = 1.0'
 WRITE_METRICS = (

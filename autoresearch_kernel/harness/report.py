@@ -62,7 +62,11 @@ def finish(run: Experiment, model: nn.Module) -> None:
     checkpoint = save_checkpoint(base, checkpoint_path(run.metrics_path))
     # Exported before the sandbox's model is evaluated here: the loop re-scores this program in a clean
     # process before it keeps a result, so a score faked inside this kernel cannot be kept.
-    program, export_failure = export_program(base, program_path(run.metrics_path), run.profile.seq_len, run.device)
+    # Traced under the evaluation's precision: an exported graph keeps the dtypes it was traced with, so the
+    # clean process, which scores it under the same autocast, computes exactly what this kernel computes.
+    with evaluation_precision(run.device):
+        program, export_failure = export_program(base, program_path(run.metrics_path), run.profile.seq_len,
+                                                 run.device)
     try:
         val_bpb = evaluate(run, model)
     except BaseException as error:
@@ -88,13 +92,19 @@ def finish(run: Experiment, model: nn.Module) -> None:
 
 
 def evaluate(run: Experiment, model: nn.Module) -> float:
-    """val_bpb through the harness's evaluate_bpb; under bf16 autocast on CUDA, as the reference evaluates."""
-    on_cuda = run.device.type == "cuda"
-    precision = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
-    with precision:
+    """val_bpb through the harness's evaluate_bpb, under `evaluation_precision`."""
+    with evaluation_precision(run.device):
         result = evaluate_bpb(model, run.data, run.device)
     print(f"evaluation: {result.tokens:,} tokens in {result.seconds:.1f} s", flush=True)
     return result.val_bpb
+
+
+def evaluation_precision(device: torch.device):
+    """bf16 autocast on CUDA, as the reference evaluates; full precision elsewhere. The clean re-score uses
+    the same (rescore.py), so both processes run the exported program alike."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
