@@ -107,6 +107,20 @@ def test_keep_grows_the_step_in_the_same_direction_discard_shrinks_and_flips():
     assert abs(math.log(new3 / old3)) < abs(math.log(new2 / old2))          # a smaller step
 
 
+def test_a_size_that_is_no_power_of_two_keeps_its_granularity():
+    # HEAD_DIM 48 once became 41, an odd head dim that rotary embeddings cannot split: a wasted crash.
+    proposer, notebook, history = MutateProposer(), one_constant("HEAD_DIM = 48"), []
+    for number in range(6):
+        try:
+            proposal = propose(proposer, notebook, history)
+        except ProposalError:
+            break
+        proposer.feedback(proposal, "discard")
+        history.append(HistoryEntry(number, proposal.description, "discard", 1.1))
+    values = [int(entry.description.split(" -> ")[1]) for entry in history]
+    assert values and all(value % 16 == 0 and value > 0 for value in values), values
+
+
 def test_changes_already_tried_are_not_proposed_again():
     notebook = one_constant("MATRIX_LR = 0.04")
     history = [HistoryEntry(1, "MATRIX_LR 0.04 -> 0.05", "discard", 1.1),

@@ -175,7 +175,11 @@ def _move(constant: Constant, direction: int, size: float, origin: float) -> str
             return f"2**{exponent}"
         return str(2 ** exponent)
     if constant.kind == "int":
-        new = int(value) + sign * max(1, round(abs(value) * INT_UNIT * size))
+        # A size that is not a power of two (a head dim of 48) still keeps its granularity (16 there): head
+        # dims must stay even for rotary embeddings, widths divisible by the head count.
+        granule = int(origin) & -int(origin) if POW2_NAMES.search(constant.name) and origin > 0 else 1
+        steps = max(1, round(abs(value) * INT_UNIT * size / granule))
+        new = int(value) + sign * steps * granule
         low, high = (0 if origin <= 0 else 1), max(4 * origin, origin + 8)
         return str(new) if low <= new <= high else None
     if constant.kind == "fraction":
