@@ -72,13 +72,19 @@ class Guard(Checks):
         baseline = [r.commit for r in rows if r.kind == "baseline"]
         base = loop.workspace.resolve(baseline[0]) if baseline else (loop.state.kept or loop.workspace.head())
         self._base = loop.workspace.read_sandbox(base)
-        self._data_dir, self._profile, self._device = loop.config.data_dir, loop.config.profile, loop.config.device
+        self._device = loop.config.device
         self._log = loop.folder / INTEGRITY_LOG
-        self._sources = {path: path.read_bytes() for path in score_sources()}
-        self._data = self._data_state(strict=False)
+        self.snapshot(loop.config.data_dir, loop.config.profile)
         if self.rescore is None:
             self.rescore = any("harness.finish(" in c.source for c in contract_cells(self._base))
         self._started = True
+
+    def snapshot(self, data_dir: str | None, profile: str, strict: bool = False) -> None:
+        """Remember the score modules and the prepared data as they are now: the yardstick that the later
+        checks compare with. `strict`: data that does not verify raises IntegrityError."""
+        self._data_dir, self._profile = data_dir, profile
+        self._sources = {path: path.read_bytes() for path in score_sources()}
+        self._data = self._data_state(strict)
 
     # -- the harness's sources ----------------------------------------------------------------------------
     def restore_sources(self) -> list[str]:

@@ -28,6 +28,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch_kernel.experiment_env import experiment_env
+
 # How far the clean score may sit from the kernel's. The same program on the same device in fp32 matches
 # to about 1e-6 bpb (measured: 0.0 on CPU); bf16 autocast on a GPU adds kernel-choice noise of the order of
 # 1e-4. Both bounds stay well below the gate's margin (seed-to-seed noise, ~1e-3 to 1e-2 bpb), so a fake
@@ -58,8 +60,6 @@ def tolerance(bf16: bool) -> float:
 def rescore(program: Path, data_dir: str | Path | None, profile: str, device: str = "cpu", bf16: bool = False,
             timeout_s: float = TIMEOUT_S) -> Rescore:
     """Score the exported `program` in a clean child process; never raises for a bad program."""
-    from autoresearch_kernel.experiment_env import experiment_env
-
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rescore-") as scratch:
         command = [sys.executable, "-I", "-X", f"pycache_prefix={scratch}", "-m", "autoresearch_kernel.rescore",

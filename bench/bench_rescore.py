@@ -89,7 +89,7 @@ def static_figures(data_dir: Path, repeats: int) -> None:
     import nbformat
 
     from autoresearch_kernel import codecheck
-    from autoresearch_kernel.guard import Guard, check_structure, contract_cells, is_contract, score_sources
+    from autoresearch_kernel.guard import Guard, check_structure, contract_cells, is_contract
 
     notebook = nbformat.read(TEMPLATE, as_version=4)
     agent = [(i, c.source) for i, c in enumerate(notebook.cells) if c.cell_type == "code" and not is_contract(c)]
@@ -103,9 +103,8 @@ def static_figures(data_dir: Path, repeats: int) -> None:
     static_s, _ = timed(static_checks, 5 * repeats)
     print(f"static checks per candidate (all agent cells): {static_s * 1000:6.1f} ms")
 
-    guard = Guard(_data_dir=str(data_dir), _profile="cpu")
-    guard._sources = {p: p.read_bytes() for p in score_sources()}
-    guard._data = guard._data_state(strict=True)
+    guard = Guard()
+    guard.snapshot(str(data_dir), "cpu", strict=True)
     verify_s, _ = timed(lambda: (guard.restore_sources(), guard.verify_data()), 5 * repeats)
     print(f"source + data verification per experiment:   {verify_s * 1000:6.1f} ms (cpu profile data)")
 
