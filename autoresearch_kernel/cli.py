@@ -65,6 +65,8 @@ def _add_loop_commands(commands) -> None:
     loop.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     loop.add_argument("--profile", default="cpu", help="cpu | gpu: as the data was prepared")
     loop.add_argument("--repo", default=".", help="the project's git repository (default: here)")
+    loop.add_argument("--no-sandbox", action="store_true",
+                      help="run experiments without the bubblewrap jail (only where it cannot be had; rows are marked)")
     _add_data_dir(loop)
     loop.set_defaults(handler=_loop)
 
@@ -88,7 +90,7 @@ def _loop(args: argparse.Namespace) -> None:
         budget_seconds=args.budget_seconds, budget_tokens=args.budget_tokens,
         max_experiments=args.max_experiments, baseline_seeds=tuple(range(args.baseline_seeds)),
         timeout_s=args.timeout, device=args.device, proposer=args.proposer, proposer_options=options,
-        resume=args.resume,
+        resume=args.resume, sandbox=not args.no_sandbox,
     )
 
     def show(event) -> None:
@@ -102,6 +104,8 @@ def _loop(args: argparse.Namespace) -> None:
     # A terminate from a process manager (or the dashboard) ends the run like Ctrl-C: cleanly, resumable.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with Loop(config, on_event=show) as loop:
+        if loop.sandbox_warning:
+            print(f"warning: {loop.sandbox_warning}", file=sys.stderr, flush=True)
         print(f"run {args.tag}: branch {loop.workspace.branch}, worktree {loop.workspace.worktree}")
         print(f"results: {loop.results_path}")
         print(f"notebooks: {loop.notebooks}")

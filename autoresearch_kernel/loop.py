@@ -6,9 +6,10 @@ One `Loop` object serves the CLI, the dashboard and the tests. One step:
     propose   the proposer edits the last kept notebook (or, after a crash, the crashed one with its
               traceback); a reply that does not apply is recorded in invalid.tsv: no commit, no experiment
     commit    one commit on autoresearch/<tag>, in the run's own worktree
-    CHECK     checks.check_candidate: a reason refuses it before anything runs (a crash row)
-    run       runner.run_notebook under the wall-clock limit, the executed notebook under runs/<tag>/
-    VERIFY    checks.verify_result: a reason turns the result into a crash (the metric is not trusted)
+    CHECK     checks.check_candidate: a fast pre-filter; a reason refuses it before anything runs (a crash row)
+    run       runner.run_notebook in the jail (integrity/jail.py) under the wall-clock limit; the executed
+              notebook and all the run wrote in its own folder runs/<tag>/notebooks/<n>-<commit>/
+    SCORE     checks.score: the scorer measures the exported model outside the jail (the only metric)
     decide    gate.decide; a borderline gain is re-run on the next seed first ("confirm")
     record    the rows appended to results.tsv (atomically), then keep (branch stays) or revert
 
@@ -19,7 +20,9 @@ experiment cut short is run again (once; then it is recorded as a crash), the wo
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +32,11 @@ from typing import Callable
 import psutil
 
 from autoresearch_kernel import gate, results, runstate
+from autoresearch_kernel.integrity import Candidate, Checks, Guard, jail
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable, WorkspaceError
+from autoresearch_kernel.harness.data import training_files
+from autoresearch_kernel.harness.parameters import ExperimentParameters
+from autoresearch_kernel.harness.prepare import default_data_dir
 from autoresearch_kernel.proposers import HistoryEntry, Proposal, ProposalContext, Proposer, Usage, make_proposer, usage_of
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runner import RunResult, kill_tree, run_notebook
@@ -62,6 +69,7 @@ class LoopConfig:
     resume: bool = False  # continue an existing tag; False refuses one
     pause_seconds: float = 60.0  # after ProposerUnavailable, wait this long before asking again
     max_interrupts: int = 1  # an experiment cut short more often than this is recorded as a crash
+    sandbox: bool = True  # run experiments in the bubblewrap jail; False only on the user's explicit say
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
@@ -99,40 +107,9 @@ class Event:
     invalid: Row | None = None  # a proposal just recorded as invalid
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """The committed candidate the checks look at."""
-
-    number: int
-    kind: str  # candidate | fix
-    commit: str
-    parent: str
-    description: str
-    notebook: Path  # the committed sandbox file in the worktree
-    workspace: Workspace
-
-
-class Checks:
-    """The integrity hooks of a step. This base checks nothing; the guard provides the real ones."""
-
-    def before_experiment(self, loop: "Loop") -> None:
-        """Before each experiment: raise IntegrityError to stop the loop (e.g. the harness changed)."""
-
-    def check_candidate(self, candidate: Candidate) -> str | None:
-        """Before running: a reason refuses the candidate (recorded as a crash, reverted, not run)."""
-        return None
-
-    def verify_result(self, candidate: Candidate, result: RunResult, decision: gate.Decision) -> str | None:
-        """After a run that produced a metric: a reason makes it a crash. `decision.status` says whether a
-        keep is at stake (keep / confirm), so an expensive re-score can be spent on those only."""
-        return None
-
-
-def default_checks() -> Checks:
-    """The guard (guard.py): static checks, harness and data verification, the clean re-score of keeps."""
-    from autoresearch_kernel.guard import Guard  # guard imports this module: import it when first needed
-
-    return Guard()
+# Proposers whose edits are the project's own code (not a model's): they may run without the jail, with a
+# warning, where bubblewrap is missing. Every other proposer's code runs jailed or not at all.
+TRUSTED_PROPOSERS = ("mutate",)
 
 
 class _Cancel:
@@ -172,7 +149,9 @@ class Loop:
                                  timeout_s=config.run_timeout())
         try:
             self.proposer = proposer or make_proposer(config.proposer, **config.proposer_options)
-            self.checks = checks or default_checks()
+            self.jailed, self.sandbox_warning = self._choose_sandbox()
+            self.data_dir = str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else str(default_data_dir())
+            self.checks = checks or Guard()
             self.on_event = on_event
             for name in (runstate.STOP, runstate.ABORT):  # left by an earlier process: not meant for us
                 (self.folder / name).unlink(missing_ok=True)
@@ -185,6 +164,20 @@ class Loop:
             self.workspace.close()
             self._lock.release()
             raise
+
+    def _choose_sandbox(self) -> tuple[bool, str]:
+        """(jailed, warning): the jail where it can be made; else run a trusted proposer's edits unjailed
+        with a warning, and refuse a model's code unless the user said --no-sandbox."""
+        if not self.config.sandbox:
+            return False, "running WITHOUT the sandbox (--no-sandbox): experiment code can reach this machine"
+        reason = jail.unavailable_reason()
+        if reason is None:
+            return True, ""
+        if self.config.proposer in TRUSTED_PROPOSERS:
+            return False, f"running WITHOUT the sandbox: {reason}"
+        raise AutoresearchError(
+            f"the {self.config.proposer} proposer runs model-written code, which needs the sandbox: {reason}; "
+            "or pass --no-sandbox to run it unsandboxed at your own risk")
 
     # -- control (any thread) -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -206,6 +199,7 @@ class Loop:
             (self.folder / name).unlink(missing_ok=True)
         if self.status.phase not in ("error",):
             self._set_phase("stopped", self.status.message)
+        self.checks.close()
         self.workspace.close()
         self._lock.release()
 
@@ -365,16 +359,9 @@ class Loop:
             result = self._run(number, pending.commit, seed)
             if result is None:  # aborted: the pending experiment waits for a resume
                 return []
-            self._set_phase("evaluating", "")
             row = self._row_from(result, number, kind, pending.commit, pending.parent, seed, pending.description,
                                  proposal.usage if not done else Usage())
             excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
-            if result.ok:  # VERIFY the result before it can count
-                trial = gate.decide(best, [r.val_bpb for r in done] + [row.val_bpb], noise_std, self.config.gate)
-                reason = self.checks.verify_result(candidate, result, trial)
-                if reason:
-                    done.append(dataclasses.replace(row, val_bpb=None, memory_gb=None, failure=f"integrity: {reason}"))
-                    return self._settle(candidate, proposal, done, crash(f"integrity: {reason}"), fixable=False)
             done.append(row)
             pending.runs = [dataclasses.asdict(r) for r in done]
             self._save()
@@ -392,7 +379,8 @@ class Loop:
         self._apply(candidate.commit, candidate.number, status)
         if status == "discard":  # a discarded run's weights are never needed again (GPU ones are large)
             for row in rows:
-                (self.folder / row.notebook).with_suffix(".checkpoint.pt").unlink(missing_ok=True)
+                for suffix in (".checkpoint.pt", ".program.pt2"):
+                    (self.folder / row.notebook).with_suffix(suffix).unlink(missing_ok=True)
         if status == "crash" and fixable and pending.fixes_left > 0:
             failure = results.redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
             self.state.fix = FixRequest(candidate.commit, candidate.description, failure, pending.fixes_left)
@@ -412,51 +400,68 @@ class Loop:
     # -- pieces -------------------------------------------------------------------------------------------
     def _run(self, number: int, commit: str, seed: int) -> RunResult | None:
         """Execute the committed notebook; None when the run was aborted (nothing to record)."""
-        self.notebooks.mkdir(parents=True, exist_ok=True)
-        output = self.notebooks / f"{number:04d}-{short(commit)}.ipynb"
+        name = f"{number:04d}-{short(commit)}"
+        folder = self.notebooks / name  # the one folder the experiment may write
+        shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
+        folder.mkdir(parents=True)
+        output = folder / f"{name}.ipynb"
         device = self.config.device
-        parameters = {
-            "PROFILE": self.config.profile,
-            "DATA_DIR": str(self.config.data_dir or ""),
+        parameters = ExperimentParameters(
+            profile=self.config.profile,
+            data_dir=self.data_dir,
             # the runner narrows CUDA_VISIBLE_DEVICES to the assigned GPU, which the kernel sees as cuda
-            "DEVICE": "cuda" if device.startswith("cuda:") else device,
-            "SEED": seed,
-            "BUDGET_SECONDS": float(self.config.budget_seconds),
-            "BUDGET_TOKENS": int(self.config.budget_tokens),
-        }
+            device="cuda" if device.startswith("cuda:") else device,
+            seed=seed,
+            budget_seconds=float(self.config.budget_seconds),
+            budget_tokens=int(self.config.budget_tokens),
+            metrics_path=str(output.with_suffix(".metrics.json")),
+            evaluate=False,  # the scorer measures the model, outside the jail
+        )
+        cell_jail = None
+        if self.jailed:  # read-only: the candidate and the training split; writable: its own folder
+            readonly = (self.workspace.sandbox, *training_files(self.data_dir, self.config.profile))
+            cell_jail = jail.Jail(readonly=readonly, writable=(folder,), gpu=device.startswith("cuda"))
         result = run_notebook(
-            self.workspace.sandbox, output, parameters, timeout_s=self.config.run_timeout(),
-            cwd=self.workspace.sandbox.parent, device=device if device.startswith("cuda") or device == "cpu" else None,
-            cancel=self._cancel(),
+            self.workspace.sandbox, output, parameters.for_papermill(), timeout_s=self.config.run_timeout(),
+            cwd=folder, device=device if device.startswith("cuda") or device == "cpu" else None,
+            cancel=self._cancel(), jail=cell_jail,
         )
         if result.status == "aborted":
             self._save()
             self.workspace.reset_to(self.workspace.head())
             self._set_phase("stopped", "aborted: the experiment will run again on resume")
             return None
-        return result
+        if result.ok:
+            self._set_phase("evaluating", "the scorer measures the model outside the jail")
+        return self.checks.score(result)
 
     def _row_from(self, result: RunResult, number: int, kind: str, commit: str, parent: str, seed: int,
                   description: str, usage: Usage = Usage()) -> Row:
-        metrics = result.metrics or {}
-        value = metrics.get("val_bpb") if result.ok else None
-        memory = metrics.get("peak_vram_mb")
+        metrics = result.metrics or {}  # written by the kernel: figures only, and only when they are numbers
+        value = _figure(metrics, "val_bpb") if result.ok else None
+        memory = _figure(metrics, "peak_vram_mb")
+        ok = result.ok and value is not None
         return Row(
-            commit=short(commit), val_bpb=value, memory_gb=memory / 1024 if memory and result.ok else None,
-            status="keep" if result.ok else "crash", description=description, experiment=number, kind=kind,
+            commit=short(commit), val_bpb=value if ok else None, memory_gb=memory / 1024 if memory and ok else None,
+            status="keep" if ok else "crash", description=description, experiment=number, kind=kind,
             parent=short(parent), seed=seed, wall_seconds=result.wall_seconds,
-            training_seconds=float(metrics.get("training_seconds") or 0.0),
-            tokens_m=float(metrics.get("total_tokens_M") or 0.0),
+            training_seconds=_figure(metrics, "training_seconds") or 0.0,
+            tokens_m=_figure(metrics, "total_tokens_M") or 0.0,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
-            notebook=str(result.output_path.relative_to(self.folder)), failure=result.failure or "",
+            notebook=str(result.output_path.relative_to(self.folder)),
+            failure=result.failure or ("" if ok else "crash: the run reported no val_bpb"),
+            sandbox=self._sandbox_mark(),
         )
+
+    def _sandbox_mark(self) -> str:
+        return "bwrap" if self.jailed else "none"
 
     def _crash_row(self, candidate: Candidate, reason: str, usage: Usage) -> Row:
         """The row of a candidate that was never run (refused by a check, or interrupted too often)."""
         return Row(short(candidate.commit), None, None, "crash", candidate.description, experiment=candidate.number,
                    kind=candidate.kind, parent=short(candidate.parent), seed=self._seed_for(0),
                    prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                   cost_usd=usage.cost_usd, failure=reason)
+                   cost_usd=usage.cost_usd, failure=reason, sandbox=self._sandbox_mark())
 
     def _seed_for(self, run_index: int) -> int:
         """A candidate runs on the first baseline seed; confirmations on the next ones, then beyond."""
@@ -554,8 +559,16 @@ def _kill_orphans(notebooks: Path) -> None:
     marker = str(notebooks) + os.sep
     for process in psutil.process_iter(["pid", "cmdline"]):
         cmdline = process.info.get("cmdline") or []
-        if process.pid != os.getpid() and "papermill" in " ".join(cmdline[:3]) and any(marker in a for a in cmdline):
+        if process.pid != os.getpid() and "papermill" in " ".join(cmdline) and any(marker in a for a in cmdline):
             kill_tree(process.pid)
+
+
+def _figure(metrics: dict, name: str) -> float | None:
+    """A finite number from the kernel's metrics, or None (the kernel may have written anything)."""
+    value = metrics.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _next_number(rows: list[Row], pending: Pending | None = None) -> int:

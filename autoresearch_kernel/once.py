@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.harness.finish import summary
 from autoresearch_kernel.harness.metrics import Metrics
-from autoresearch_kernel.harness.report import summary
+from autoresearch_kernel.harness.parameters import ExperimentParameters
 from autoresearch_kernel.runner import RunResult, run_notebook
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "notebooks" / "train_template.ipynb"
@@ -35,16 +36,18 @@ def run_once(
     if not notebook.is_file():
         raise AutoresearchError(f"no notebook at {notebook}; pass --notebook PATH")
     out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = dict(
-        PROFILE=profile,
-        DATA_DIR=str(Path(data_dir).expanduser().resolve()) if data_dir else "",
-        DEVICE=device,
-        SEED=seed,
-        BUDGET_SECONDS=float(budget_seconds),
-        BUDGET_TOKENS=int(budget_tokens),
-        METRICS_PATH=str(out_dir / "metrics.json"),
+    # The user's own run of their notebook: trusted, so the kernel evaluates (as when run by hand).
+    parameters = ExperimentParameters(
+        profile=profile,
+        data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else "",
+        device=device,
+        seed=seed,
+        budget_seconds=float(budget_seconds),
+        budget_tokens=int(budget_tokens),
+        metrics_path=str(out_dir / "metrics.json"),
     )
-    result = run_notebook(notebook, out_dir / notebook.name, parameters, timeout_s=timeout_s, cwd=out_dir)
+    result = run_notebook(notebook, out_dir / notebook.name, parameters.for_papermill(), timeout_s=timeout_s,
+                          cwd=out_dir)
     if not result.ok:
         tail = f"\n{result.traceback_tail}" if result.traceback_tail else ""
         raise AutoresearchError(f"the experiment failed ({result.failure}); see {result.output_path}{tail}")

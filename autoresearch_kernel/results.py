@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel.experiment_env import is_secret_name
+from autoresearch_kernel.redaction import redact
 
 STATUSES = ("keep", "discard", "crash")
 KINDS = ("baseline", "candidate", "confirm", "fix")
@@ -57,20 +57,13 @@ class Row:
     notebook: str = ""  # executed notebook, relative to the run folder
     failure: str = ""  # one line: why it crashed or was not kept
     finished_at: str = ""  # local ISO time the row was written
+    sandbox: str = ""  # bwrap: the experiment ran in the jail; none: unsandboxed (--no-sandbox, or no bwrap)
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
 REFERENCE_COLUMNS = COLUMNS[:5]
 # results.tsv is read by people in spreadsheets: these names match the reference's style.
 HEADER = "\t".join(COLUMNS) + "\n"
-
-
-def redact(text: str) -> str:
-    """Replace the values of this process's secrets (API keys, tokens) wherever they appear in `text`."""
-    for name, value in os.environ.items():
-        if len(value) >= 6 and is_secret_name(name) and value in text:
-            text = text.replace(value, "***")
-    return text
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -112,6 +105,7 @@ def format_row(row: Row) -> str:
         one_line(row.notebook),
         one_line(row.failure),
         row.finished_at or time.strftime("%Y-%m-%dT%H:%M:%S"),
+        row.sandbox,
     ]
     return "\t".join(cells) + "\n"
 
@@ -223,7 +217,7 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
         for name in ("wall_seconds", "training_seconds", "tokens_m", "margin"):
             if name in values:
                 values[name] = float(values[name] or 0.0)
-        for name in ("commit", "parent", "description", "failure", "notebook", "kind", "finished_at"):
+        for name in ("commit", "parent", "description", "failure", "notebook", "kind", "finished_at", "sandbox"):
             if name in values:
                 values[name] = str(values[name])
         rows.append(Row(**values))

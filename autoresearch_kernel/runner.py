@@ -1,5 +1,8 @@
 """Runs one notebook in a fresh kernel under a whole-notebook wall-clock limit: the only caller of papermill.
 
+papermill and its kernel run together inside the caller's jail (integrity/jail.py) when one is given, with
+the allow-listed environment of integrity/environment.py either way: never the loop's own.
+
 papermill's own timeout is per cell, and killing papermill alone leaves its kernel running (the kernel
 lives in a process session of its own). So papermill runs as a child process here, and at the limit (or on
 an abort) the whole process tree, kernel included, is killed. The executed notebook is always left at the
@@ -21,7 +24,9 @@ from pathlib import Path
 import nbformat
 import psutil
 
-from autoresearch_kernel.experiment_env import experiment_env
+from autoresearch_kernel.integrity.environment import experiment_env
+from autoresearch_kernel.integrity.jail import Jail
+from autoresearch_kernel.text import ANSI_ESCAPE
 
 # How often the runner looks at the child: bounds the delay of a timeout or an abort.
 POLL_SECONDS = 0.2
@@ -30,8 +35,6 @@ POLL_SECONDS = 0.2
 AUTOSAVE_SECONDS = 10
 
 TRACEBACK_TAIL_LINES = 15
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass
@@ -67,14 +70,17 @@ def run_notebook(
     parameters: dict | None = None,
     timeout_s: float = 600.0,
     cwd: str | os.PathLike | None = None,
-    env: dict[str, str] | None = None,
     device: str | None = None,
     cancel: threading.Event | None = None,
+    jail: Jail | None = None,
+    threads: int | None = None,
 ) -> RunResult:
     """Execute `notebook` into `output` with `parameters`, killing it after `timeout_s` seconds of wall time.
 
     The harness inside the notebook writes its metrics to the `METRICS_PATH` parameter; unless the caller
     names one, it is `output` with the suffix `.metrics.json`. Setting `cancel` aborts the run at once.
+    `jail`: run papermill and the kernel inside it (its writable folder must hold `output`). `threads`: the
+    kernel's torch/BLAS thread count (lanes sharing a CPU).
     """
     notebook, output = Path(notebook), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +98,9 @@ def run_notebook(
         "--log-output", "--no-progress-bar",
         "--autosave-cell-every", str(AUTOSAVE_SECONDS),
     ]
+    env = experiment_env(device, threads=threads)
+    if jail is not None:
+        command = jail.command(command)
     started = time.monotonic()
     with open(log_path, "wb") as log:
         child = subprocess.Popen(
@@ -99,7 +108,7 @@ def run_notebook(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=experiment_env(env, device),
+            env=env,
             start_new_session=True,  # its own group, so a Ctrl-C at the loop's terminal is ours to handle
         )
         stopped_by = _wait(child, started + timeout_s, cancel)

@@ -26,7 +26,7 @@ import torch
 from autoresearch_kernel import rescore
 from autoresearch_kernel.harness.evaluate import evaluate_bpb
 from autoresearch_kernel.harness.prepare import prepare
-from autoresearch_kernel.harness.report import export_program
+from autoresearch_kernel.harness.finish import export_program
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "notebooks" / "train_template.ipynb"

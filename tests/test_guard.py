@@ -1,16 +1,15 @@
-"""The guard's pieces without a loop: the code rules (codecheck), the notebook's shape, the output scan.
+"""The guard's pieces without a loop: the pre-filter's code rules (integrity/static.py), the notebook's shape.
 
 The attack suite (test_integrity.py) drives the same checks through the real loop; here each rule is shown
 to refuse its family of tricks (variations included) and to leave the shipped sandbox's code alone.
 """
 from pathlib import Path
-from types import SimpleNamespace
 
 import nbformat
 import pytest
 
-from autoresearch_kernel.codecheck import check_cells
-from autoresearch_kernel.guard import check_outputs, check_structure, contract_cells, is_contract
+from autoresearch_kernel.integrity.guard import check_structure, contract_cells, is_contract
+from autoresearch_kernel.integrity.static import check_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = nbformat.read(ROOT / "notebooks" / "train_template.ipynb", as_version=4)
@@ -167,31 +166,3 @@ def test_kernelspec_must_stay():
     notebook = edited(lambda cells: None)
     notebook.metadata["kernelspec"] = {"name": "bash", "display_name": "Bash", "language": "bash"}
     assert "kernelspec" in check_structure(TEMPLATE, notebook)
-
-
-# -- the executed notebook's outputs -----------------------------------------------------------------------
-def executed(tmp_path, agent_text, report_text, val_bpb):
-    notebook = nbformat.v4.new_notebook()
-    for text in (agent_text, report_text):
-        cell = nbformat.v4.new_code_cell("x")
-        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
-        notebook.cells.append(cell)
-    path = tmp_path / "run.ipynb"
-    nbformat.write(notebook, path)
-    return SimpleNamespace(output_path=path, metrics={"val_bpb": val_bpb})
-
-
-SUMMARY = "---\nval_bpb:          1.234567\ntraining_seconds: 1.0\n"
-
-
-@pytest.mark.parametrize("agent, report, value, expected", [
-    ("step 1 | loss 3.0\n", SUMMARY, 1.234567, None),
-    ("val_bpb: 0.1\n", SUMMARY, 1.234567, "printed a line of the harness's summary"),
-    ("  num_steps: 9\n", SUMMARY, 1.234567, "printed a line of the harness's summary"),
-    ("", SUMMARY, 0.5, "metrics.json says val_bpb 0.5"),
-    ("", SUMMARY + "val_bpb: 0.5\n", 0.5, "metrics.json says"),
-    ("", "nothing\n", 1.0, "printed no val_bpb line"),
-])
-def test_only_the_report_prints_the_summary_and_it_matches_the_metrics(tmp_path, agent, report, value, expected):
-    reason = check_outputs(executed(tmp_path, agent, report, value), harness_report=True)
-    assert (reason is None) if expected is None else (expected in reason), reason

@@ -2,6 +2,7 @@
 
 Each scenario runs once (module fixtures) and several tests read what it left: rows, refs, branch, state.
 """
+import dataclasses
 import json
 import os
 import signal
@@ -19,7 +20,8 @@ import pytest
 from autoresearch_kernel import results, runstate
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.loop import Checks, Loop, LoopConfig
+from autoresearch_kernel.integrity import Checks
+from autoresearch_kernel.loop import Loop, LoopConfig
 from loop_fixture import ScriptedProposer, make_repo
 
 SECRET = "sk-test-0123456789abcdef"
@@ -127,7 +129,8 @@ def test_invalid_reply_is_recorded_without_commit_or_experiment(main_run):
 
 def test_secrets_reach_neither_the_experiment_nor_the_records(main_run):
     folder = main_run["folder"]
-    metrics = json.loads((folder / "notebooks" / "0003-{}.metrics.json".format(main_run["rows"][2].commit)).read_text())
+    name = "0003-{}".format(main_run["rows"][2].commit)
+    metrics = json.loads((folder / "notebooks" / name / f"{name}.metrics.json").read_text())
     assert metrics["env_secrets"] == []
     for path in folder.rglob("*"):
         if path.is_file() and ".git" not in path.parts:
@@ -193,16 +196,20 @@ def test_stop_file_stops_the_loop(failure_run):
 
 # -- checks: the guard's two places in the step --------------------------------------------------------
 class RefuseAll(Checks):
+    """Refuses the candidate before it runs, or lets it run and then fails its scoring."""
+
     def __init__(self, refuse_candidate: bool):
         self.refuse_candidate, self.seen = refuse_candidate, []
 
     def check_candidate(self, candidate):
-        self.seen.append(("check", candidate.number, candidate.commit))
+        self.seen.append(("check", candidate.number))
         return "edits a harness cell" if self.refuse_candidate else None
 
-    def verify_result(self, candidate, result, decision):
-        self.seen.append(("verify", decision.status))
-        return "re-score mismatch"
+    def score(self, result):
+        self.seen.append(("score", result.status))
+        if len(self.seen) == 1:  # the baseline
+            return result
+        return dataclasses.replace(result, status="crash", error_name="ScoringFailed", error_message="no program")
 
 
 @pytest.mark.parametrize("refuse_candidate", [True, False])
@@ -214,14 +221,16 @@ def test_checks_turn_a_candidate_into_a_crash(tmp_path, refuse_candidate):
         loop.run()
         folder = loop.folder
     rows = results.read_rows(folder / "results.tsv")
-    assert rows[-1].status == "crash" and rows[-1].failure.startswith("integrity: ")
+    assert rows[-1].status == "crash" and rows[-1].val_bpb is None
     assert git.Repo(repo).heads["autoresearch/t"].commit.hexsha.startswith(rows[0].commit)
-    assert runstate.load_state(folder).fix is None  # cheating is not "fixed"
-    if refuse_candidate:  # nothing was executed
-        assert checks.seen[0][0] == "check" and len(checks.seen) == 1
-        assert not list((folder / "notebooks").glob(f"0002-*.ipynb"))
-    else:
-        assert checks.seen[-1] == ("verify", "keep")
+    if refuse_candidate:  # nothing was executed, and cheating is not "fixed"
+        assert rows[-1].failure.startswith("integrity: edits a harness cell")
+        assert checks.seen == [("score", "ok"), ("check", 2)]
+        assert not list((folder / "notebooks").glob("0002-*"))
+        assert runstate.load_state(folder).fix is None
+    else:  # a run whose model cannot be scored is a crash like any other, with its reason
+        assert "ScoringFailed: no program" in rows[-1].failure
+        assert checks.seen == [("score", "ok"), ("check", 2), ("score", "ok")]
 
 
 # -- abort and interruption ---------------------------------------------------------------------------
@@ -292,10 +301,11 @@ LOOP_PROCESS = textwrap.dedent("""
 
 
 def orphans(folder):
+    """Processes of an experiment of this run: papermill, the jail around it, the kernel it started."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if any(str(folder) in part for part in process.info["cmdline"] or []) and "papermill" in " ".join(
-                process.info["cmdline"][:3]):
+        cmdline = process.info["cmdline"] or []
+        if any(str(folder) in part for part in cmdline) and "papermill" in " ".join(cmdline):
             found.append(process)
     return found
 
@@ -318,14 +328,17 @@ def test_resume_after_sigkill_mid_experiment(tmp_path):
         else:
             pytest.fail("the loop never started its candidate")
         time.sleep(1.5)  # papermill and the kernel are up
+        experiment = psutil.Process(process.pid).children(recursive=True)
+        assert any("ipykernel" in " ".join(p.cmdline()) for p in experiment), "no kernel was running"
         process.send_signal(signal.SIGKILL)
         process.wait(10)
     finally:
         process.kill()
-    assert orphans(folder), "the killed loop's experiment should still be running as an orphan"
+    # the jail dies with the loop, and every process in it (the kernel too) with the jail
+    gone, alive = psutil.wait_procs(experiment, timeout=10)
+    assert alive == [] and orphans(folder) == []
     assert len(results.read_rows(folder / "results.tsv")) == 1
     with Loop(config(repo, baseline_seeds=(0,), resume=True), proposer=ScriptedProposer([])) as loop:
-        assert orphans(folder) == []  # killed by the resume, before it writes the same notebook
         assert loop.status.phase == "idle"
         rows = loop.step()  # runs the interrupted candidate again
     assert [(r.experiment, r.status, r.description) for r in rows] == [(2, "keep", "slow")]
@@ -395,7 +408,7 @@ def test_llm_proposer_drives_the_loop(tmp_path, scripted_llm, monkeypatch):
     fix_prompt = scripted_llm.prompt(-1)
     assert "RuntimeError: scripted failure" in fix_prompt and "FAIL = True" in fix_prompt
     assert "halve VALUE" in fix_prompt  # the results so far are in the prompt
-    metrics = json.loads(next((folder / "notebooks").glob("0002-*.metrics.json")).read_text())
+    metrics = json.loads(next((folder / "notebooks").glob("0002-*/*.metrics.json")).read_text())
     assert metrics["env_secrets"] == []
     for path in folder.rglob("*"):
         if path.is_file() and ".git" not in path.parts:

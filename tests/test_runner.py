@@ -6,7 +6,7 @@ import nbformat
 import psutil
 import pytest
 
-from autoresearch_kernel.experiment_env import experiment_env
+from autoresearch_kernel.integrity.environment import PASSED_THROUGH, experiment_env
 from autoresearch_kernel.runner import run_notebook
 
 PARAMETERS = 'METRICS_PATH = "metrics.json"\nVALUE = 1.0'
@@ -95,22 +95,26 @@ def test_abort_kills_the_run(tmp_path):
     assert result.wall_seconds < 30
 
 
-def test_secrets_never_reach_the_kernel(tmp_path, monkeypatch):
+def test_the_kernel_gets_an_allow_list_never_the_loops_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
-    monkeypatch.setenv("HF_TOKEN", "hf-secret")
-    monkeypatch.setenv("HARMLESS_SETTING", "1")
+    monkeypatch.setenv("AWS_SESSION", "aws-secret")  # a secret whose name says nothing
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     notebook = make_notebook(tmp_path / "nb.ipynb", WRITE_METRICS)
     result = run_notebook(notebook, tmp_path / "out.ipynb", timeout_s=120, device="cpu")
     assert result.ok, result.failure
-    env = result.metrics["env"]
-    assert "OPENAI_API_KEY" not in env and "HF_TOKEN" not in env
-    assert "HARMLESS_SETTING" in env
+    env = set(result.metrics["env"])
+    assert not {"OPENAI_API_KEY", "AWS_SESSION", "TOKENIZERS_PARALLELISM"} & env
+    assert {"PATH", "HOME", "PYTHONPATH"} <= env
+    set_by_jupyter = {name for name in env if name.startswith(("JPY", "MPL", "PYDEVD", "CLICOLOR"))}
+    assert env - set_by_jupyter <= set(experiment_env("cpu")) | set(PASSED_THROUGH) | {
+        "FORCE_COLOR", "GIT_PAGER", "PAGER", "TERM", "PWD"}
     assert "sk-test-secret" not in result.output_path.read_text()
 
 
 @pytest.mark.parametrize(
     ("device", "visible"), [("cuda:1", "1"), ("cuda", "0"), ("cpu", ""), (None, "untouched")]
 )
-def test_device_sets_cuda_visible_devices(device, visible):
-    env = experiment_env({"CUDA_VISIBLE_DEVICES": "untouched", "PATH": "/bin"}, device)
+def test_device_sets_cuda_visible_devices(device, visible, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "untouched")
+    env = experiment_env(device)
     assert env["CUDA_VISIBLE_DEVICES"] == visible

@@ -11,4 +11,4 @@ from autoresearch_kernel.harness.profiles import PROFILES, Profile, get_profile
 # The sandbox notebook's API: `run = harness.start(...)` in its set-up cell, `harness.finish(run, model)`
 # in its last cell, and the `run` object (an Experiment) in between.
 from autoresearch_kernel.harness.experiment import Experiment, TrainingFailed, start
-from autoresearch_kernel.harness.report import finish
+from autoresearch_kernel.harness.finish import finish

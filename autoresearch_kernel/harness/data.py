@@ -3,7 +3,9 @@
 It checks the manifest (present, same format, same profile settings as this code's) and the sha256 of
 every prepared file before anything is used; a problem raises DataError ending with the command that
 fixes it. The training split is public; the evaluation rows are reachable only through a private
-accessor that evaluate.py uses, so the training side cannot reach validation tokens by accident.
+accessor that evaluate.py uses, so the training side cannot reach validation tokens by accident. Inside
+the experiment's jail the validation file is not there at all: `load_prepared(..., validation=False)`
+verifies and loads the training side only.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class Prepared:
     manifest: Manifest
     tokenizer: Tokenizer
     train: Split
-    _val_rows_path: Path = field(repr=False)
+    _val_rows_path: Path | None = field(repr=False)
 
     @property
     def token_bytes(self) -> np.ndarray:
@@ -38,11 +40,17 @@ class Prepared:
 
     def _validation_rows(self) -> np.ndarray:
         """The fixed evaluation rows [eval_tokens / seq_len, seq_len + 1]; for evaluate.py only."""
+        if self._val_rows_path is None:
+            raise DataError("the validation split is not loaded here: the loop's scorer measures val_bpb outside "
+                            "the experiment")
         return np.load(self._val_rows_path, mmap_mode="r", allow_pickle=False)
 
 
-def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "cpu") -> Prepared:
-    """Load and verify <data_dir>/<profile>; DataError with the fixing command when anything is off."""
+def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "cpu", validation: bool = True) -> Prepared:
+    """Load and verify <data_dir>/<profile>; DataError with the fixing command when anything is off.
+
+    `validation=False`: the training side only (the validation file is neither needed nor checked).
+    """
     spec = get_profile(profile)
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     path = root / spec.name
@@ -57,6 +65,8 @@ def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "
     if changed:
         raise DataError(f"data in {path} was prepared with other {spec.name} settings ({', '.join(changed)}); run: {fix}")
     for name, digest in manifest.files.items():
+        if name == names.VAL_ROWS and not validation:
+            continue
         file = path / name
         if not file.is_file():
             raise DataError(f"{file} is missing (partial data); run: {fix}")
@@ -67,7 +77,15 @@ def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "
         offsets = np.load(path / names.TRAIN_OFFSETS, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DataError(f"cannot read the token arrays in {path} ({error}); run: {fix}") from None
-    return Prepared(path, spec, manifest, Tokenizer.load(path / names.TOKENIZER), Split(tokens, offsets), path / names.VAL_ROWS)
+    return Prepared(path, spec, manifest, Tokenizer.load(path / names.TOKENIZER), Split(tokens, offsets),
+                    path / names.VAL_ROWS if validation else None)
+
+
+def training_files(data_dir: str | Path | None, profile: str | Profile) -> list[Path]:
+    """The prepared files an experiment may see (everything but the validation split), for the jail."""
+    path = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / get_profile(profile).name
+    names_seen = [names.MANIFEST, names.TOKENIZER, names.TRAIN_TOKENS, names.TRAIN_OFFSETS]
+    return [path / name for name in names_seen]
 
 
 def _source_option(source: str) -> str:

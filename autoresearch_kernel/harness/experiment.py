@@ -57,6 +57,7 @@ class Experiment:
     budget_seconds: float | None  # exactly one of the two budgets is set
     budget_tokens: int | None
     warmup_steps: int
+    evaluate: bool = True  # False: the loop's scorer measures the model outside this kernel
     started_at: float = field(default_factory=time.perf_counter)
     tokens_served: int = 0
     num_steps: int = 0
@@ -186,8 +187,13 @@ def start(
     budget_seconds: float = 0.0,
     budget_tokens: int = 0,
     metrics_path: str | os.PathLike = "metrics.json",
+    evaluate: bool = True,
 ) -> Experiment:
-    """Set up one experiment from the notebook's parameters: seed, device, verified data, budget."""
+    """Set up one experiment from the notebook's parameters: seed, device, verified data, budget.
+
+    `evaluate=False` (the loop's experiments): only the training split is loaded, and `finish` exports the
+    model for the loop's scorer instead of measuring it here.
+    """
     from autoresearch_kernel.harness.data import load_prepared
     from autoresearch_kernel.harness.profiles import get_profile
 
@@ -197,7 +203,7 @@ def start(
     chosen = pick_device(device)
     seed_everything(seed)
     profile_obj = get_profile(profile)
-    data = load_prepared(data_dir or None, profile_obj)
+    data = load_prepared(data_dir or None, profile_obj, validation=bool(evaluate))
     if budget_tokens and budget_tokens > 0:
         seconds, tokens = None, int(budget_tokens)
     else:
@@ -212,6 +218,7 @@ def start(
         budget_seconds=seconds,
         budget_tokens=tokens,
         warmup_steps=WARMUP_STEPS_CUDA if chosen.type == "cuda" else WARMUP_STEPS_OTHER,
+        evaluate=bool(evaluate),
     )
     print(describe(run), flush=True)
     return run

@@ -1,9 +1,14 @@
-"""The notebook's last cell: checkpoint, val_bpb, metrics.json, the summary block and the loss curve.
+"""The notebook's last cell: checkpoint, exported program, val_bpb, metrics.json, summary and loss curve.
 
 `finish(run, model)` saves the trained weights before anything can go wrong in evaluation (a crash in
-evaluation must not lose the training), scores the model with the harness's own `evaluate_bpb`, writes
-metrics.json atomically and prints the reference's summary block, line for line, so that tools that grep
-`val_bpb:` or `peak_vram_mb:` work on our logs too.
+evaluation must not lose the training) and exports the model as a `torch.export` program. Then:
+
+- run by hand (`run.evaluate`): it scores the model with the harness's own `evaluate_bpb`, writes
+  metrics.json atomically and prints the reference's summary block, line for line, so that tools that grep
+  `val_bpb:` or `peak_vram_mb:` work on our logs too;
+- run by the loop: this kernel runs candidate code and measures nothing. It writes the training figures
+  (informative only) and leaves the program to the loop's scorer (integrity/scorer.py), which measures it
+  outside the jail and appends the summary to the executed notebook.
 """
 from __future__ import annotations
 
@@ -60,24 +65,25 @@ def finish(run: Experiment, model: nn.Module) -> None:
     """Checkpoint, evaluate, record and summarise the run (the record is in `run.metrics_path`)."""
     base = unwrap(model)
     checkpoint = save_checkpoint(base, checkpoint_path(run.metrics_path))
-    # Exported before the sandbox's model is evaluated here: the loop re-scores this program in a clean
-    # process before it keeps a result, so a score faked inside this kernel cannot be kept.
+    # The program is what the loop's scorer measures: nothing else this kernel writes is believed.
     # Traced under the evaluation's precision: an exported graph keeps the dtypes it was traced with, so the
     # clean process, which scores it under the same autocast, computes exactly what this kernel computes.
     with evaluation_precision(run.device):
         program, export_failure = export_program(base, program_path(run.metrics_path), run.profile.seq_len,
                                                  run.device)
-    try:
-        val_bpb = evaluate(run, model)
-    except BaseException as error:
-        run.record_failure(f"evaluation failed: {type(error).__name__}: {error}".splitlines()[0])
-        raise
+    val_bpb = None
+    if run.evaluate:
+        try:
+            val_bpb = round(evaluate(run, model), 6)
+        except BaseException as error:
+            run.record_failure(f"evaluation failed: {type(error).__name__}: {error}".splitlines()[0])
+            raise
 
     num_params = sum(p.numel() for p in base.parameters())
     depth = getattr(base, "depth", None)
     metrics = run.metrics(
         status=STATUS_OK,
-        val_bpb=round(val_bpb, 6),
+        val_bpb=val_bpb,
         peak_vram_mb=round(peak_memory_mb(run.device), 1),
         mfu_percent=mfu_percent(run, base),
         num_params_M=round(num_params / 1e6, 3),
@@ -88,7 +94,10 @@ def finish(run: Experiment, model: nn.Module) -> None:
     )
     write_metrics(run.metrics_path, metrics)
     show_loss_curve(run)
-    print(summary(metrics), flush=True)
+    if run.evaluate:
+        print(summary(metrics), flush=True)
+    else:
+        print(f"trained {run.num_steps} steps; the loop's scorer measures val_bpb outside this kernel", flush=True)
 
 
 def evaluate(run: Experiment, model: nn.Module) -> float:
@@ -101,7 +110,7 @@ def evaluate(run: Experiment, model: nn.Module) -> float:
 
 def evaluation_precision(device: torch.device):
     """bf16 autocast on CUDA, as the reference evaluates; full precision elsewhere. The clean re-score uses
-    the same (rescore.py), so both processes run the exported program alike."""
+    the same (integrity/scorer.py), so both processes run the exported program alike."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

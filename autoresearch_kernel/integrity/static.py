@@ -42,7 +42,7 @@ FORBIDDEN_NAMES = frozenset({
     "TorchDispatchMode",
 })
 # Names the harness cells own: the agent's code never needs them.
-HARNESS_NAMES = frozenset({"harness", "METRICS_PATH", "DATA_DIR", "autoresearch_kernel"})
+HARNESS_NAMES = frozenset({"harness", "METRICS_PATH", "DATA_DIR", "EVALUATE", "autoresearch_kernel"})
 # Methods that read or write files, on whatever object (numpy, torch, pathlib-like, file objects).
 IO_ATTRIBUTES = frozenset({
     "save", "savez", "savez_compressed", "savetxt", "load", "loadtxt", "fromfile", "tofile", "from_file", "memmap",

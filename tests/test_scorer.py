@@ -1,15 +1,17 @@
-"""The clean-process re-score: the same model scores the same in a fresh interpreter, and a program that
-leaks future tokens, holds pickled objects or is not a program at all gives a reason instead of a score."""
+"""The scorer, warm and jailed: the same model scores the same as the harness in-process, and a program that
+leaks future tokens, holds pickled objects or is not a program at all gives a reason instead of a score.
+One scorer process serves every test of the module (as one serves a loop)."""
 import zipfile
 
 import pytest
 import torch
 from torch import nn
 
-from autoresearch_kernel import rescore
+from autoresearch_kernel.integrity import jail
+from autoresearch_kernel.integrity.scorer import Scorer
 from autoresearch_kernel.harness.data import load_prepared
 from autoresearch_kernel.harness.evaluate import evaluate_bpb
-from autoresearch_kernel.harness.report import export_program, program_path
+from autoresearch_kernel.harness.finish import export_program, program_path
 
 
 class Bigram(nn.Module):
@@ -32,6 +34,24 @@ def data(prepared_dir):
     return load_prepared(prepared_dir, "cpu")
 
 
+@pytest.fixture(scope="module")
+def scorer(prepared_dir, tmp_path_factory):
+    """One warm scorer in its jail (read-only: the data and the folder the programs are written to)."""
+    programs = tmp_path_factory.mktemp("programs")
+    cage = jail.Jail(readonly=(prepared_dir, programs)) if jail.unavailable_reason() is None else None
+    with Scorer(prepared_dir, "cpu", "cpu", cage, programs / "scorer.log") as warm:
+        warm.programs = programs
+        yield warm
+
+
+@pytest.fixture
+def tmp_path(scorer, request):
+    """Each test's own folder inside the scorer's read-only view."""
+    folder = scorer.programs / request.node.name.replace("[", "-").replace("]", "")
+    folder.mkdir()
+    return folder
+
+
 def exported(model, data, tmp_path):
     path, failure = export_program(model, program_path(tmp_path / "run.metrics.json"), data.profile.seq_len,
                                    torch.device("cpu"))
@@ -39,28 +59,28 @@ def exported(model, data, tmp_path):
     return path
 
 
-def test_the_clean_process_gives_the_kernel_score(data, prepared_dir, tmp_path):
+def test_the_clean_process_gives_the_kernel_score(data, scorer, tmp_path):
     model = Bigram(data.profile.vocab_size)
     in_process = evaluate_bpb(model, data, "cpu").val_bpb
-    clean = rescore.rescore(exported(model, data, tmp_path), prepared_dir, "cpu")
-    assert clean.ok and abs(clean.val_bpb - in_process) < 1e-6 < rescore.TOLERANCE_FP32
+    clean = scorer.score(exported(model, data, tmp_path))
+    assert clean.ok and abs(clean.val_bpb - in_process) < 1e-6 < 1e-4
     assert clean.seconds > 0
 
 
-def test_a_program_exported_under_bf16_autocast_scores_alike_under_it(data, prepared_dir, tmp_path):
+def test_a_program_exported_under_bf16_autocast_scores_alike_under_it(data, scorer, tmp_path):
     # What harness.finish does on CUDA (the GPU is not here; CPU autocast takes the same path): an exported
     # graph keeps the dtypes it was traced with, so export and clean score share the evaluation's autocast.
     model = Bigram(data.profile.vocab_size)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         path = exported(model, data, tmp_path)
         in_process = evaluate_bpb(model, data, "cpu").val_bpb
-    clean = rescore.rescore(path, prepared_dir, "cpu", "cpu", bf16=True)
+    clean = scorer.score(path, bf16=True)
     assert clean.ok, clean.failure
-    assert abs(clean.val_bpb - in_process) < rescore.TOLERANCE_BF16
+    assert abs(clean.val_bpb - in_process) < 2e-3
 
 
-def test_a_program_that_sees_future_tokens_fails_the_probe(data, prepared_dir, tmp_path):
-    clean = rescore.rescore(exported(Bigram(data.profile.vocab_size, peek=True), data, tmp_path), prepared_dir, "cpu")
+def test_a_program_that_sees_future_tokens_fails_the_probe(data, scorer, tmp_path):
+    clean = scorer.score(exported(Bigram(data.profile.vocab_size, peek=True), data, tmp_path))
     assert not clean.ok and clean.val_bpb is None and "causality check failed" in clean.failure
 
 
@@ -74,37 +94,38 @@ class ProbeAware(Bigram):
         return torch.where(shared, honest, leaky)
 
 
-def test_a_program_that_recognises_the_probe_is_still_caught(data, prepared_dir, tmp_path):
+def test_a_program_that_recognises_the_probe_is_still_caught(data, scorer, tmp_path):
     model = ProbeAware(data.profile.vocab_size)
     evaluate_bpb(model, data, "cpu")  # fools the in-kernel probe
-    clean = rescore.rescore(exported(model, data, tmp_path), prepared_dir, "cpu")
-    assert not clean.ok and "causality check failed in the clean re-score" in clean.failure
+    clean = scorer.score(exported(model, data, tmp_path))
+    assert not clean.ok and "causality check failed in the scorer" in clean.failure
 
 
-def test_a_program_holding_pickled_objects_is_refused_before_loading(data, prepared_dir, tmp_path):
+def test_a_program_holding_pickled_objects_is_refused_before_loading(data, scorer, tmp_path):
     path = exported(Bigram(data.profile.vocab_size), data, tmp_path)
     with zipfile.ZipFile(path, "a") as archive:  # what a sandbox with file access could plant
         archive.writestr("run.program/data/constants/custom_obj_0", b"cos\nsystem\n(S'true'\ntR.")
-    clean = rescore.rescore(path, prepared_dir, "cpu")
+    clean = scorer.score(path)
     assert not clean.ok and "Python object" in clean.failure
 
 
 @pytest.mark.parametrize("content", [b"not a zip archive"])
-def test_a_broken_program_file_gives_a_reason(prepared_dir, tmp_path, content):
+def test_a_broken_program_file_gives_a_reason(scorer, tmp_path, content):
     path = tmp_path / "run.program.pt2"
     path.write_bytes(content)
-    clean = rescore.rescore(path, prepared_dir, "cpu")
+    clean = scorer.score(path)
     assert not clean.ok and clean.failure
 
 
-def test_changed_prepared_data_fails_the_clean_process(data, prepared_dir, tmp_path):
+def test_changed_prepared_data_fails_the_scorer(data, prepared_dir, tmp_path):
     import shutil
 
     copy = tmp_path / "data"
     shutil.copytree(prepared_dir, copy)
     with open(copy / "cpu" / "val_rows.npy", "ab") as handle:
         handle.write(b"0")
-    clean = rescore.rescore(exported(Bigram(data.profile.vocab_size), data, tmp_path), copy, "cpu")
+    with Scorer(copy, "cpu", "cpu") as fresh:
+        clean = fresh.score(exported(Bigram(data.profile.vocab_size), data, tmp_path))
     assert not clean.ok and "hash mismatch" in clean.failure
 
 
@@ -118,3 +139,10 @@ def test_a_model_that_cannot_be_exported_says_why(data, tmp_path):
     path, failure = export_program(Branchy(data.profile.vocab_size), tmp_path / "x.program.pt2",
                                    data.profile.seq_len, torch.device("cpu"))
     assert path is None and failure and not (tmp_path / "x.program.pt2").exists()
+
+
+def test_one_warm_process_serves_every_request(data, scorer, tmp_path):
+    first = scorer.score(exported(Bigram(data.profile.vocab_size), data, tmp_path))
+    pid = scorer._process.pid
+    second = scorer.score(tmp_path / "run.program.pt2")
+    assert first.ok and second.ok and first.val_bpb == second.val_bpb and scorer._process.pid == pid

@@ -1,4 +1,4 @@
-"""harness.report: checkpoint before evaluation, metrics.json, the reference's summary block, MFU table."""
+"""harness.finish: checkpoint before evaluation, metrics.json, the reference's summary block, MFU table."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ from torch import nn
 
 from autoresearch_kernel.harness.experiment import start
 from autoresearch_kernel.harness.metrics import Metrics
-from autoresearch_kernel.harness.report import checkpoint_path, finish, flops_per_token, peak_flops, summary
+from autoresearch_kernel.harness.finish import checkpoint_path, finish, flops_per_token, peak_flops, summary
 
 
 class Bigram(nn.Module):

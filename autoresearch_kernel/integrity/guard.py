@@ -1,0 +1,329 @@
+"""The loop's integrity hooks: what a step checks before and after it runs candidate code.
+
+    before_experiment   the package's source files and the prepared data are what they were when the loop
+                        started (IntegrityError stops the loop otherwise: the yardstick moved)
+    check_candidate     a fast pre-filter before anything runs: only the sandbox notebook changed; its
+                        parameters and harness cells are the base commit's, once each, in place; it is a
+                        valid notebook; the agent's code passes the static rules of static.py, whose
+                        messages save an experiment's time (the jail, not these rules, is the boundary)
+    score               after a run: the scorer measures the exported program outside the experiment's
+                        jail; its val_bpb replaces whatever the kernel wrote, and its summary is appended to
+                        the executed notebook
+
+The base is the commit the run's baseline ran on: the human's notebook, whose harness cells are the truth.
+When the base reports through `harness.finish`, every result is scored outside; a base without the harness
+(a user's own minimal notebook, the loop's test fixture) is trusted to write its own metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+import autoresearch_kernel
+from autoresearch_kernel import results
+from autoresearch_kernel.errors import DataError, IntegrityError
+from autoresearch_kernel.integrity import static
+from autoresearch_kernel.integrity.jail import Jail
+from autoresearch_kernel.integrity.scorer import Scorer
+from autoresearch_kernel.workspace import SANDBOX
+
+CONTRACT_TAGS = frozenset({"parameters", "injected-parameters", "harness"})
+INTEGRITY_LOG = "integrity.log"
+SCORER_LOG = "scorer.log"
+SCORED_HEADING = "**Scored outside the experiment** by the loop's scorer (the kernel above measured nothing):"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The committed candidate the checks look at."""
+
+    number: int
+    kind: str  # candidate | fix
+    commit: str
+    parent: str
+    description: str
+    notebook: Path  # the committed sandbox file in the worktree
+    workspace: object  # workspace.Workspace
+
+
+class Checks:
+    """The integrity hooks of a step. This base checks nothing and believes the run's own metrics."""
+
+    def before_experiment(self, loop) -> None:
+        """Before each experiment: raise IntegrityError to stop the loop (e.g. the data changed)."""
+
+    def check_candidate(self, candidate: Candidate) -> str | None:
+        """Before running: a reason refuses the candidate (recorded as a crash, reverted, not run)."""
+        return None
+
+    def score(self, result):
+        """After a run: the result whose metrics the gate sees (a RunResult)."""
+        return result
+
+    def close(self) -> None:
+        """The loop ends: stop what the checks started."""
+
+
+@dataclass
+class Guard(Checks):
+    """The real checks (see the module docstring). `static=False` leaves out the pre-filter's code rules (the
+    tests use it to show that the jail and the scorer contain each attack on their own)."""
+
+    static: bool = True
+    scored_outside: bool | None = None  # None: when the base notebook reports through harness.finish
+    scores: list = field(default_factory=list)  # every Score of this loop, for the benchmarks and tests
+    _started: bool = False
+    _base: nbformat.NotebookNode | None = None
+    _sources: dict[Path, str] = field(default_factory=dict)  # score module -> sha256 at the start
+    _data: str | None = None  # sha256 of the manifest once load_prepared verified the files against it
+    _data_dir: str | None = None
+    _profile: str = "cpu"
+    _device: str = "cpu"
+    _scorer: Scorer | None = None
+    _log: Path | None = None
+
+    # -- before each experiment ---------------------------------------------------------------------------
+    def before_experiment(self, loop) -> None:
+        if not self._started:
+            self._start(loop)
+            return
+        self.verify_sources()
+        self.verify_data()
+
+    def _start(self, loop) -> None:
+        rows = results.read_rows(loop.results_path)
+        baseline = [r.commit for r in rows if r.kind == "baseline"]
+        base = loop.workspace.resolve(baseline[0]) if baseline else (loop.state.kept or loop.workspace.head())
+        self._base = loop.workspace.read_sandbox(base)
+        self._log = loop.folder / INTEGRITY_LOG
+        self.snapshot(loop.data_dir, loop.config.profile)
+        if self.scored_outside is None:
+            self.scored_outside = any("harness.finish(" in c.source for c in contract_cells(self._base))
+        if self.scored_outside:
+            self._device = "cuda" if loop.config.device.startswith("cuda") else "cpu"
+            jail = None
+            if loop.jailed:  # read-only: the data (validation included) and the experiments' folders
+                data = Path(self._data_dir) / self._profile
+                jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda")
+            scorer_device = loop.config.device if loop.config.device.startswith("cuda") else self._device
+            self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.folder / SCORER_LOG)
+        self._started = True
+
+    def snapshot(self, data_dir: str | None, profile: str, strict: bool = False) -> None:
+        """Remember the score modules and the prepared data as they are now: the yardstick that the later
+        checks compare with. `strict`: data that does not verify raises IntegrityError."""
+        from autoresearch_kernel.harness.prepare import default_data_dir
+
+        self._data_dir, self._profile = str(data_dir or default_data_dir()), profile
+        self._sources = {path: _sha256(path) for path in score_sources()}
+        self._data = self._data_state(strict)
+
+    def close(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
+
+    # -- the package's sources and the prepared data ------------------------------------------------------
+    def verify_sources(self) -> None:
+        """Raise IntegrityError when a module a score depends on changed on disk since the loop started."""
+        now = {path: _sha256(path) for path in score_sources()}
+        changed = sorted(_package_name(p) for p in set(now) | set(self._sources) if now.get(p) != self._sources.get(p))
+        if changed:
+            self.note(f"package sources changed on disk: {', '.join(changed)}")
+            raise IntegrityError(
+                f"the package's source files changed while the loop ran ({', '.join(changed[:5])}); results after "
+                "that would be measured by other code. Check the change, then resume the tag")
+
+    def _data_state(self, strict: bool) -> str | None:
+        """The manifest's sha256 after load_prepared checked every file against it; None when there is no
+        data (then nothing is compared). `strict`: a failure to verify raises IntegrityError."""
+        from autoresearch_kernel.harness.data import load_prepared
+        from autoresearch_kernel.harness.manifest import MANIFEST
+
+        manifest = Path(self._data_dir) / self._profile / MANIFEST
+        try:
+            load_prepared(self._data_dir, self._profile)
+            return _sha256(manifest)
+        except DataError as error:
+            if strict:
+                raise IntegrityError(self._data_message(str(error))) from None
+            return None
+
+    def verify_data(self) -> None:
+        """Raise IntegrityError when the prepared data differs from the loop's start."""
+        if self._data is None:
+            self._data = self._data_state(strict=False)  # prepared since the start: from now on it counts
+            return
+        now = self._data_state(strict=True)
+        if now != self._data:
+            raise IntegrityError(self._data_message("its manifest was rewritten"))
+
+    def _data_message(self, detail: str) -> str:
+        from autoresearch_kernel.harness.prepare import prepare_command
+
+        return (f"the prepared data changed during the run ({detail}); results after it would be measured on "
+                f"another yardstick. Prepare it again ({prepare_command(self._profile, self._data_dir)}), "
+                "then start a new tag")
+
+    # -- before running: the candidate --------------------------------------------------------------------
+    def check_candidate(self, candidate: Candidate) -> str | None:
+        if not self._started:
+            raise IntegrityError("the guard checks candidates only inside a loop step (before_experiment first)")
+        changed = candidate.workspace.repo.git.diff("--name-only", candidate.parent, candidate.commit).splitlines()
+        outside = [path for path in changed if path != SANDBOX]
+        if outside:
+            return f"changes files outside the sandbox: {', '.join(outside[:5])}; only {SANDBOX} may change"
+        try:
+            notebook = candidate.workspace.read_sandbox(candidate.commit)
+            nbformat.validate(notebook)
+        except Exception as error:  # unreadable JSON, schema violations: either way nothing may run
+            return f"the notebook is not a valid notebook: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        reason = check_structure(self._base, notebook)
+        if reason or not self.static:
+            return reason
+        trusted = {c.source for c in self._base.cells if c.cell_type == "code" and not is_contract(c)}
+        agent = [(i, c.source) for i, c in enumerate(notebook.cells)
+                 if c.cell_type == "code" and not is_contract(c) and c.source not in trusted]
+        checked = {index for index, _ in agent}
+        others = [c.source for i, c in enumerate(notebook.cells) if c.cell_type == "code" and i not in checked]
+        violations = static.check_cells(agent, others)  # others: where `F`, `nn`, `harness` were imported
+        if violations:
+            more = f" (and {len(violations) - 3} more)" if len(violations) > 3 else ""
+            return "sandbox rule: " + "; ".join(str(v) for v in violations[:3]) + more
+        return None
+
+    # -- after running: the score -------------------------------------------------------------------------
+    def score(self, result):
+        """The scorer's val_bpb for a run that finished (its kernel's own figures stay, as information)."""
+        if not result.ok or not self.scored_outside:
+            return result
+        metrics = dict(result.metrics or {}, val_bpb=None)
+        program = program_path_of(result)
+        if metrics.get("export_failure"):
+            return _failed(result, "ExportFailed", f"the model could not be exported for the scorer: "
+                                                   f"{metrics['export_failure']}")
+        if not program.is_file():
+            return _failed(result, "NoProgram", "the run left no exported program (harness.finish exports it)")
+        measured = self._scorer.score(program, bf16=self._device == "cuda")
+        self.scores.append(measured)
+        if not measured.ok:
+            self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
+            return _failed(result, "ScoringFailed", measured.failure)
+        metrics["val_bpb"] = round(measured.val_bpb, 6)
+        scored = dataclasses.replace(result, metrics=metrics)
+        append_summary(result.output_path, metrics, measured.seconds)
+        self.note(f"scored {result.output_path.name}: val_bpb {measured.val_bpb:.6f} in {measured.seconds:.1f} s")
+        return scored
+
+    def note(self, line: str) -> None:
+        """One line in runs/<tag>/integrity.log: what the guard found, for the morning."""
+        if self._log is not None:
+            with open(self._log, "a", encoding="utf-8") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{results.one_line(line, 500)}\n")
+
+
+def _failed(result, name: str, message: str):
+    return dataclasses.replace(result, status="crash", error_name=name, error_message=message)
+
+
+def append_summary(notebook: Path, metrics: dict, seconds: float) -> None:
+    """The scorer's summary block as the executed notebook's last cell, so the morning's notebook is complete."""
+    from autoresearch_kernel.harness.finish import summary
+    from autoresearch_kernel.harness.metrics import Metrics
+
+    known = {f.name for f in dataclasses.fields(Metrics)}
+    block = summary(Metrics(**{k: v for k, v in metrics.items() if k in known}))
+    try:
+        executed = nbformat.read(notebook, as_version=4)
+    except Exception:  # the kernel's notebook is its own; an unreadable one still gets its row
+        return
+    executed.cells.append(nbformat.v4.new_markdown_cell(
+        f"{SCORED_HEADING}\n\n```\n{block}\n```\n\nscored in {seconds:.1f} s"))
+    temporary = notebook.with_name(f".{notebook.name}.tmp")
+    nbformat.write(executed, temporary)
+    temporary.replace(notebook)
+
+
+def score_sources() -> list[Path]:
+    """The .py files a score depends on: the harness and the integrity package, as imported."""
+    package = Path(autoresearch_kernel.__file__).resolve().parent
+    return sorted((package / "harness").rglob("*.py")) + sorted((package / "integrity").rglob("*.py")) + [
+        package / "__init__.py", package / "errors.py", package / "runner.py"]
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def _package_name(path: Path) -> str:
+    return str(path.relative_to(Path(autoresearch_kernel.__file__).resolve().parent.parent))
+
+
+def program_path_of(result) -> Path:
+    """Where harness.finish exported the model: derived from the run's own output path, never from
+    metrics.json (which the experiment wrote)."""
+    from autoresearch_kernel.harness.finish import program_path
+
+    return program_path(result.output_path.with_suffix(".metrics.json"))
+
+
+# -- the notebook's shape ---------------------------------------------------------------------------------
+def is_contract(cell) -> bool:
+    return bool(CONTRACT_TAGS & set(cell.get("metadata", {}).get("tags", [])))
+
+
+def contract_cells(notebook) -> list:
+    return [c for c in notebook.cells if c.cell_type == "code" and is_contract(c)]
+
+
+def check_structure(base, candidate) -> str | None:
+    """The candidate keeps the base's contract cells (parameters, harness) exactly once each, identical in
+    id, tags and source, in order, with agent code only where the base had agent code (between set-up
+    and report); and its kernel. Returns the first problem, or None."""
+    if candidate.metadata.get("kernelspec") != base.metadata.get("kernelspec"):
+        return "the notebook's kernelspec changed; the sandbox runs in the base notebook's kernel"
+    contract = contract_cells(base)
+    gaps, seen = set(), 0  # gap k: after the k-th contract cell
+    for cell in (c for c in base.cells if c.cell_type == "code"):
+        if is_contract(cell):
+            seen += 1
+        else:
+            gaps.add(seen)
+    seen = 0
+    for index, cell in enumerate(candidate.cells):
+        if seen < len(contract) and _same(cell, contract[seen]):
+            seen += 1
+            continue
+        if _looks_like_contract(cell, contract):
+            return (f"cell {index} ({cell.get('id', 'no id')}) is a harness or parameters cell that was edited, "
+                    "moved, duplicated or re-tagged; those cells must stay exactly as in the base notebook")
+        if cell.cell_type == "code" and seen not in gaps:
+            where = "before the harness set-up" if seen == 0 else "after the harness report" if seen == len(contract) else "between harness cells"
+            return f"cell {index} adds code {where}; the agent's code goes between the set-up and the report cells"
+    if seen < len(contract):
+        missing = contract[seen]
+        return f"the harness cell {missing.get('id', '?')} is missing or changed; restore it exactly as in the base notebook"
+    return None
+
+
+def _same(cell, reference) -> bool:
+    return (cell.cell_type == reference.cell_type and cell.get("id") == reference.get("id")
+            and cell.source == reference.source
+            and cell.get("metadata", {}).get("tags", []) == reference.get("metadata", {}).get("tags", []))
+
+
+def _looks_like_contract(cell, contract) -> bool:
+    ids = {c.get("id") for c in contract}
+    sources = {_normal(c.source) for c in contract}
+    return is_contract(cell) or cell.get("id") in ids or (cell.cell_type == "code" and _normal(cell.source) in sources)
+
+
+def _normal(source: str) -> str:
+    return "".join(source.split())

@@ -1,0 +1,271 @@
+"""The scorer: the only source of the metric. It measures a trained model outside the experiment's jail.
+
+The experiment's kernel runs candidate code, so nothing it computes or writes can be believed: it may patch
+torch or the harness in its own memory, print any summary, write any metrics.json. What it hands over is
+the trained model as a `torch.export` program (a graph of torch operators plus its weights, written by
+`harness.finish`). The scorer loads that program in a process of its own, in a jail of its own (read-only
+system, package, prepared data and experiment folders; nothing writable; no network), and runs the
+harness's `evaluate_bpb` on the validation split, which the experiment's jail does not contain, then checks
+causality once more on random evaluation rows spliced with other real rows (a probe the model cannot
+recognise). The program file is checked first: only tensors and the serialized graph, no pickled objects.
+
+It stays warm, one per loop: torch is imported and the data verified and loaded once, and each request
+costs only the program's load and the evaluation. The loop talks to it over a pipe, one JSON line each way:
+
+    parent:  Scorer(data_dir, profile, device, jail).score(program, bf16) -> Score
+    child:   python -I -X pycache_prefix=<tmp> -c <start> --data-dir D --profile P --device X
+             reads {"program": path, "bf16": bool}, answers {"val_bpb": x, "failure": null, "seconds": s}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch_kernel.integrity.environment import experiment_env, package_root
+from autoresearch_kernel.integrity.jail import Jail
+
+START_TIMEOUT_S = 300.0  # torch's import and the data's verification, on a slow disk
+TIMEOUT_S = 900.0  # one program's evaluation: the gpu profile's evaluation on a CPU is the slow case
+CAUSALITY_ROWS = 16  # evaluation rows the scorer splices to check causality (two passes over them)
+LOG_TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class Score:
+    """What the scorer measured, or why it could not."""
+
+    val_bpb: float | None
+    seconds: float  # the request's wall time in the parent (load and evaluation)
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class Scorer:
+    """A warm scoring process. Not thread-safe: one request at a time (the loop scores in order)."""
+
+    def __init__(self, data_dir: str | Path | None, profile: str, device: str = "cpu", jail: Jail | None = None,
+                 log_path: Path | None = None, timeout_s: float = TIMEOUT_S):
+        self.data_dir, self.profile, self.device = data_dir, profile, device
+        self.jail, self.log_path, self.timeout_s = jail, log_path, timeout_s
+        self._process: subprocess.Popen | None = None
+        self._answers: queue.Queue = queue.Queue()
+        self._scratch: tempfile.TemporaryDirectory | None = None
+
+    def score(self, program: Path, bf16: bool = False) -> Score:
+        """Score the exported `program`; never raises for a bad program (the failure says why)."""
+        started = time.monotonic()
+        try:
+            self._ensure_started()
+            request = json.dumps({"program": str(Path(program).resolve()), "bf16": bool(bf16)})
+            self._process.stdin.write(request + "\n")
+            self._process.stdin.flush()
+            answer = self._answer(self.timeout_s, f"scoring ran past {self.timeout_s:.0f} s")
+        except (OSError, RuntimeError) as error:
+            self.close()  # a dead or stuck scorer is started afresh for the next request
+            return Score(None, time.monotonic() - started, f"scorer: {error}")
+        return Score(answer.get("val_bpb"), time.monotonic() - started, answer.get("failure"))
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for stream in (process.stdin, process.stdout):
+                stream.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the child process --------------------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        self.close()
+        self._scratch = tempfile.TemporaryDirectory(prefix="scorer-")
+        pycache = "/tmp/pycache" if self.jail else os.path.join(self._scratch.name, "pycache")
+        start = f"import sys; sys.path.insert(0, {str(package_root())!r}); " \
+                "from autoresearch_kernel.integrity.scorer import main; sys.exit(main())"
+        command = [sys.executable, "-I", "-X", f"pycache_prefix={pycache}", "-c", start,
+                   "--data-dir", str(self.data_dir or ""), "--profile", self.profile, "--device", self.device]
+        if self.jail is not None:
+            command = self.jail.command(command)
+        cuda = self.device.startswith("cuda") or self.device == "cpu"
+        env = experiment_env(self.device if cuda else None, home=self._scratch.name if not self.jail else None)
+        env["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # torch.export.load unpickles nothing but tensors
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                             text=True, env=env, cwd=self._scratch.name, start_new_session=True)
+        finally:
+            if self.log_path:
+                log.close()
+        self._answers = queue.Queue()
+        threading.Thread(target=_read_lines, args=(self._process.stdout, self._answers), daemon=True).start()
+        ready = self._answer(START_TIMEOUT_S, f"the scorer did not start within {START_TIMEOUT_S:.0f} s")
+        if ready.get("failure"):
+            raise RuntimeError(ready["failure"])
+
+    def _answer(self, timeout_s: float, late: str) -> dict:
+        try:
+            line = self._answers.get(timeout=timeout_s)
+        except queue.Empty:
+            raise RuntimeError(late) from None
+        if line is None:
+            raise RuntimeError(f"the scoring process ended (exit {self._process.wait()}){self._log_tail()}")
+        return json.loads(line)
+
+    def _log_tail(self) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
+        return ": " + " | ".join(lines) if lines else ""
+
+
+def _read_lines(stream, answers: queue.Queue) -> None:
+    """The child's answers, line by line, then None at its end (a reader thread, so waits can time out)."""
+    for line in stream:
+        if line.startswith("{"):
+            answers.put(line)
+    answers.put(None)
+
+
+# ---- the child ----------------------------------------------------------------------------------------
+
+# Where torch.export's archive keeps pickled Python objects (torchbind and opaque constants).
+PICKLED_OBJECT_PREFIXES = ("CUSTOM_OBJ_FILENAME_PREFIX", "OPAQUE_OBJ_FILENAME_PREFIX")
+
+
+def check_archive(program: Path) -> None:
+    """Refuse a program file that holds pickled Python objects other than tensors (torchbind or opaque
+    constants): only tensors and the serialized graph may come from the experiment's side."""
+    from torch.export.pt2_archive import constants
+
+    # Older torch releases (2.11) name only the first kind; every name present is refused.
+    prefixes = tuple(getattr(constants, name) for name in PICKLED_OBJECT_PREFIXES if hasattr(constants, name))
+    with zipfile.ZipFile(program) as archive:
+        for name in archive.namelist():
+            leaf = name.rsplit("/", 1)[-1]
+            if leaf.startswith(prefixes):
+                raise ValueError(f"the exported program holds a Python object ({leaf}), not only tensors")
+
+
+def score_program(program: Path, data, device: str, bf16: bool) -> float:
+    """Load the program and score it with the harness on the loaded, verified data."""
+    import contextlib
+
+    import torch
+
+    from autoresearch_kernel.harness.evaluate import evaluate_bpb
+
+    check_archive(program)
+    module = torch.export.load(str(program)).module()
+    target = torch.device(device)
+    model = program_module(module.to(target))
+    precision = torch.autocast(target.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with precision:
+        value = evaluate_bpb(model, data, target).val_bpb
+        check_causality_on_rows(model, data, target)
+    return value
+
+
+def check_causality_on_rows(model, data, device, rows: int = CAUSALITY_ROWS) -> None:
+    """A causality check the model cannot tell from evaluation: random evaluation rows, each cut at a random
+    point and continued with another real row's tokens (real text, not random ids); the log-probabilities
+    up to each cut must not move. The harness's own probe uses one fixed row and random ids, which a model
+    could learn to recognise and behave for."""
+    import numpy as np
+    import torch
+
+    from autoresearch_kernel.errors import EvaluationError
+    from autoresearch_kernel.harness.evaluate import PROBE_ATOL
+
+    generator = np.random.default_rng()  # unseeded: the rows checked are not knowable in advance
+    every = data._validation_rows()
+    chosen = np.sort(generator.choice(len(every), size=min(rows, len(every)), replace=False))
+    batch = torch.from_numpy(np.asarray(every[chosen, :-1], dtype=np.int64))
+    cuts = torch.from_numpy(generator.integers(1, batch.size(1) - 1, size=len(batch)))
+    after = torch.arange(batch.size(1))[None, :] > cuts[:, None]
+    spliced = torch.where(after, torch.roll(batch, 1, dims=0), batch)
+    size = data.profile.eval_batch_size
+    with torch.no_grad():
+        for start in range(0, len(batch), size):
+            part = slice(start, start + size)
+            original = torch.log_softmax(model(batch[part].to(device)).float(), dim=-1)
+            changed = torch.log_softmax(model(spliced[part].to(device)).float(), dim=-1)
+            before = ~after[part].to(device)
+            drift = float(((original - changed).abs().amax(dim=-1) * before).max())
+            if drift > PROBE_ATOL:
+                raise EvaluationError(f"causality check failed in the scorer: continuing rows with other text "
+                                      f"changed earlier predictions by {drift:.3g} nats; the model sees future tokens")
+
+
+def program_module(graph):
+    """The exported graph as the module evaluate_bpb expects (an exported module refuses train()/eval())."""
+    import torch
+
+    class Program(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.graph = [graph]  # a list: not registered, so train()/eval() never reach the graph
+
+        def forward(self, idx):
+            return self.graph[0](idx)
+
+        def train(self, mode: bool = True):
+            self.training = mode
+            return self
+
+    return Program()
+
+
+def _failure(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0][:400]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="autoresearch scorer", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    def answer(**fields) -> None:
+        print(json.dumps(fields), flush=True)
+
+    try:
+        from autoresearch_kernel.harness.data import load_prepared
+
+        data = load_prepared(args.data_dir or None, args.profile)
+    except Exception as error:  # the loop says why scoring is impossible, then stops
+        answer(failure=f"the scorer cannot load the prepared data: {_failure(error)}")
+        return 0
+    answer(ready=True)
+    for line in sys.stdin:
+        started = time.monotonic()
+        try:
+            request = json.loads(line)
+            value = score_program(Path(request["program"]), data, args.device, bool(request.get("bf16")))
+            answer(val_bpb=value, failure=None, seconds=round(time.monotonic() - started, 3))
+        except Exception as error:  # the reason goes to the experiment's row
+            answer(val_bpb=None, failure=_failure(error), seconds=round(time.monotonic() - started, 3))
+    return 0
