@@ -11,7 +11,11 @@ It implements `POST /v1/chat/completions` (non-streaming) and answers from a que
         proposer = LLMProposer(base_url=scripted_llm.base_url, api_key="test", model="scripted")
         ...
         scripted_llm.requests          # the JSON bodies received, in order
+        scripted_llm.times             # when each arrived (time.monotonic()), to see the client's waits
         scripted_llm.prompt(-1)        # the last request's messages joined as one string
+
+`scripted_llm.rejects_max_tokens = True` makes it answer a request holding `max_tokens` with the 400 that
+OpenAI's reasoning models (o-series, gpt-5) send, before taking a reply from the queue.
 
 Outside pytest: `with ScriptedLLM() as llm: ...`. When the queue is empty the server answers with the
 `responder` (a function request-body -> str | Reply) when one is set, else with HTTP 500 "no reply queued",
@@ -43,6 +47,7 @@ class Reply:
     prompt_tokens: int | None = None        # default: characters of the messages / 4
     completion_tokens: int | None = None    # default: characters of the text / 4
     finish_reason: str = "stop"             # "length" scripts a reply cut off at max_tokens
+    reasoning: str | None = None            # sent as the message's `reasoning_content` (DeepSeek, vLLM)
 
 
 class ScriptedLLM:
@@ -51,7 +56,9 @@ class ScriptedLLM:
     def __init__(self, responder: Callable[[dict], str | Reply] | None = None):
         self.replies: deque[Reply] = deque()
         self.requests: list[dict] = []
+        self.times: list[float] = []
         self.responder = responder
+        self.rejects_max_tokens = False
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -99,6 +106,9 @@ class ScriptedLLM:
     def _next_reply(self, body: dict) -> Reply:
         with self._lock:
             self.requests.append(body)
+            self.times.append(time.monotonic())
+            if self.rejects_max_tokens and "max_tokens" in body:
+                return Reply(status=400, text=MAX_TOKENS_UNSUPPORTED)
             if self.replies:
                 return self.replies.popleft()
         if self.responder is not None:
@@ -107,17 +117,25 @@ class ScriptedLLM:
         return Reply(status=500, text="scripted LLM: no reply queued")
 
 
+# OpenAI's answer (HTTP 400) to a reasoning model asked with max_tokens.
+MAX_TOKENS_UNSUPPORTED = ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                          "Use 'max_completion_tokens' instead.")
+
+
 def _completion(body: dict, reply: Reply) -> dict:
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
     prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else prompt_chars // 4
     completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else len(reply.text) // 4
+    message = {"role": "assistant", "content": reply.text}
+    if reply.reasoning is not None:
+        message["reasoning_content"] = reply.reasoning
     return {
         "id": f"chatcmpl-scripted-{int(time.time() * 1000)}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "scripted"),
         "choices": [{"index": 0, "finish_reason": reply.finish_reason,
-                     "message": {"role": "assistant", "content": reply.text}}],
+                     "message": message}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }

@@ -70,7 +70,7 @@ def run_loop(repo, data_dir, replies, guard, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)  # the loop's secret: nothing the experiments leave may hold it
     with ScriptedLLM(responder=lambda body: HONEST) as llm:  # asked once more than scripted: the honest edit
         llm.push(*replies)
-        options = dict(model="scripted", base_url=llm.base_url, retries=1, backoff_s=0.01)
+        options = dict(model="scripted", base_url=llm.base_url, retries=1)
         config = LoopConfig(repo=repo, tag="attack", data_dir=str(data_dir), profile="cpu", device="cpu",
                             budget_tokens=2 * STEP_TOKENS, baseline_seeds=(0,), timeout_s=120, fix_attempts=0,
                             proposer="llm", proposer_options=options, max_experiments=len(replies), pause_seconds=0.3,

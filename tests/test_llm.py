@@ -19,11 +19,9 @@ MATRIX_LR = 0.06        # learning rate of the block matrices
 BAD = "Description: no edit here, just talk"
 
 
-def proposer(llm, delays=None, **options):
-    """A proposer on the scripted server whose waits are recorded instead of slept."""
-    sleep = (lambda seconds: delays.append(seconds)) if delays is not None else (lambda seconds: None)
-    return LLMProposer(base_url=llm.base_url, api_key="sk-test-secret", model="scripted", sleep=sleep,
-                       **options)
+def proposer(llm, **options):
+    """A proposer on the scripted server."""
+    return LLMProposer(base_url=llm.base_url, api_key="sk-test-secret", model="scripted", **options)
 
 
 def context(**overrides):
@@ -47,7 +45,7 @@ def test_valid_reply_becomes_a_proposal_with_usage_and_cost(scripted_llm):
     assert request["messages"][0] == {"role": "system", "content": PROGRAM}
     prompt = request["messages"][1]["content"]
     # The sandbox as code, the results so far, the task and the reply format; never the key.
-    assert '# %% tags=["harness"] (harness-owned: do not edit)\nharness.finish(run, model)' in prompt
+    assert '# %% (harness-owned: do not edit) tags=["harness"]\nharness.finish(run, model)' in prompt
     assert "| 1 | discard | 1.250000 | DEPTH 4 -> 6 |" in prompt and "| 2 | crash | - | swap in a GELU |" in prompt
     assert "Best val_bpb so far: 1.234567" in prompt and "not already tried" in prompt
     assert "<<<<<<< SEARCH" in prompt and "crashed" not in prompt
@@ -108,48 +106,73 @@ def test_truncated_reply_says_it_was_cut_off(scripted_llm):
         proposer(scripted_llm).propose(context())
 
 
-def test_rate_limit_and_server_errors_are_retried_with_backoff(scripted_llm):
-    scripted_llm.push(Reply(status=429, retry_after=7), Reply(status=500), Reply(status=503), GOOD)
-    delays = []
-    result = proposer(scripted_llm, delays, backoff_s=0.5, backoff_max_s=60).propose(context())
+def test_rate_limits_and_server_errors_are_retried_by_the_client(scripted_llm):
+    scripted_llm.push(Reply(status=429, retry_after=0.05), Reply(status=500, retry_after=0.01),
+                      Reply(status=503, retry_after=0.01), GOOD)
+    result = proposer(scripted_llm).propose(context())
     assert result.description == "raise the matrix learning rate"
-    assert delays == [7, 1.0, 2.0]          # Retry-After honoured, then exponential backoff
     assert len(scripted_llm.requests) == 4
+    # Retry-After honoured: the client's own first backoff would be 0.375 s or more.
+    first_wait = scripted_llm.times[1] - scripted_llm.times[0]
+    assert 0.05 <= first_wait < 0.3
 
 
-def test_waits_are_capped(scripted_llm):
-    scripted_llm.push(Reply(status=429, retry_after=3600), GOOD)
-    delays = []
-    proposer(scripted_llm, delays, backoff_max_s=30).propose(context())
-    assert delays == [30]
-
-
-def test_persistent_errors_raise_proposer_unavailable(scripted_llm):
-    scripted_llm.push(*[Reply(status=500, text="overloaded")] * 3)
-    delays = []
-    with pytest.raises(ProposerUnavailable, match=r"still fails after 3 attempts \(last: HTTP 500.*overloaded"):
-        proposer(scripted_llm, delays, retries=2, backoff_s=0.25).propose(context())
-    assert delays == [0.25, 0.5] and len(scripted_llm.requests) == 3
+def test_an_endpoint_that_stays_down_is_unavailable_so_the_loop_pauses(scripted_llm):
+    scripted_llm.push(*[Reply(status=503, retry_after=0.01, text="overloaded")] * 3)
+    with pytest.raises(ProposerUnavailable) as caught:
+        proposer(scripted_llm, retries=2).propose(context())
+    message = str(caught.value)
+    assert "still fails after up to 3 attempts (last: HTTP 503: overloaded)" in message
+    assert "sk-test-secret" not in message and len(scripted_llm.requests) == 3
+    # A wait longer than the client will sleep is not retried at all: the loop's pause is the long wait.
+    scripted_llm.push(Reply(status=429, retry_after=3600, text="come back in an hour"))
+    with pytest.raises(ProposerUnavailable, match="HTTP 429: come back in an hour"):
+        proposer(scripted_llm).propose(context())
+    assert len(scripted_llm.requests) == 4
 
 
 def test_auth_errors_are_not_retried(scripted_llm):
     scripted_llm.push(Reply(status=401, text="invalid api key"))
     with pytest.raises(ProposerUnavailable, match=r"refused the request \(HTTP 401.*check OPENAI_API_KEY"):
-        proposer(scripted_llm, []).propose(context())
+        proposer(scripted_llm).propose(context())
     assert len(scripted_llm.requests) == 1
 
 
 def test_timeouts_and_a_dead_endpoint_are_retried_then_unavailable(scripted_llm):
     scripted_llm.push(Reply(GOOD, delay=1.0), GOOD)
-    delays = []
-    result = proposer(scripted_llm, delays, timeout_s=0.2, backoff_s=0.01).propose(context())
-    assert result.description == "raise the matrix learning rate" and delays == [0.01]
+    result = proposer(scripted_llm, timeout_s=0.2).propose(context())
+    assert result.description == "raise the matrix learning rate" and len(scripted_llm.requests) == 2
 
     with ScriptedLLM() as gone:
         url = gone.base_url
-    dead = LLMProposer(base_url=url, api_key="k", model="m", retries=1, sleep=lambda s: None)
-    with pytest.raises(ProposerUnavailable, match="still fails after 2 attempts.*APIConnectionError"):
+    dead = LLMProposer(base_url=url, api_key="k", model="m", retries=1)
+    with pytest.raises(ProposerUnavailable, match="still fails after up to 2 attempts.*APIConnectionError"):
         dead.propose(context())
+
+
+def test_a_model_that_refuses_max_tokens_gets_max_completion_tokens_from_then_on(scripted_llm):
+    scripted_llm.rejects_max_tokens = True          # as OpenAI's o-series and gpt-5 do
+    scripted_llm.push(GOOD, GOOD)
+    made = proposer(scripted_llm, max_tokens=4000)
+    assert made.propose(context()).description == "raise the matrix learning rate"
+    made.propose(context())
+    sent = [{key: body.get(key) for key in ("max_tokens", "max_completion_tokens")} for body in scripted_llm.requests]
+    assert sent == [{"max_tokens": 4000, "max_completion_tokens": None},
+                    {"max_tokens": None, "max_completion_tokens": 4000},
+                    {"max_tokens": None, "max_completion_tokens": 4000}]
+
+
+def test_other_models_get_max_tokens(scripted_llm):
+    scripted_llm.push(GOOD)
+    proposer(scripted_llm, max_tokens=4000).propose(context())
+    assert scripted_llm.requests[0]["max_tokens"] == 4000 and "max_completion_tokens" not in scripted_llm.requests[0]
+
+
+def test_reasoning_is_not_read_as_the_reply(scripted_llm):
+    draft = "Description: a draft\n<<<<<<< SEARCH\nNOT_IN_THE_NOTEBOOK = 1\n=======\nx\n>>>>>>> REPLACE\n"
+    scripted_llm.push(Reply(f"<think>\n{draft}</think>\n{GOOD}", reasoning=draft))
+    result = proposer(scripted_llm).propose(context())
+    assert result.description == "raise the matrix learning rate" and len(scripted_llm.requests) == 1
 
 
 def test_settings_come_from_the_environment(scripted_llm, monkeypatch):

@@ -391,7 +391,7 @@ def test_llm_proposer_drives_the_loop(tmp_path, scripted_llm, monkeypatch):
         search_replace("raise", "FAIL = False    # raise an exception", "FAIL = True"),  # crash
         search_replace("fix it", "FAIL = True", "FAIL = False\nVALUE = 0.4"),  # the fix, with the traceback
     )
-    options = dict(model="scripted", base_url=scripted_llm.base_url, retries=1, backoff_s=0.01)
+    options = dict(model="scripted", base_url=scripted_llm.base_url, retries=1)
     events = []
     cfg = config(repo, baseline_seeds=(0,), proposer="llm", proposer_options=options, max_experiments=4)
     with Loop(cfg, on_event=events.append) as loop:

@@ -1,16 +1,21 @@
 """The edit format: the sandbox notebook as readable code for a prompt, and a reply turned back into a notebook.
 
-Notebook -> text (`notebook_to_text`): percent format, one `# %%` marker per cell; markdown and raw cells
-are `# %% [markdown]` / `# %% [raw]` with their lines commented out; harness-owned cells carry their tags and
-a "do not edit" note on the marker, so the model can see the boundary (the scope guard enforces it).
+Notebook <-> text goes through jupytext's percent format (`notebook_to_text`, `text_to_cells`): one `# %%`
+marker per cell, markdown cells as `# %% [markdown]` with their lines commented out, tags on the marker.
+Harness-owned cells carry the title "(harness-owned: do not edit)" on their marker, so the model can see the
+boundary (the scope guard enforces it). Percent text keeps no cell ids: a reply's cells are aligned back to
+the base notebook by content, so kept and edited cells keep their ids and tags, and new cells get fresh ones.
 
-Reply -> notebook (`apply_reply`): a reply holds a line `Description: <one line>` (case-insensitive) and
-either
-- one or more SEARCH/REPLACE blocks, each matched against exactly one place in one cell (tolerant of
-  trailing whitespace and of blank lines around the SEARCH part); a REPLACE part may hold `# %%` markers to
-  split a cell (that is how a new cell is added), and a cell left empty is removed; or
-- ONE fenced python block holding the whole notebook in percent format; its cells are aligned with the old
-  ones by content, so kept and edited cells keep their metadata (tags, ids) and new cells get fresh ones.
+Reply -> notebook (`apply_reply`) accepts replies as models actually write them. Reasoning (`<think>...</think>`)
+is dropped first; the line `Description: <one line>` may stand anywhere outside the edits; the edit is
+- one or more SEARCH/REPLACE blocks (fenced or not, aider's ORIGINAL/UPDATED spelling too), or
+- unified-diff hunks (`@@ ... @@` with ` `/`-`/`+` lines), read as SEARCH/REPLACE blocks, or
+- ONE fenced python block holding the whole notebook in percent format.
+A SEARCH part must match exactly one place of the notebook text. It is matched exactly first (trailing blanks
+and surrounding blank lines aside), then, as aider does, ignoring indentation (the REPLACE part is shifted by
+the same amount), then also ignoring trailing comments (a comment the model left out is kept on its line).
+A REPLACE part may hold `# %%` markers to split a cell (that is how a new cell is added); a cell left empty is
+removed.
 
 Edits are applied faithfully, harness cells included: deciding what a candidate may change is the scope
 guard's job, which needs to see the attempt to record it. Every parse or match problem raises
@@ -23,8 +28,10 @@ import copy
 import difflib
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import jupytext
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
@@ -35,13 +42,25 @@ PROTECTED_TAGS = ("parameters", "injected-parameters", "harness")
 VOLATILE_CELL_METADATA = ("execution", "papermill", "ExecuteTime", "scrolled", "collapsed")
 VOLATILE_NOTEBOOK_METADATA = ("papermill", "widgets")
 
+# jupytext's percent format with no YAML header: the prompt shows cells, not notebook metadata.
+PERCENT = {"extension": ".py", "format_name": "percent", "notebook_metadata_filter": "-all"}
+HARNESS_NOTE = "(harness-owned: do not edit)"
+
 MARKER = re.compile(r"^# ?%%(?P<rest>.*)$")
-DESCRIPTION = re.compile(r"^[ \t>*_#`-]*description[*_` \t]*:[*_` \t]*(?P<text>.*?)[*_` \t]*$",
-                         re.IGNORECASE | re.MULTILINE)
-SEARCH_LINE = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
+# `Description: text`, decorated as models do (`**Description:**`, `- Description:`, `### Description:`); a label
+# with no text (`## Description`) takes the next line.
+DESCRIPTION = re.compile(r"^[ \t>*_#`-]*description[*_` \t]*(:[*_` \t]*(?P<text>.*?)[*_` \t]*)?$", re.IGNORECASE)
+SEARCH_LINE = re.compile(r"^\s*<{5,9}\s*(SEARCH|ORIGINAL)\s*$")
 DIVIDER_LINE = re.compile(r"^\s*={5,9}\s*$")
-REPLACE_LINE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
-FENCE = re.compile(r"^```[ \t]*(?P<lang>[\w+-]*)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+REPLACE_LINE = re.compile(r"^\s*>{5,9}\s*(REPLACE|UPDATED)\s*$")
+FENCE = re.compile(r"^```[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+FENCE_LINE = re.compile(r"^\s*```")
+HUNK_HEADER = re.compile(r"^@@.*@@")
+ASSIGNED = re.compile(r"^\s*([\w.]+)\s*=[^=]")     # `NAME = value`: the hyperparameter lines
+# Reasoning that some models (and servers) leave in the content; a closing tag without an opening one is
+# what servers leave when they strip the opening tag.
+REASONING = re.compile(r"<(think|thinking|reasoning)>.*?(</\1>|\Z)", re.IGNORECASE | re.DOTALL)
+REASONING_END = re.compile(r"</(think|thinking|reasoning)>", re.IGNORECASE)
 
 REPLY_FORMAT_HINT = (
     "Reply with a line `Description: <one line>` and then either SEARCH/REPLACE blocks\n"
@@ -73,7 +92,7 @@ class ParsedReply:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# notebook -> text
+# notebook <-> text
 
 def is_protected(cell) -> bool:
     """True for the cells the harness owns (parameters, set-up, report): the agent must not edit them."""
@@ -81,76 +100,94 @@ def is_protected(cell) -> bool:
     return any(tag in PROTECTED_TAGS for tag in tags)
 
 
-def _marker(cell) -> str:
-    parts = ["# %%"]
-    if cell.cell_type in ("markdown", "raw"):
-        parts.append(f"[{cell.cell_type}]")
-    tags = cell.get("metadata", {}).get("tags", [])
-    if tags:
-        parts.append("tags=[" + ", ".join(f'"{tag}"' for tag in tags) + "]")
-    if is_protected(cell):
-        parts.append("(harness-owned: do not edit)")
-    return " ".join(parts)
-
-
-def _body_to_text(cell_type: str, source: str) -> str:
-    """A cell's source as it appears under its marker: markdown and raw lines are commented out."""
-    if cell_type == "code":
-        return source
-    return "\n".join("# " + line if line else "#" for line in source.splitlines())
-
-
-def _text_to_body(cell_type: str, text: str) -> str:
-    """The inverse of `_body_to_text`; uncommented lines of a markdown cell are kept as they are."""
-    lines = text.strip("\n").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if cell_type != "code":
-        lines = [line[2:] if line.startswith("# ") else line[1:] if line.startswith("#") else line
-                 for line in lines]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def notebook_to_text(notebook: nbformat.NotebookNode) -> str:
     """The notebook in percent format, cells separated by a blank line, for a prompt."""
-    chunks = [_marker(cell) + "\n" + _body_to_text(cell.cell_type, cell.source) for cell in notebook.cells]
-    return "\n\n".join(chunk.rstrip("\n") for chunk in chunks) + "\n"
+    shown = nbformat.v4.new_notebook()
+    for cell in notebook.cells:
+        # Only what the model should see: the tags, and the harness note as the marker's title.
+        metadata = {"tags": list(cell.metadata["tags"])} if cell.get("metadata", {}).get("tags") else {}
+        if is_protected(cell):
+            metadata["title"] = HARNESS_NOTE
+        maker = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+                 "raw": nbformat.v4.new_raw_cell}[cell.cell_type]
+        shown.cells.append(maker(cell.source, metadata=metadata))
+    return jupytext.writes(shown, fmt=PERCENT)
 
 
 def text_to_cells(text: str) -> list[tuple[str, str]]:
     """Percent-format text as (cell_type, source) pairs. Text before the first marker is a code cell."""
-    cells: list[tuple[str, list[str]]] = []
-    current_type, current_lines = "code", []
-    started = False
-    for line in text.splitlines():
-        match = MARKER.match(line)
-        if match:
-            if started or any(part.strip() for part in current_lines):
-                cells.append((current_type, current_lines))
-            rest = match.group("rest")
-            current_type = "markdown" if re.search(r"\[(markdown|md)\]", rest) else (
-                "raw" if "[raw]" in rest else "code")
-            current_lines, started = [], True
-        else:
-            current_lines.append(line)
-    if started or any(part.strip() for part in current_lines):
-        cells.append((current_type, current_lines))
-    return [(cell_type, _text_to_body(cell_type, "\n".join(lines))) for cell_type, lines in cells]
+    # The note is ours, not the model's: without it a marker's tags read as tags again.
+    lines = [line.replace(" " + HARNESS_NOTE, "").replace(HARNESS_NOTE, "") if MARKER.match(line) else line
+             for line in text.splitlines()]
+    try:
+        notebook = jupytext.reads("\n".join(lines) + "\n", fmt=PERCENT)
+    except Exception as error:      # jupytext raises several types for text it cannot read
+        raise ProposalError(f"the notebook text cannot be read as percent format ({error}): start every cell "
+                            "with a `# %%` line") from None
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # parsing a reply
 
+def strip_reasoning(reply: str) -> str:
+    """The reply without reasoning blocks, with plain newlines (CRLF replies are common from some servers)."""
+    reply = reply.replace("\r\n", "\n").replace("\r", "\n")
+    reply = REASONING.sub("", reply)
+    ends = list(REASONING_END.finditer(reply))
+    return reply[ends[-1].end():] if ends else reply
+
+
+def _block_lines(lines: list[str]) -> set[int]:
+    """Indices of the lines inside SEARCH/REPLACE blocks, markers included."""
+    inside, in_block = set(), False
+    for index, line in enumerate(lines):
+        if SEARCH_LINE.match(line):
+            in_block = True
+        if in_block:
+            inside.add(index)
+        if REPLACE_LINE.match(line):
+            in_block = False
+    return inside
+
+
+def _fenced_lines(lines: list[str]) -> set[int]:
+    inside, in_fence = set(), False
+    for index, line in enumerate(lines):
+        if FENCE_LINE.match(line):
+            in_fence = not in_fence
+        elif in_fence:
+            inside.add(index)
+    return inside
+
+
 def parse_description(reply: str) -> str:
-    match = DESCRIPTION.search(reply)
-    if not match or not match.group("text").strip():
-        raise ProposalError("the reply has no `Description: <one line>` line; start the reply with one "
-                            "line saying what the experiment changes")
-    return match.group("text").strip()
+    """The text of the `Description:` line, wherever it stands; prose first, then inside fences.
+
+    Lines of edit blocks are never read (a quoted comment could look like a description); a bare
+    label takes the next non-empty line (some models put the text under a `## Description` heading).
+    """
+    lines = reply.splitlines()
+    blocks = _block_lines(lines)
+    fenced = _fenced_lines(lines)
+    for allowed in (lambda i: i not in blocks and i not in fenced, lambda i: i not in blocks):
+        candidates = [i for i in range(len(lines)) if allowed(i)]
+        for position, index in enumerate(candidates):
+            match = DESCRIPTION.match(lines[index])
+            if not match:
+                continue
+            text = (match.group("text") or "").strip()
+            if not text:
+                following = [lines[i].strip(" \t*_`>") for i in candidates[position + 1:position + 3]]
+                text = next((line for line in following if line), "")
+            if text and not SEARCH_LINE.match(text) and not FENCE_LINE.match(text):
+                return text
+    raise ProposalError("the reply has no `Description: <one line>` line; start the reply with one "
+                        "line saying what the experiment changes")
 
 
 def parse_blocks(reply: str) -> tuple[EditBlock, ...]:
-    """The SEARCH/REPLACE blocks of a reply, in order (fences around them are ignored)."""
+    """The SEARCH/REPLACE blocks of a reply, in order (fences and file names around them are ignored)."""
     blocks: list[EditBlock] = []
     state, search, replace = "text", [], []
     for line in reply.splitlines():
@@ -174,10 +211,33 @@ def parse_blocks(reply: str) -> tuple[EditBlock, ...]:
     return tuple(blocks)
 
 
+def parse_hunks(reply: str) -> tuple[EditBlock, ...]:
+    """Unified-diff hunks as SEARCH/REPLACE blocks: context and `-` lines are searched for, context and `+`
+    lines replace them. Line numbers in `@@` headers are ignored (models rarely get them right)."""
+    hunks: list[tuple[list[str], list[str]]] = []
+    current = None
+    for line in reply.splitlines():
+        if HUNK_HEADER.match(line):
+            current = ([], [])
+            hunks.append(current)
+        elif current is not None and (line[:1] in (" ", "-", "+") or line == "") \
+                and not line.startswith(("--- ", "+++ ")):
+            kind, text = line[:1], line[1:]
+            if kind != "+":
+                current[0].append(text)
+            if kind != "-":
+                current[1].append(text)
+        else:
+            current = None
+    return tuple(EditBlock(number, "\n".join(search), "\n".join(replace))
+                 for number, (search, replace) in enumerate(hunks, 1) if search != replace)
+
+
 def parse_reply(reply: str) -> ParsedReply:
     """Split a reply into description and edits; raises ProposalError when either part is missing."""
+    reply = strip_reasoning(reply)
     description = parse_description(reply)
-    blocks = parse_blocks(reply)
+    blocks = parse_blocks(reply) or parse_hunks(reply)
     if blocks:
         return ParsedReply(description, blocks=blocks)
     scripts = [m.group("body") for m in FENCE.finditer(reply)
@@ -190,6 +250,134 @@ def parse_reply(reply: str) -> ParsedReply:
         raise ProposalError("the reply holds no edit: no SEARCH/REPLACE block and no ```python block with "
                             "`# %%` cell markers. " + REPLY_FORMAT_HINT)
     return ParsedReply(description, script=scripts[0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# matching a SEARCH part
+
+def _stripped_lines(text: str) -> list[str]:
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _comment_start(line: str) -> int | None:
+    """Where a trailing `#` comment starts (outside string quotes), or None; a whole-line comment is none."""
+    quote = None
+    for position, char in enumerate(line):
+        if quote:
+            if char == quote and line[position - 1] != "\\":
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            return position if line[:position].strip() else None
+    return None
+
+
+def _without_comment(line: str) -> str:
+    start = _comment_start(line)
+    return line if start is None else line[:start]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+# Ever looser ways to compare a line, tried in order; a looser one is used only when the stricter found nothing.
+TIERS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("", str.rstrip),
+    (" when indentation is ignored", str.strip),
+    (" when indentation and trailing comments are ignored", lambda line: _without_comment(line).strip()),
+)
+
+
+def _find(needle: list[str], haystack: list[str]) -> list[int]:
+    n = len(needle)
+    return [i for i in range(len(haystack) - n + 1) if haystack[i:i + n] == needle]
+
+
+def _cell_of(lines: list[str], index: int) -> int:
+    return sum(1 for line in lines[:index + 1] if MARKER.match(line)) - 1
+
+
+def _closest_hint(block: EditBlock, lines: list[str]) -> str:
+    """The existing line nearest to the block's first SEARCH line, to help the model quote it exactly."""
+    first = next((line.rstrip() for line in block.search.splitlines() if line.strip()), "")
+    # A common slip is quoting part of a line: SEARCH lines are whole lines.
+    close = [line for line in lines if first.strip() and first.strip() in line]
+    if len(close) == 1:
+        return f"; SEARCH lines must be whole lines, and `{close[0].strip()}` is the existing line"
+    # Whitespace collapsed first: column-aligned comments would otherwise dominate the similarity.
+    collapse = " ".join
+    scored = [(difflib.SequenceMatcher(a=collapse(first.split()), b=collapse(line.split())).ratio(), line)
+              for line in lines if line.strip()]
+    score, line = max(scored, default=(0.0, ""))
+    return f"; the closest existing line is `{line.strip()}`" if score >= 0.5 else ""
+
+
+def _reindent(needle: list[str], found: list[str], replacement: list[str]) -> list[str] | None:
+    """The REPLACE lines shifted by the indentation the SEARCH lines missed (or had too much of); None when
+    the SEARCH part's indentation is off by different amounts on different lines (no safe shift)."""
+    shifts = {_indent(f) - _indent(s) for s, f in zip(needle, found) if s.strip()}
+    if len(shifts) != 1:
+        return None
+    shift = shifts.pop()
+    if shift >= 0:
+        return [" " * shift + line if line.strip() else line for line in replacement]
+    return [line[min(-shift, _indent(line)):] for line in replacement]
+
+
+def _restore_comments(needle: list[str], found: list[str], replacement: list[str]) -> list[str]:
+    """A trailing comment the SEARCH part left out stays on an assignment the REPLACE part gives a new value
+    (same name, no comment of its own), at its old column, so the diff shows only the new value. Other lines
+    are left as the model wrote them: their old comment may no longer be true."""
+    if len(replacement) != len(needle):
+        return replacement
+    restored = []
+    for search, old, new in zip(needle, found, replacement):
+        start = _comment_start(old)
+        target = ASSIGNED.match(search)
+        if (start is not None and target and _comment_start(search) is None and _comment_start(new) is None
+                and ASSIGNED.match(new) and ASSIGNED.match(new).group(1) == target.group(1)):
+            code = new.rstrip()
+            new = code.ljust(start) + old[start:] if len(code) < start else f"{code}  {old[start:]}"
+        restored.append(new)
+    return restored
+
+
+def _apply_block(block: EditBlock, lines: list[str]) -> str | None:
+    """Apply one block to the notebook's text lines in place; returns an error message, or None."""
+    needle = _stripped_lines(block.search)
+    if not needle:
+        return (f"{block.label()} has an empty SEARCH part: quote the existing lines to replace "
+                "(to add a cell, replace the last lines of a cell with those lines, a `# %%` line and the new "
+                "cell)")
+    for loosened, (how, normal) in enumerate(TIERS):
+        hits = _find([normal(line) for line in needle], [normal(line) for line in lines])
+        if hits:
+            break
+    if not hits:
+        return (f"{block.label()} matches nothing in the notebook: the SEARCH lines must be copied exactly "
+                f"from the notebook{_closest_hint(block, lines)}")
+    if len(hits) > 1:
+        where = ", ".join(f"cell {_cell_of(lines, start)}" for start in hits)
+        return (f"{block.label()} matches {len(hits)} places{how} ({where}): add neighbouring lines to the "
+                "SEARCH part so that it matches exactly one place")
+    start = hits[0]
+    found = lines[start:start + len(needle)]
+    replacement = _stripped_lines(block.replace) if block.replace.strip() else []
+    if loosened:
+        shifted = _reindent(needle, found, replacement)
+        if shifted is None:
+            return (f"{block.label()} matches only{how}, and its indentation differs from the notebook's by "
+                    "different amounts on different lines: copy the lines with their exact indentation")
+        replacement = _restore_comments(needle, found, shifted)
+    lines[start:start + len(needle)] = replacement
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -241,92 +429,20 @@ def _finish(original, cells) -> nbformat.NotebookNode:
     return clean_notebook(notebook)
 
 
-def _stripped_lines(text: str) -> list[str]:
-    lines = [line.rstrip() for line in text.splitlines()]
-    while lines and not lines[0]:
-        lines.pop(0)
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
+def _tidy(source: str) -> str:
+    """A cell's source compared as text: trailing blanks and surrounding blank lines are not an edit."""
+    return "\n".join(_stripped_lines(source))
 
 
-def _find(needle: list[str], haystack: list[str]) -> list[int]:
-    n = len(needle)
-    return [i for i in range(len(haystack) - n + 1) if haystack[i:i + n] == needle]
+def rebuild(notebook: nbformat.NotebookNode, text: str) -> nbformat.NotebookNode:
+    """The notebook rebuilt from percent text, the old cells' ids and metadata aligned back by content.
 
-
-def _closest_hint(block: EditBlock, cells_text: list[str]) -> str:
-    """The existing line nearest to the block's first SEARCH line, to help the model quote it exactly."""
-    first = next((line.rstrip() for line in block.search.splitlines() if line.strip()), "")
-    all_lines = [line.rstrip() for text in cells_text for line in text.splitlines()]
-    # A common slip is quoting part of a line (the code without its comment): SEARCH lines are whole lines.
-    close = [line for line in all_lines if first.strip() and first.strip() in line]
-    if len(close) == 1:
-        return f"; SEARCH lines must be whole lines, and `{close[0].strip()}` is the existing line"
-    # Whitespace collapsed first: column-aligned comments would otherwise dominate the similarity.
-    collapse = " ".join
-    scored = [(difflib.SequenceMatcher(a=collapse(first.split()), b=collapse(line.split())).ratio(), line)
-              for line in all_lines if line.strip()]
-    score, line = max(scored, default=(0.0, ""))
-    return f"; the closest existing line is `{line.strip()}`" if score >= 0.5 else ""
-
-
-def _apply_block(block: EditBlock, texts: list[str]) -> str | None:
-    """Apply one block to the cells' rendered texts in place; returns an error message, or None."""
-    needle = _stripped_lines(block.search)
-    if not needle:
-        return (f"{block.label()} has an empty SEARCH part: quote the existing lines to replace "
-                "(to add a cell, replace the last lines of a cell with those lines, a `# %%` line and the new "
-                "cell)")
-    hits = [(index, start) for index, text in enumerate(texts)
-            for start in _find(needle, [line.rstrip() for line in text.splitlines()])]
-    if not hits and any(MARKER.match(line) for line in needle):
-        return (f"{block.label()} matches nothing: a SEARCH part quotes lines inside one cell, never a "
-                "`# %%` marker line")
-    if not hits:
-        return (f"{block.label()} matches nothing in the notebook: the SEARCH lines must be copied exactly "
-                f"from one cell{_closest_hint(block, texts)}")
-    if len(hits) > 1:
-        where = ", ".join(f"cell {index}" for index, _ in hits)
-        return (f"{block.label()} matches {len(hits)} places ({where}): add neighbouring lines to the "
-                "SEARCH part so that it matches exactly one place")
-    index, start = hits[0]
-    lines = texts[index].splitlines()
-    replacement = _stripped_lines(block.replace) if block.replace.strip() else []
-    texts[index] = "\n".join(lines[:start] + replacement + lines[start + len(needle):])
-    return None
-
-
-def apply_blocks(notebook: nbformat.NotebookNode, blocks: tuple[EditBlock, ...]) -> nbformat.NotebookNode:
-    """The notebook with every block applied in order; all failing blocks are reported together."""
-    texts = [_body_to_text(cell.cell_type, cell.source) for cell in notebook.cells]
-    problems = [problem for block in blocks if (problem := _apply_block(block, texts))]
-    if problems:
-        raise ProposalError("; ".join(problems) + ". Nothing was applied: send the corrected reply.")
-    cells = []
-    for original, text in zip(notebook.cells, texts):
-        if text == _body_to_text(original.cell_type, original.source):
-            cells.append(copy.deepcopy(original))
-            continue
-        # A REPLACE part with `# %%` markers splits its cell: the lines before the first marker stay the
-        # cell itself (its type, tags and id), each marker starts a new cell.
-        lines = text.splitlines()
-        split = next((i for i, line in enumerate(lines) if MARKER.match(line)), len(lines))
-        pieces = [(original.cell_type, _text_to_body(original.cell_type, "\n".join(lines[:split])))]
-        pieces += text_to_cells("\n".join(lines[split:]))
-        for position, (cell_type, source) in enumerate(pieces):
-            if source.strip() or (position == 0 and not original.source.strip()):
-                cells.append(_new_cell(cell_type, source, original if position == 0 else None))
-    return _finish(notebook, cells)
-
-
-def apply_script(notebook: nbformat.NotebookNode, script: str) -> nbformat.NotebookNode:
-    """The notebook rebuilt from a whole-notebook percent-format script, old cells' metadata aligned back."""
-    new = text_to_cells(script)
-    if not new:
-        raise ProposalError("the ```python block is empty: send the whole notebook with `# %%` cell markers")
-    old = [(cell.cell_type, _text_to_body(cell.cell_type, _body_to_text(cell.cell_type, cell.source)))
-           for cell in notebook.cells]
+    An unchanged cell is kept byte for byte; a changed one keeps the metadata and id of the old cell at its
+    place (so an edited harness cell still carries its tag and the scope guard sees it); tags written in the
+    text are ignored, so a reply cannot tag a cell; a cell left empty is removed.
+    """
+    new = [(cell_type, _tidy(source)) for cell_type, source in text_to_cells(text)]
+    old = [(cell.cell_type, _tidy(cell.source)) for cell in notebook.cells]
     matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
     origin: list[int | None] = [None] * len(new)
     for tag, a0, a1, b0, b1 in matcher.get_opcodes():
@@ -338,9 +454,30 @@ def apply_script(notebook: nbformat.NotebookNode, script: str) -> nbformat.Noteb
     for (cell_type, source), index in zip(new, origin):
         if index is not None and old[index] == (cell_type, source):
             cells.append(copy.deepcopy(notebook.cells[index]))   # unchanged: byte for byte
-        else:
+        elif source.strip():
             cells.append(_new_cell(cell_type, source, None if index is None else notebook.cells[index]))
     return _finish(notebook, cells)
+
+
+def apply_blocks(notebook: nbformat.NotebookNode, blocks: tuple[EditBlock, ...]) -> nbformat.NotebookNode:
+    """The notebook with every block applied in order; all failing blocks are reported together."""
+    lines = notebook_to_text(notebook).splitlines()
+    problems = [problem for block in blocks if (problem := _apply_block(block, lines))]
+    if problems:
+        raise ProposalError("; ".join(problems) + ". Nothing was applied: send the corrected reply.")
+    return rebuild(notebook, "\n".join(lines))
+
+
+def apply_script(notebook: nbformat.NotebookNode, script: str) -> nbformat.NotebookNode:
+    """The notebook rebuilt from a whole-notebook percent-format script."""
+    if not script.strip():
+        raise ProposalError("the ```python block is empty: send the whole notebook with `# %%` cell markers")
+    return rebuild(notebook, script)
+
+
+def _shown(notebook: nbformat.NotebookNode) -> list[tuple]:
+    """What the percent text shows of each cell (cheaper than writing the text)."""
+    return [(cell.cell_type, _tidy(cell.source), cell.get("metadata", {}).get("tags", [])) for cell in notebook.cells]
 
 
 def apply_reply(notebook: nbformat.NotebookNode, reply: str) -> tuple[str, nbformat.NotebookNode]:
@@ -350,7 +487,7 @@ def apply_reply(notebook: nbformat.NotebookNode, reply: str) -> tuple[str, nbfor
         edited = apply_blocks(notebook, parsed.blocks)
     else:
         edited = apply_script(notebook, parsed.script)
-    if notebook_to_text(edited) == notebook_to_text(notebook):
+    if _shown(edited) == _shown(notebook):
         raise ProposalError("the edit leaves the notebook unchanged: change at least one line of the agent's "
                             "cells")
     return parsed.description, edited

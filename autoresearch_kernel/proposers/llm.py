@@ -2,10 +2,16 @@
 
 The prompt is program.md (as the system message) and, as the user message, the sandbox in percent format,
 the results so far (so ideas are not repeated), and for a crash fix the failure excerpt. The reply format is
-`edits.py`'s. A reply that does not parse or apply is re-asked once with the error; a second bad reply raises
-`ProposalError` carrying the usage spent. Network errors, timeouts, rate limits (429) and server errors (5xx)
-are retried here with exponential backoff (Retry-After honoured) and then raise `ProposerUnavailable`; the
-client's own retries are off so these are the only ones.
+`edits.py`'s; only the message's `content` is read, so reasoning a server returns beside it
+(`reasoning_content`) never reaches the parser. A reply that does not parse or apply is re-asked once with the
+error; a second bad reply raises `ProposalError` carrying the usage spent.
+
+Failures of the endpoint are the `openai` client's to retry: it retries connection errors, timeouts, 408,
+409, 429 and 5xx `retries` times with exponential backoff (0.5 s doubling, at most 8 s) and honours
+Retry-After (up to 60 s; longer waits are not retried). When it gives up, the proposer raises
+`ProposerUnavailable` and the loop pauses (its `pause_seconds`) before asking again, which is the long wait
+for an endpoint that stays down. Reasoning models (OpenAI's o-series, gpt-5) refuse `max_tokens`: when the
+endpoint says so, the request is sent once more with `max_completion_tokens`, and that is remembered.
 
 Settings (constructor options first, then the environment):
     model            AUTORESEARCH_MODEL          required
@@ -17,10 +23,7 @@ Settings (constructor options first, then the environment):
 
 from __future__ import annotations
 
-import email.utils
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import openai
@@ -30,7 +33,7 @@ from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalC
 from autoresearch_kernel.proposers.edits import REPLY_FORMAT_HINT, apply_reply, notebook_to_text
 
 SANDBOX_PATH = "notebooks/train_template.ipynb"
-# HTTP statuses worth retrying: request timeout, conflict, rate limit, and every server-side error.
+# HTTP statuses the client retries (with every 5xx): request timeout, conflict, rate limit.
 RETRY_STATUSES = (408, 409, 429)
 FAILURE_CHARS = 4000        # the tail of a failure excerpt that goes into a fix prompt
 DESCRIPTION_CHARS = 200     # results.tsv keeps one short line per experiment
@@ -44,13 +47,11 @@ class LLMSettings:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)     # never in a repr, a log or a status line
     timeout_s: float = 600.0            # one request; a long reply from a slow local model can take minutes
-    retries: int = 5                    # extra attempts after the first, for retryable failures
-    backoff_s: float = 2.0              # first wait; doubles per attempt
-    backoff_max_s: float = 120.0        # cap on one wait, Retry-After included
+    retries: int = 5                    # the client's extra attempts after the first, for retryable failures
     price_prompt: float | None = None   # USD per 1M prompt tokens
     price_completion: float | None = None
     temperature: float | None = None    # None: the endpoint's default
-    max_tokens: int | None = None       # None: the endpoint's default
+    max_tokens: int | None = None       # None: the endpoint's default; sent as max_completion_tokens if need be
     history_limit: int = 100            # most recent results shown in the prompt
     profile: str | None = None          # cpu | gpu: the experiments' profile, named in the prompt
 
@@ -143,18 +144,17 @@ def build_prompt(context: ProposalContext, history_limit: int = 100, profile: st
 # the proposer
 
 class LLMProposer:
-    """Proposals from a chat model. Options: see `LLMSettings` (and the module docstring for the env vars);
-    `sleep` is the wait between retries (tests pass a recorder)."""
+    """Proposals from a chat model. Options: see `LLMSettings` (and the module docstring for the env vars)."""
 
     name = "llm"
     fixes_crashes = True        # it can read a traceback and repair the notebook
 
-    def __init__(self, sleep: Callable[[float], None] = time.sleep, **options):
+    def __init__(self, **options):
         self.settings = LLMSettings.resolve(**options)
-        self.sleep = sleep
-        # max_retries=0: the retries (and their backoff) are ours, counted and bounded in one place.
         self.client = openai.OpenAI(api_key=self.settings.api_key, base_url=self.settings.base_url,
-                                    timeout=self.settings.timeout_s, max_retries=0)
+                                    timeout=self.settings.timeout_s, max_retries=self.settings.retries)
+        # The name of the reply-length limit in requests; a reasoning model switches it (see `_chat`).
+        self.token_limit_key = "max_tokens"
 
     def propose(self, context: ProposalContext) -> Proposal:
         messages = [{"role": "system", "content": context.program},
@@ -191,37 +191,47 @@ class LLMProposer:
     def feedback(self, proposal: Proposal, status: str) -> None:
         """Nothing to adapt: the results table in the next prompt carries the outcome."""
 
-    # -- one request, with retries -------------------------------------------------------------------------
+    # -- one request (the client retries) ------------------------------------------------------------------
     def _chat(self, messages: list[dict]) -> tuple[str, str | None, Usage]:
         settings = self.settings
-        extra = {key: value for key, value in (("temperature", settings.temperature),
-                                               ("max_tokens", settings.max_tokens)) if value is not None}
         where = settings.base_url or "api.openai.com"
-        last = ""
-        for attempt in range(settings.retries + 1):
+        while True:
+            options = {key: value for key, value in (("temperature", settings.temperature),
+                                                     (self.token_limit_key, settings.max_tokens))
+                       if value is not None}
             try:
                 response = self.client.chat.completions.create(model=settings.model, messages=messages,
-                                                               **extra)
+                                                               **options)
             except openai.APIStatusError as error:
-                status = error.status_code
-                last = f"HTTP {status}: {_error_text(error)}"
-                if status not in RETRY_STATUSES and status < 500:
-                    raise ProposerUnavailable(f"the LLM endpoint {where} refused the request ({last}); "
-                                              f"{_advice(status)}") from None
-                delay = _retry_after(error.response)
-            except openai.APIConnectionError as error:          # includes timeouts
-                last = f"{type(error).__name__}: {error}"
-                delay = None
+                if "max_tokens" in options and _wants_max_completion_tokens(error):
+                    self.token_limit_key = "max_completion_tokens"
+                    continue
+                last = f"HTTP {error.status_code}: {_error_text(error)}"
+                if error.status_code in RETRY_STATUSES or error.status_code >= 500:
+                    raise _gave_up(where, settings.retries, last) from None
+                raise ProposerUnavailable(f"the LLM endpoint {where} refused the request ({last}); "
+                                          f"{_advice(error.status_code)}") from None
+            except openai.APIConnectionError as error:          # timeouts included
+                raise _gave_up(where, settings.retries, f"{type(error).__name__}: {error}") from None
             except openai.OpenAIError as error:                 # e.g. a response that is not a completion
                 raise ProposerUnavailable(f"the LLM endpoint {where} answered with something unusable "
                                           f"({type(error).__name__}: {error}); check --base-url") from None
-            else:
-                return _read(response, settings)
-            if attempt < settings.retries:
-                backoff = settings.backoff_s * 2 ** attempt
-                self.sleep(min(delay if delay is not None else backoff, settings.backoff_max_s))
-        raise ProposerUnavailable(f"the LLM endpoint {where} still fails after {settings.retries + 1} "
-                                  f"attempts (last: {last}); check that it is up, then resume the loop")
+            return _read(response, settings)
+
+
+def _gave_up(where: str, retries: int, last: str) -> ProposerUnavailable:
+    # "up to": the client does not retry a Retry-After longer than it will wait, and says so to no one.
+    return ProposerUnavailable(f"the LLM endpoint {where} still fails after up to {retries + 1} attempts "
+                               f"(last: {last}); check that it is up, then resume the loop")
+
+
+def _wants_max_completion_tokens(error: openai.APIStatusError) -> bool:
+    """True for the 400 of a reasoning model asked with max_tokens ("Unsupported parameter: 'max_tokens' ...
+    Use 'max_completion_tokens' instead.")."""
+    body = error.body if isinstance(error.body, dict) else {}
+    text = f"{body.get('param')} {body.get('message')} {error.message}"
+    return error.status_code == 400 and "max_tokens" in text and (
+        "max_completion_tokens" in text or "unsupported" in text.lower())
 
 
 def _read(response, settings: LLMSettings) -> tuple[str, str | None, Usage]:
@@ -233,26 +243,6 @@ def _read(response, settings: LLMSettings) -> tuple[str, str | None, Usage]:
         return "", None, spent
     choice = response.choices[0]
     return choice.message.content or "", choice.finish_reason, spent
-
-
-def _retry_after(response) -> float | None:
-    """Seconds from Retry-After (seconds or an HTTP date) or retry-after-ms; None when absent or unreadable."""
-    headers = response.headers if response is not None else {}
-    if headers.get("retry-after-ms"):
-        try:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _error_text(error: openai.APIStatusError) -> str:
