@@ -81,7 +81,6 @@ class Proposer(Protocol):
     name: str
     fixes_crashes: bool     # True: it can repair a crashed notebook from its traceback, so the loop asks it to
 
-
     def propose(self, context: ProposalContext) -> Proposal:
         """One candidate edit; raises ProposalError or ProposerUnavailable."""
         ...
