@@ -1,4 +1,4 @@
-# Two set-up commands: `make run` (the main job) and `make test` (the whole suite).
+# Two set-up commands: `make run` (the main job) and `make test` (lint, then the whole suite).
 # Both create .venv when it is missing and install what they need into it.
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # Override to match your CUDA: make run TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-dev run test lab bench clean
+.PHONY: install install-dev run lint test test-fast lab bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,17 @@ run: install
 		--baseline-seeds 2 --max-experiments 3 && \
 	$(BIN)/python -m autoresearch_kernel report --tag $$tag
 
-test: install-dev
+# ruff, configured in pyproject.toml; CI (.ci/run) runs it through `make test`.
+lint: install-dev
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The quick tier while developing (a minute or two): no kernels, loops, training subprocesses or browser.
+# The tests marked slow are listed in tests/conftest.py.
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Rooted at the project (not notebooks/), so the dashboard's links to executed notebooks under runs/ open;
 # it opens on the controller notebook.

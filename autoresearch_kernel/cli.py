@@ -74,7 +74,6 @@ def _add_loop_commands(commands) -> None:
     report.add_argument("--tag", default=None, help="run tag (or --results)")
     report.add_argument("--repo", default=".", help="the project's git repository (default: here)")
     report.add_argument("--results", default=None, help="a results.tsv to read instead (e.g. the reference's)")
-    _add_data_dir(report)
     report.set_defaults(handler=_report)
 
 

@@ -64,8 +64,8 @@ class LoopConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     proposer: str = "mutate"  # mutate | llm
     proposer_options: dict = field(default_factory=dict)  # passed to make_proposer (model, base_url, ...)
-    fix_attempts: int | None = None  # fix proposals a crashed fresh idea gets; None: 1, or 0 for mutate
-    # (the offline proposer edits numbers only: it cannot fix code, and would spend a proposal saying so)
+    fix_attempts: int | None = None  # fix proposals a crashed fresh idea gets; None: 1 if the proposer
+    # `fixes_crashes`, else 0 (the offline proposer edits numbers only: it would spend a proposal saying so)
     resume: bool = False  # continue an existing tag; False refuses one
     pause_seconds: float = 60.0  # after ProposerUnavailable, wait this long before asking again
     max_interrupts: int = 1  # an experiment cut short more often than this is recorded as a crash
@@ -74,8 +74,6 @@ class LoopConfig:
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
         self.baseline_seeds = tuple(int(s) for s in self.baseline_seeds)
-        if self.fix_attempts is None:
-            self.fix_attempts = 0 if self.proposer == "mutate" else 1
         if self.budget_seconds and self.budget_tokens:
             raise AutoresearchError("give either a seconds budget or a tokens budget, not both")
         if not self.baseline_seeds or len(set(self.baseline_seeds)) != len(self.baseline_seeds):
@@ -293,6 +291,7 @@ class Loop:
         context = ProposalContext(
             program=self._program(), notebook=base, history=self._history(rows),
             failure=fix.failure if fix else None, best_val_bpb=_best(rows),
+            profile=self.config.profile, device=self.config.device,
         )
         self._set_phase("proposing", "asking for a fix" if fix else "", experiment=None, kind=kind, description="")
         try:
@@ -312,6 +311,8 @@ class Loop:
         self.status.proposals += 1
         # attempts a crash of this candidate may still get: a fresh idea gets the configured number
         fixes_left = fix.attempts_left - 1 if fix else self.config.fix_attempts
+        if fixes_left is None:  # the default: one fix, from a proposer that can read a traceback
+            fixes_left = 1 if self.proposer.fixes_crashes else 0
         self.state.fix = None
         self._set_phase("checking", "", description=proposal.description)
         try:

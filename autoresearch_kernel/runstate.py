@@ -103,13 +103,26 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def load_state(folder: Path) -> State:
+    """The state a loop left in `folder`; a fresh State when there is none.
+
+    An unreadable file (a disk that filled up, a hand edit) raises WorkspaceError rather than being
+    guessed at: it may have held an experiment in flight. Without it a resume is still safe, because
+    results.tsv holds every finished experiment and the loop rebuilds the last kept commit from it.
+    """
     path = folder / STATE
     if not path.exists():
         return State()
-    data = json.loads(path.read_text(encoding="utf-8"))
-    pending = Pending(**data["pending"]) if data.get("pending") else None
-    fix = FixRequest(**data["fix"]) if data.get("fix") else None
-    return State(kept=data.get("kept", ""), pending=pending, fix=fix)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        pending = Pending(**data["pending"]) if data.get("pending") else None
+        fix = FixRequest(**data["fix"]) if data.get("fix") else None
+        return State(kept=data.get("kept", ""), pending=pending, fix=fix)
+    except (ValueError, TypeError, AttributeError) as error:    # not JSON, or not the shape of a State
+        raise WorkspaceError(
+            f"{path} is unreadable ({type(error).__name__}: {error}); results.tsv still holds every finished "
+            f"experiment: move it aside (mv {path} {path}.bad) and resume, the loop rebuilds the last kept "
+            "commit from results.tsv (an experiment that was in flight is dropped, a pending fix is not asked for)"
+        ) from None
 
 
 def save_state(folder: Path, state: State) -> None:

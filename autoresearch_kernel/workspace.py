@@ -137,7 +137,7 @@ class Workspace:
         return self.worktree / SANDBOX
 
     @classmethod
-    def open(cls, repo_dir: str | os.PathLike, tag: str, resume: bool = False) -> "Workspace":
+    def open(cls, repo_dir: str | os.PathLike, tag: str, resume: bool = False) -> Workspace:
         """Create the run's branch and worktree (resume=False) or reopen them (resume=True).
 
         A new run branches from the repository's current HEAD commit; uncommitted changes there are not

@@ -14,12 +14,11 @@ export and the bf16 re-score are measured there; the static figures are CPU work
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
-
-import json
 
 import torch
 

@@ -1,4 +1,11 @@
-"""Shared fixtures. `prepared_dir`: the embedded corpus prepared once per test session (cpu profile)."""
+"""Shared fixtures and the test tiers.
+
+`prepared_dir`: the embedded corpus prepared once per test session (cpu profile).
+
+Tiers: `make test` runs everything; `make test-fast` (`pytest -m "not slow"`) leaves out the tests marked
+`slow` here, in one place: whole modules that start kernels, loops, training or scoring subprocesses or the
+browser, and single slow tests of otherwise quick modules. A test may also carry `@pytest.mark.slow` itself.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +13,29 @@ from pathlib import Path
 import pytest
 
 from autoresearch_kernel.harness.prepare import prepare
+
+SLOW_MODULES = {
+    "test_browser",            # JupyterLab in Chromium
+    "test_cli_loop",           # the CLI's loop in a subprocess
+    "test_integrity",          # loops whose candidates try to cheat
+    "test_loop",               # loops on real kernels, kills and resumes
+    "test_loop_notebook",      # the controller notebook through papermill
+    "test_loop_profile",       # loops under the gpu profile
+    "test_prepare_notebook",   # the prepare notebook through papermill
+    "test_rescore",            # exports and the clean scoring process
+    "test_runner",             # papermill kernels: timeouts, kernel deaths
+    "test_train_template",     # the sandbox notebook trains
+}
+SLOW_TESTS = {
+    "test_dashboard": {"test_start_runs_the_cli_loop_detached_and_shows_its_rows_diff_and_notebook"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.stem
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS.get(module, ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

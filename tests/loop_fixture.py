@@ -92,6 +92,7 @@ class ScriptedProposer:
     """
 
     name = "scripted"
+    fixes_crashes = True    # a script may hold a fix
 
     def __init__(self, steps, usage: Usage = Usage(100, 20, 0.001)):
         self.steps = list(steps)

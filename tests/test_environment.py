@@ -52,3 +52,33 @@ def test_conda_lists_no_package_that_pyproject_lacks():
     names = {Requirement(r).name.lower() for r in project["dependencies"]}
     extra = {re.split(r"[=<>! ]", d)[0].lower() for d in conda} - {"python", "pip"} - names
     assert not extra, f"environment.yml installs {extra}, which pyproject.toml does not declare"
+
+
+def imported_modules(folder):
+    """The top-level modules that the .py files under `folder` import, less the standard library's."""
+    import ast
+    import sys
+
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names)
+
+
+@pytest.mark.parametrize("folder, extras", [("autoresearch_kernel", ()), ("tests", ("dev",)), ("bench", ())])
+def test_every_import_is_declared(folder, extras):
+    # A module that only arrives as another package's dependency may vanish with the next release of it.
+    from importlib.metadata import packages_distributions
+
+    _, project = load()
+    declared = project["dependencies"] + [r for extra in extras for r in project["optional-dependencies"][extra]]
+    names = {Requirement(r).name.lower().replace("_", "-") for r in declared}
+    local = {"autoresearch_kernel"} | {path.stem for path in (ROOT / "tests").glob("*.py")}
+    distributions = packages_distributions()
+    missing = {module: distributions.get(module) for module in imported_modules(ROOT / folder) - local
+               if not {d.lower().replace("_", "-") for d in distributions.get(module, [module])} & names}
+    assert not missing, f"{folder}/ imports {missing} (module: distributions), which pyproject.toml does not declare"

@@ -54,10 +54,11 @@ def test_valid_reply_becomes_a_proposal_with_usage_and_cost(scripted_llm):
     assert "PROFILE" not in prompt.split("```python")[0]        # no profile given: none claimed
 
 
-def test_the_profile_is_named_in_the_prompt(scripted_llm):
+def test_the_profile_and_device_are_named_in_the_prompt(scripted_llm):
     scripted_llm.push(GOOD)
-    proposer(scripted_llm, profile="gpu").propose(context())
-    assert 'The experiments run with PROFILE = "gpu"' in scripted_llm.prompt()
+    proposer(scripted_llm).propose(context(profile="gpu", device="cuda:1"))
+    assert 'The experiments run with PROFILE = "gpu" (so `run.profile.name == "gpu"`) on DEVICE = "cuda:1".' \
+        in scripted_llm.prompt()
 
 
 def test_no_prices_means_unknown_cost(scripted_llm, monkeypatch):

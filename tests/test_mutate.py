@@ -10,7 +10,7 @@ from sandbox_fixture import sandbox_notebook
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
 from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, Usage, make_proposer
-from autoresearch_kernel.proposers.mutate import MutateProposer, find_constants
+from autoresearch_kernel.proposers.mutate import Effects, MutateProposer, find_constants
 
 
 def one_constant(line):
@@ -20,8 +20,8 @@ def one_constant(line):
     return notebook
 
 
-def propose(proposer, notebook, history=()):
-    return proposer.propose(ProposalContext(program="", notebook=notebook, history=list(history)))
+def propose(proposer, notebook, history=(), profile=None):
+    return proposer.propose(ProposalContext(program="", notebook=notebook, history=list(history), profile=profile))
 
 
 def test_finds_constants_in_the_agents_cells_only():
@@ -40,7 +40,7 @@ def test_constants_of_the_profile_branch_that_runs_are_the_ones_stepped():
                             'if ON_CUDA:\n    WIDTH = 64\nfor i in range(2):\n    LR = 0.1')
     assert [(c.name, c.text, c.line) for c in find_constants(notebook, "gpu")] == [("DEPTH", "8", 2)]
     assert [(c.name, c.text, c.line) for c in find_constants(notebook)] == [("DEPTH", "4", 4)]  # PROFILE = "cpu"
-    proposal = propose(MutateProposer(profile="gpu"), notebook)
+    proposal = propose(MutateProposer(), notebook, profile="gpu")
     assert proposal.description in ("DEPTH 8 -> 6", "DEPTH 8 -> 10")
     lines = proposal.notebook.cells[3].source.splitlines()
     assert lines[2] == f"    DEPTH = {proposal.description.split()[-1]}  # layers" and lines[4] == "    DEPTH = 4  # layers"
@@ -176,7 +176,42 @@ def test_the_shipped_sandbox_has_constants_to_climb_under_each_profile():
     for profile in ("cpu", "gpu"):
         names = {c.name for c in find_constants(notebook, profile)}
         assert {"DEPTH", "MATRIX_LR", "WEIGHT_DECAY"} <= names, (profile, names)
-    proposal = propose(MutateProposer(profile="cpu"), notebook)
+    proposal = propose(MutateProposer(), notebook, profile="cpu")
     nbformat.validate(proposal.notebook)
     changed = [i for i, (a, b) in enumerate(zip(notebook.cells, proposal.notebook.cells)) if a.source != b.source]
     assert len(changed) == 1 and not proposal.notebook.cells[changed[0]].metadata.get("tags")
+
+
+def test_a_step_whose_effective_value_is_unchanged_is_not_proposed():
+    # TOTAL_BATCH_SIZE is read only by GRAD_ACCUM_STEPS = max(1, round(TOTAL / (DEVICE x SEQ_LEN))): on the cpu
+    # profile (SEQ_LEN 256) 2048 -> 1024 or 512 is still one pass of 8 x 256 tokens, the parent bit for bit.
+    notebook = one_constant("DEVICE_BATCH_SIZE = 8  # rows per pass\nTOTAL_BATCH_SIZE = 2048\n"
+                            "SEQ_LEN = run.profile.seq_len\n"
+                            "GRAD_ACCUM_STEPS = max(1, round(TOTAL_BATCH_SIZE / (DEVICE_BATCH_SIZE * SEQ_LEN)))")
+    history = [HistoryEntry(1, "DEVICE_BATCH_SIZE 8 -> 16", "discard", 1.0),
+               HistoryEntry(2, "DEVICE_BATCH_SIZE 8 -> 4", "discard", 1.0)]
+    for seed in range(20):
+        proposal = propose(MutateProposer(seed=seed), notebook, history, profile="cpu")
+        assert proposal.description.startswith("TOTAL_BATCH_SIZE 2048 -> "), proposal.description
+        assert int(proposal.description.split()[-1]) >= 4096, proposal.description   # 2 passes or more
+    # On the gpu profile (SEQ_LEN 2048) a smaller total is one pass instead of more: a real change.
+    gpu = one_constant("DEVICE_BATCH_SIZE = 1\nTOTAL_BATCH_SIZE = 4096\nSEQ_LEN = run.profile.seq_len\n"
+                       "GRAD_ACCUM_STEPS = max(1, round(TOTAL_BATCH_SIZE / (DEVICE_BATCH_SIZE * SEQ_LEN)))")
+    descriptions = {propose(MutateProposer(seed=seed), gpu, history, profile="gpu").description for seed in range(20)}
+    assert "TOTAL_BATCH_SIZE 4096 -> 2048" in descriptions
+
+
+def test_a_constant_used_elsewhere_is_stepped_whatever_its_rules_give():
+    # LR also reaches a function body, which the check does not evaluate: it counts as an effect.
+    notebook = one_constant("LR = 0.04\nLR_STEPS = max(1, round(LR))\ndef lr():\n    return LR")
+    assert propose(MutateProposer(), notebook, profile="cpu").description.startswith("LR 0.04 -> ")
+
+
+def test_the_effects_of_the_shipped_sandbox():
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "train_template.ipynb", as_version=4)
+    cpu, gpu = Effects(notebook, "cpu"), Effects(notebook, "gpu")
+    assert cpu.changes_nothing("TOTAL_BATCH_SIZE", "1024") and cpu.changes_nothing("TOTAL_BATCH_SIZE", "512")
+    assert not cpu.changes_nothing("TOTAL_BATCH_SIZE", "4096")          # two passes of 8 x 256
+    assert not gpu.changes_nothing("TOTAL_BATCH_SIZE", "262144")        # one pass of 128 x 2048 instead of two
+    for name, new in [("DEVICE_BATCH_SIZE", "4"), ("DEPTH", "5"), ("HEAD_DIM", "64"), ("MATRIX_LR", "0.05")]:
+        assert not cpu.changes_nothing(name, new), name

@@ -130,3 +130,48 @@ def test_cli_prepare_prints_one_summary_line_or_one_error_line(tmp_path, capsys)
     out, err = capsys.readouterr()
     assert err.startswith("error: unknown source 'nope'") and err.count("\n") == 1
     load_prepared(tmp_path, "cpu")  # the failed run left the earlier data intact
+
+
+def test_npy_appender_writes_what_np_save_writes_and_nothing_on_failure(tmp_path):
+    from autoresearch_kernel.harness.files import NpyAppender
+
+    for dtype, parts in [(np.uint16, [np.arange(5), np.arange(3, 70000)]), (np.int64, []), (np.uint32, [[2**31]])]:
+        with NpyAppender(tmp_path / "appended.npy", dtype) as appender:
+            for part in parts:
+                appender.append(np.asarray(part))
+        whole = np.concatenate([np.asarray(part, dtype=dtype) for part in parts] or [np.zeros(0, dtype=dtype)])
+        np.save(tmp_path / "saved.npy", whole)
+        assert (tmp_path / "appended.npy").read_bytes() == (tmp_path / "saved.npy").read_bytes(), dtype
+    with pytest.raises(RuntimeError), NpyAppender(tmp_path / "failed.npy", np.uint16) as appender:
+        appender.append(np.arange(10))
+        raise RuntimeError("the source broke")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["appended.npy", "saved.npy"]   # no file, no .tmp
+
+
+def test_training_tokens_stream_to_disk_one_batch_at_a_time(prepared_dir, tmp_path):
+    # Ten climbmix shards hold over a gigabyte of tokens: memory must not grow with the corpus.
+    import tracemalloc
+
+    from autoresearch_kernel.harness.prepare import _encode, _encode_to_files
+    from autoresearch_kernel.harness.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(prepared_dir / "cpu" / "tokenizer.json")
+    words = "In the beginning God created the heaven and the earth and the earth was without form".split()
+
+    def batches(count=200, docs=16):
+        for b in range(count):
+            yield [" ".join(words[(b + d + i) % len(words)] for i in range(200)) for d in range(docs)]
+
+    tracemalloc.start()
+    try:
+        documents, tokens, text_bytes = _encode_to_files(batches(), tokenizer, tmp_path / "tokens.npy",
+                                                         tmp_path / "offsets.npy", progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    written = np.load(tmp_path / "tokens.npy", mmap_mode="r")
+    assert documents == 200 * 16 and tokens == len(written) and text_bytes > tokens
+    assert peak < written.nbytes / 4, (peak, written.nbytes)       # one batch is 1/200 of the whole
+    in_memory = _encode(batches(), tokenizer, "", progress=False, stop_after=10**12)
+    assert np.array_equal(written, in_memory.tokens)
+    assert np.array_equal(np.load(tmp_path / "offsets.npy"), in_memory.offsets)

@@ -73,7 +73,7 @@ def test_a_run_writes_metrics_checkpoint_curve_and_summary(short_run):
     assert "step 00000 | loss " in training and "100% done" in training
     report = _text_of(short_run.output_path, "harness-report")
     assert f"---\nval_bpb:          {metrics['val_bpb']:.6f}\ntraining_seconds: " in report
-    assert f"\nnum_steps:        2\nnum_params_M:     " in report and report.rstrip().endswith("depth:            4")
+    assert "\nnum_steps:        2\nnum_params_M:     " in report and report.rstrip().endswith("depth:            4")
     cell = next(c for c in nbformat.read(short_run.output_path, as_version=4).cells if c.get("id") == "harness-report")
     assert any("image/png" in o.get("data", {}) for o in cell.outputs)  # the loss curve
 

@@ -2,10 +2,10 @@
 import git
 import nbformat
 import pytest
+from loop_fixture import make_repo, set_constant
 
 from autoresearch_kernel.errors import ProposalError, WorkspaceError
 from autoresearch_kernel.workspace import SANDBOX, Workspace, list_tags, tag_exists
-from loop_fixture import make_repo, set_constant
 
 
 @pytest.fixture

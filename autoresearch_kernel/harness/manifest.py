@@ -59,7 +59,7 @@ class Manifest:
         atomic_write_bytes(path, json.dumps(asdict(self), indent=2, sort_keys=True).encode("utf-8"))
 
     @classmethod
-    def load(cls, path: Path, fix: str) -> "Manifest":
+    def load(cls, path: Path, fix: str) -> Manifest:
         """Read a manifest; DataError ending in `fix` (the command that repairs it) when unreadable."""
         try:
             saved = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -4,6 +4,10 @@ Layout: <data_dir>/<profile>/ holds tokenizer.json, train_tokens.npy + train_off
 document as BOS + tokens, concatenated) and val_rows.npy (the fixed evaluation rows), and manifest.json.
 Climbmix shards are cached in <data_dir>/climbmix/ and shared by the profiles.
 
+The training split is tokenized straight into its files, one batch of documents at a time, so memory does
+not grow with the corpus (ten climbmix shards hold over a gigabyte of tokens); the validation split is only
+as large as the evaluation rows need and is built in memory.
+
 Everything is built in a staging folder <profile>.staging, the manifest is written there last, and the
 folder is swapped into place with renames: an interrupted or failed prepare (bad input, disk full,
 Ctrl-C) leaves either the previous complete data or nothing that load_prepared would accept.
@@ -23,7 +27,7 @@ import numpy as np
 from autoresearch_kernel.errors import DataError, SourceError
 from autoresearch_kernel.harness import manifest as names
 from autoresearch_kernel.harness.dataloader import Split, pack_rows
-from autoresearch_kernel.harness.files import atomic_save_npy, sha256_file
+from autoresearch_kernel.harness.files import NpyAppender, atomic_save_npy, sha256_file
 from autoresearch_kernel.harness.manifest import Manifest
 from autoresearch_kernel.harness.profiles import get_profile
 from autoresearch_kernel.harness.sources import open_source
@@ -78,15 +82,16 @@ def prepare(
     if progress:
         print(f"training the tokenizer (vocab {spec.vocab_size:,}, up to {spec.tokenizer_chars:,} characters)", file=sys.stderr)
     tokenizer = train_tokenizer(train_texts(), spec.vocab_size, spec.tokenizer_chars, spec.tokenizer_doc_chars)
-    train, train_bytes = _encode(corpus.train_batches(), tokenizer, "tokenize train", progress)
-    if train.num_documents == 0:
+    train_documents, train_tokens, train_bytes = _encode_to_files(
+        corpus.train_batches(), tokenizer, staging / names.TRAIN_TOKENS, staging / names.TRAIN_OFFSETS, progress)
+    if train_documents == 0:
         raise SourceError(f"source {source} has no training documents: add more text")
 
     # The evaluation rows: validation documents in stored order, packed like training rows, until
     # eval_tokens targets are covered. Fixed here, so no caller can change what is scored.
     row_len = spec.seq_len + 1
     num_rows = spec.eval_tokens // spec.seq_len
-    val, _ = _encode(corpus.val_batches(), tokenizer, "tokenize val", progress, stop_after=num_rows * row_len)
+    val = _encode(corpus.val_batches(), tokenizer, "tokenize val", progress, stop_after=num_rows * row_len)
     rows = pack_rows(val, tokenizer.bos_id, num_rows, row_len)
     if len(rows) < num_rows:
         raise SourceError(
@@ -95,8 +100,6 @@ def prepare(
         )
 
     tokenizer.save(staging / names.TOKENIZER)
-    atomic_save_npy(staging / names.TRAIN_TOKENS, train.tokens)
-    atomic_save_npy(staging / names.TRAIN_OFFSETS, train.offsets)
     atomic_save_npy(staging / names.VAL_ROWS, rows)
     files = [names.TOKENIZER, names.TRAIN_TOKENS, names.TRAIN_OFFSETS, names.VAL_ROWS]
     manifest = Manifest(
@@ -106,8 +109,8 @@ def prepare(
         seq_len=spec.seq_len,
         eval_tokens=num_rows * spec.seq_len,
         tokenizer_tokens=len(tokenizer.ranks) + len(tokenizer.special_ids),
-        train_documents=train.num_documents,
-        train_tokens=train.num_tokens,
+        train_documents=train_documents,
+        train_tokens=train_tokens,
         val_documents=val.num_documents,
         val_tokens=val.num_tokens,
         train_bytes=train_bytes,
@@ -122,31 +125,63 @@ def prepare(
     return manifest
 
 
-def _encode(
-    batches: Iterator[list[str]], tokenizer: Tokenizer, desc: str, progress: bool, stop_after: int | None = None
-) -> tuple[Split, int]:
-    """Tokenize documents into one BOS-prefixed token array plus offsets; also the text's UTF-8 bytes."""
+def _encoded_batches(
+    batches: Iterator[list[str]], tokenizer: Tokenizer, desc: str, progress: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Per batch of documents: their tokens (each document BOS + tokens) in one array, each document's
+    length, and the text's UTF-8 bytes."""
     from tqdm.auto import tqdm
 
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    chunks: list[np.ndarray] = []
-    lengths: list[np.ndarray] = []
-    total_bytes = total_tokens = 0
+    dtype = _token_dtype(tokenizer)
     with tqdm(desc=desc, unit="doc", disable=not progress) as bar:
         for batch in batches:
             docs = [np.array([tokenizer.bos_id, *ids], dtype=dtype) for ids in tokenizer.encode_batch(batch)]
-            chunks.append(np.concatenate(docs))  # one array per batch: few Python objects for big corpora
-            lengths.append(np.array([len(doc) for doc in docs], dtype=np.int64))
-            total_bytes += sum(len(doc.encode("utf-8", "surrogatepass")) for doc in batch)
-            total_tokens += int(lengths[-1].sum())
+            if docs:  # one array per batch: few Python objects for big corpora
+                yield (np.concatenate(docs), np.array([len(doc) for doc in docs], dtype=np.int64),
+                       sum(len(doc.encode("utf-8", "surrogatepass")) for doc in batch))
             bar.update(len(batch))
-            if stop_after is not None and total_tokens >= stop_after:
-                break
-    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
+
+
+def _encode(
+    batches: Iterator[list[str]], tokenizer: Tokenizer, desc: str, progress: bool, stop_after: int
+) -> Split:
+    """Tokenize documents in memory until `stop_after` tokens (the validation split: the rows' worth)."""
+    chunks: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    total_tokens = 0
+    for tokens, doc_lengths, _ in _encoded_batches(batches, tokenizer, desc, progress):
+        chunks.append(tokens)
+        lengths.append(doc_lengths)
+        total_tokens += len(tokens)
+        if total_tokens >= stop_after:
+            break
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=_token_dtype(tokenizer))
     offsets = np.zeros(sum(len(part) for part in lengths) + 1, dtype=np.int64)
     if lengths:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    return Split(tokens, offsets), total_bytes
+    return Split(tokens, offsets)
+
+
+def _encode_to_files(
+    batches: Iterator[list[str]], tokenizer: Tokenizer, tokens_path: Path, offsets_path: Path, progress: bool
+) -> tuple[int, int, int]:
+    """Tokenize the training split straight into its two .npy files (the layout of a `Split`), one batch in
+    memory at a time; returns the documents, the tokens and the text's UTF-8 bytes."""
+    documents = total_tokens = total_bytes = 0
+    with NpyAppender(tokens_path, _token_dtype(tokenizer)) as tokens_file, \
+            NpyAppender(offsets_path, np.int64) as offsets_file:
+        offsets_file.append(np.zeros(1, dtype=np.int64))
+        for tokens, lengths, text_bytes in _encoded_batches(batches, tokenizer, "tokenize train", progress):
+            tokens_file.append(tokens)
+            offsets_file.append(total_tokens + np.cumsum(lengths))
+            documents += len(lengths)
+            total_tokens += len(tokens)
+            total_bytes += text_bytes
+    return documents, total_tokens, total_bytes
+
+
+def _token_dtype(tokenizer: Tokenizer) -> np.dtype:
+    return np.dtype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:

@@ -85,7 +85,7 @@ class Tokenizer:
         atomic_write_bytes(Path(path), self.to_json().encode("utf-8"))
 
     @classmethod
-    def load(cls, path: Path) -> "Tokenizer":
+    def load(cls, path: Path) -> Tokenizer:
         try:
             saved = json.loads(Path(path).read_text(encoding="utf-8"))
             if saved.get("format") != FORMAT:

@@ -60,6 +60,11 @@ class ProposalContext:
     history: list[HistoryEntry] = field(default_factory=list)
     failure: str | None = None          # the failure excerpt when asking for a fix of a crash
     best_val_bpb: float | None = None
+    # Where the experiments run: the PROFILE and DEVICE the runner passes to the notebook. A profile picks
+    # the branch of `if run.profile.name == ...:` that runs, so a proposer must edit that one. None: not
+    # known (a proposer then assumes the parameters cell's defaults, what a plain run would use).
+    profile: str | None = None          # cpu | gpu
+    device: str | None = None           # auto | cpu | cuda | cuda:N | mps
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Proposal:
 @runtime_checkable
 class Proposer(Protocol):
     name: str
+    fixes_crashes: bool     # True: it can repair a crashed notebook from its traceback, so the loop asks it to
 
     def propose(self, context: ProposalContext) -> Proposal:
         """One candidate edit; raises ProposalError or ProposerUnavailable."""

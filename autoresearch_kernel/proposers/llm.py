@@ -53,7 +53,6 @@ class LLMSettings:
     temperature: float | None = None    # None: the endpoint's default
     max_tokens: int | None = None       # None: the endpoint's default; sent as max_completion_tokens if need be
     history_limit: int = 100            # most recent results shown in the prompt
-    profile: str | None = None          # cpu | gpu: the experiments' profile, named in the prompt
 
     @classmethod
     def resolve(cls, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
@@ -111,12 +110,16 @@ def format_history(history: list[HistoryEntry], limit: int) -> str:
     return "\n".join(lines)
 
 
-def build_prompt(context: ProposalContext, history_limit: int = 100, profile: str | None = None) -> str:
+def build_prompt(context: ProposalContext, history_limit: int = 100) -> str:
     """The user message: the sandbox as code, the results so far, and the task (a new idea or a fix)."""
     best = ("" if context.best_val_bpb is None
             else f"Best val_bpb so far: {context.best_val_bpb:.6f} (lower is better).\n\n")
-    runs_as = ("" if profile is None else
-               f' The experiments run with PROFILE = "{profile}" (so `run.profile.name == "{profile}"`).')
+    # The profile picks which branch of `if run.profile.name == ...:` runs: an edit to the other one is lost.
+    runs_as = ""
+    if context.profile is not None:
+        on_device = "" if context.device is None else f' on DEVICE = "{context.device}"'
+        runs_as = (f' The experiments run with PROFILE = "{context.profile}" '
+                   f'(so `run.profile.name == "{context.profile}"`){on_device}.')
     parts = [
         f"## The sandbox: {SANDBOX_PATH}\n"
         "Percent format: each `# %%` line starts a cell. Cells marked harness-owned belong to the harness; "
@@ -158,8 +161,7 @@ class LLMProposer:
 
     def propose(self, context: ProposalContext) -> Proposal:
         messages = [{"role": "system", "content": context.program},
-                    {"role": "user", "content": build_prompt(context, self.settings.history_limit,
-                                                                  self.settings.profile)}]
+                    {"role": "user", "content": build_prompt(context, self.settings.history_limit)}]
         usage = Usage()
         first_error = None
         for attempt in range(2):        # the reply, and one re-ask with the error

@@ -5,14 +5,20 @@ that cannot out-climb blind steps on the hyperparameters is not doing research.
 
 What it edits: `UPPER_CASE = <number>` lines in the agent's code cells (never the parameters or harness
 cells), e.g. `MATRIX_LR = 0.04  # ...` or `BATCH_SIZE = 2**5`, at the top level or in the branch of an
-`if run.profile.name == "gpu": ... else: ...` block that runs under the experiment's profile (a change to
-the other branch would measure nothing). Each proposal rewrites one literal:
+`if run.profile.name == "gpu": ... else: ...` block that runs under the run's profile (the context's; a change
+to the other branch would measure nothing). Each proposal rewrites one literal:
 - powers of two whose name says size (batch, width, dim, heads, ...) move by whole exponents;
 - other integers move additively by a fraction of their value (at least 1), and stay integers;
 - fractions (names with FRAC, RATIO, WARMUP, DECAY, DROPOUT, MOMENTUM, BETA, ...) move additively in [0, 1);
 - other floats (learning rates, init scales, ...) move multiplicatively.
 Values stay within bounds around the first value seen. Names holding SEED, EVAL or VOCAB are left alone: a
 seed change is luck, not research, and evaluation and vocabulary belong to the harness.
+
+A step that changes nothing the notebook computes is not proposed: a constant used only on the right of
+other one-line assignments (TOTAL_BATCH_SIZE, read only by `GRAD_ACCUM_STEPS = max(1, round(TOTAL_BATCH_SIZE
+/ (DEVICE_BATCH_SIZE * SEQ_LEN)))`) moves nothing when those values stay the same (2048 -> 1024 is still one
+pass of 8 x 256 tokens on the cpu profile), and the experiment would re-run its parent bit for bit. The rules
+are read from the notebook itself, so they follow the agent's edits.
 
 How it adapts: per constant, a step size and a preferred direction. A keep grows the step and keeps the
 direction; a discard shrinks it and flips the direction; a crash shrinks it harder. After a keep, the same constant is
@@ -27,12 +33,15 @@ from __future__ import annotations
 import ast
 import copy
 import math
+import operator
 import random
 import re
 from dataclasses import dataclass
 
 import nbformat
 
+from autoresearch_kernel.errors import DataError
+from autoresearch_kernel.harness.profiles import Profile, get_profile
 from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
 from autoresearch_kernel.proposers.edits import clean_notebook, is_protected
 
@@ -103,25 +112,26 @@ def _profile_branch(test: ast.expr) -> tuple[str, bool] | None:
     return None
 
 
+def active_statements(statements: list[ast.stmt], profile: str):
+    """The statements that run under `profile`, in order: top level, or inside the matching branch of an
+    `if <profile> == "...":` (the sandbox sizes its model per profile that way)."""
+    for statement in statements:
+        if isinstance(statement, ast.If) and (branch := _profile_branch(statement.test)):
+            value, equal = branch
+            yield from active_statements(statement.body if (profile == value) == equal else statement.orelse,
+                                         profile)
+        else:
+            yield statement
+
+
 def active_lines(source: str, profile: str) -> list[int]:
-    """Indexes of the one-line assignments that run under `profile`: top level, or inside the matching
-    branch of an `if <profile> == "...":` (the sandbox sizes its model per profile that way)."""
+    """Indexes of the one-line assignments that run under `profile`."""
     try:
         tree = ast.parse(source)
     except SyntaxError:     # IPython syntax, say: only unindented lines, which need no parse
         return [i for i, line in enumerate(source.splitlines()) if line[:1].isupper()]
-    found: list[int] = []
-
-    def visit(statements: list[ast.stmt]) -> None:
-        for statement in statements:
-            if isinstance(statement, ast.If) and (branch := _profile_branch(statement.test)):
-                value, equal = branch
-                visit(statement.body if (profile == value) == equal else statement.orelse)
-            elif isinstance(statement, ast.Assign) and statement.lineno == statement.end_lineno:
-                found.append(statement.lineno - 1)
-
-    visit(tree.body)
-    return found
+    return [statement.lineno - 1 for statement in active_statements(tree.body, profile)
+            if isinstance(statement, ast.Assign) and statement.lineno == statement.end_lineno]
 
 
 def notebook_profile(notebook: nbformat.NotebookNode) -> str:
@@ -154,6 +164,114 @@ def find_constants(notebook: nbformat.NotebookNode, profile: str | None = None) 
                 found[match["name"]] = Constant(match["name"], cell_index, line_index, text, value, kind,
                                                 int(match["base"]) if match["base"] else None)
     return list(found.values())
+
+
+# -- effective values ----------------------------------------------------------------------------------------
+# The arithmetic a rule may use. The notebook's text is the agent's: it is read as a tree, never executed.
+OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+             ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+FUNCTIONS = {"max": max, "min": min, "round": round, "int": int, "float": float, "abs": abs}
+MAX_EXPONENT = 64   # 2**N with a larger N is no batch size; refusing it keeps a stray 10**10**9 from hanging us
+
+
+def evaluate(node: ast.expr, values: dict[str, float], profile: Profile | None) -> float | None:
+    """The value of a small arithmetic expression over known names, numbers and `run.profile.<field>`, or
+    None when it holds anything else."""
+    def value(node: ast.expr) -> float | None:
+        if isinstance(node, ast.Constant):
+            return node.value if isinstance(node.value, (int, float)) and not isinstance(node.value, bool) else None
+        if isinstance(node, ast.Name):
+            return values.get(node.id)
+        if isinstance(node, ast.Attribute) and profile is not None and ast.unparse(node.value) == "run.profile":
+            field = getattr(profile, node.attr, None)
+            return field if isinstance(field, (int, float)) else None
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            operand = value(node.operand)
+            return None if operand is None else (-operand if isinstance(node.op, ast.USub) else operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+            left, right = value(node.left), value(node.right)
+            if left is None or right is None or (isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT):
+                return None
+            try:
+                return OPERATORS[type(node.op)](left, right)
+            except (ArithmeticError, ValueError):
+                return None
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS
+                and not node.keywords):
+            arguments = [value(argument) for argument in node.args]
+            if not arguments or None in arguments:
+                return None
+            try:
+                return FUNCTIONS[node.func.id](*arguments)
+            except (ArithmeticError, ValueError, TypeError):
+                return None
+        return None
+
+    return value(node)
+
+
+class Effects:
+    """What a constant's value reaches, under one profile: whether a step of it changes anything at all.
+
+    The rules are the one-name assignments that run (`NAME = expression`), in notebook order. A constant
+    whose every use is inside rules that can be evaluated acts only through their values; when those stay
+    the same, the step changes nothing. Any other use (a function body, a call, another branch, a cell that
+    does not parse) counts as an effect, so the check errs on the side of proposing.
+    """
+
+    def __init__(self, notebook: nbformat.NotebookNode, profile: str):
+        try:
+            self.profile: Profile | None = get_profile(profile)
+        except DataError:       # a profile the harness does not know: its fields stay unknown
+            self.profile = None
+        self.trees: list[ast.Module] = []
+        self.unparsed: list[str] = []
+        for cell in notebook.cells:
+            if cell.cell_type != "code":
+                continue
+            try:
+                self.trees.append(ast.parse(cell.source))
+            except SyntaxError:
+                self.unparsed.append(cell.source)
+        self.rules = [(statement.targets[0].id, statement.value)
+                      for tree in self.trees for statement in active_statements(tree.body, profile)
+                      if isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                      and isinstance(statement.targets[0], ast.Name)]
+
+    def changes_nothing(self, name: str, new_text: str) -> bool:
+        """True when rewriting `name`'s first assignment to the literal `new_text` leaves every rule it feeds
+        with the value it has now, and it is used nowhere else."""
+        if any(re.search(rf"\b{name}\b", source) for source in self.unparsed):
+            return False
+        feeds = [(target, expression) for target, expression in self.rules if _reads(expression, name)]
+        uses = sum(_reads(tree, name) for tree in self.trees)
+        if not feeds or uses != sum(_reads(expression, name) for _, expression in feeds):
+            return False
+        new_value = evaluate(ast.parse(new_text, mode="eval").body, {}, None)     # ints stay ints, as in Python
+        before, after = self._values(), self._values(name, new_value)
+        return all(before.get(target) is not None and before.get(target) == after.get(target)
+                   for target, _ in feeds)
+
+    def _values(self, name: str | None = None, new_value: float | None = None) -> dict[str, float]:
+        """Every rule's value, in order, with `name`'s first assignment set to `new_value` when given."""
+        values: dict[str, float] = {}
+        replaced = False
+        for target, expression in self.rules:
+            if target == name and not replaced:
+                values[target], replaced = new_value, True
+                continue
+            result = evaluate(expression, values, self.profile)
+            if result is None:
+                values.pop(target, None)    # reassigned to something unknown: its old value no longer holds
+            else:
+                values[target] = result
+        return values
+
+
+def _reads(tree: ast.AST, name: str) -> int:
+    """How often `tree` reads the variable `name`."""
+    return sum(isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
+               for node in ast.walk(tree))
 
 
 def _format_float(value: float, like: str) -> str:
@@ -208,16 +326,15 @@ def _replace_literal(line: str, new_text: str) -> str:
 class MutateProposer:
     """Offline hill-climbing over the sandbox's numeric constants.
 
-    Options: `seed` (default 0); `profile` ("cpu" | "gpu", default: the parameters cell's PROFILE), which
-    picks the branch of an `if run.profile.name == ...:` block whose constants are stepped.
+    Options: `seed` (default 0). The context's `profile` (default: the parameters cell's PROFILE) picks the
+    branch of an `if run.profile.name == ...:` block whose constants are stepped.
     """
 
     name = "mutate"
     fixes_crashes = False       # a blind step cannot repair a traceback; the loop logs the crash and moves on
 
-    def __init__(self, seed: int = 0, profile: str | None = None):
+    def __init__(self, seed: int = 0):
         self.seed = seed
-        self.profile = profile
         self.steps: dict[str, Step] = {}
         self.origins: dict[str, float] = {}
         self.tried: set[tuple[str, float, float]] = set()
@@ -231,14 +348,15 @@ class MutateProposer:
         if not self.learned:
             self._replay(context.history)
         self.tried |= {_change_key(m["name"], m["old"], m["new"]) for m in map(_parse, context.history) if m}
-        constants = find_constants(context.notebook, self.profile)
+        profile = context.profile or notebook_profile(context.notebook)
+        constants = find_constants(context.notebook, profile)
         if not constants:
             raise proposal_error("the sandbox has no `UPPER_CASE = <number>` constants in the agent's cells "
                                  "for the mutate proposer to step; add some or use the llm proposer", Usage())
         for constant in constants:
             self.origins.setdefault(constant.name, constant.value)
         rng = random.Random(f"{self.seed}/{len(context.history)}")
-        choice = self._choose(constants, rng)
+        choice = self._choose(constants, rng, Effects(context.notebook, profile))
         if choice is None:
             raise proposal_error("the mutate proposer has tried every step it can make from this notebook; "
                                  "stop the run or switch to the llm proposer", Usage())
@@ -279,7 +397,8 @@ class MutateProposer:
                 self._learn(match["name"], match["old"], match["new"], entry.status)
         self.learned = True
 
-    def _choose(self, constants: list[Constant], rng: random.Random) -> tuple[Constant, str] | None:
+    def _choose(self, constants: list[Constant], rng: random.Random,
+                effects: Effects) -> tuple[Constant, str] | None:
         order = constants[:]
         rng.shuffle(order)
         order.sort(key=lambda constant: constant.name != self.last_keep)     # stable: the rest stay shuffled
@@ -291,6 +410,8 @@ class MutateProposer:
                     new_text = _move(constant, direction, step.size * 2 ** escalation,
                                      self.origins[constant.name])
                     if new_text is None or literal_value(new_text) == constant.value:
+                        continue
+                    if effects.changes_nothing(constant.name, new_text):
                         continue
                     if _change_key(constant.name, constant.text, new_text) not in self.tried:
                         return constant, new_text
