@@ -103,6 +103,12 @@ def kinds(frame: pd.DataFrame) -> pd.Series:
     return named
 
 
+def outcome(status: str, kind: str) -> str:
+    """A row's status as a reader should take it: a baseline seed is written "keep" (the reference's three
+    statuses) but is no decision, so it reads "baseline"; a crashed seed still reads "crash"."""
+    return BASELINE if kind == BASELINE and status != "crash" else status
+
+
 def baseline_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The runs of the unmodified notebook (its seeds)."""
     return frame[kinds(frame) == BASELINE]
@@ -172,8 +178,18 @@ def noise_band(frame: pd.DataFrame, ax) -> None:
     if not shown.any():
         return
     x = _numbers(frame, "experiment")[shown]
-    ax.fill_between(x, (best - margin)[shown], best[shown], step="post", color="tab:blue", alpha=0.15,
-                    linewidth=0, label="gate margin (noise)")
+    (edges, high), (_, low) = _to_next_run(x, best[shown]), _to_next_run(x, (best - margin)[shown])
+    ax.fill_between(edges, low, high, step="post", color="tab:blue", alpha=0.15, linewidth=0,
+                    label="gate margin (noise)")
+
+
+def _to_next_run(x: pd.Series, y: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """A step line's points with its last value carried one run further: a best set by the last row (the
+    last baseline seed, say) would otherwise draw no line at all."""
+    if not len(x) or pd.isna(x.iloc[-1]):
+        return x, y
+    return (pd.concat([x, pd.Series([x.iloc[-1] + 1])], ignore_index=True),
+            pd.concat([y, pd.Series([y.iloc[-1]])], ignore_index=True))
 
 
 def chart_title(counts: Summary) -> str:
@@ -213,10 +229,11 @@ def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
                     textcoords="offset points", fontsize=7, rotation=30, color="#1b5e20")
     best = running_best(frame)
     if best.notna().any():
-        ax.step(x, best, where="post", color="#2ca02c", linewidth=1.2, label="running best")
+        ax.step(*_to_next_run(x, best), where="post", color="#2ca02c", linewidth=1.2, label="running best")
         # The top of the view is the baseline: its highest seed, else the first best.
         top = float(max(best.dropna().iloc[0], value[seed].max() if seed.any() else float("-inf")))
-        low = float(min(value[drawn].min(), best.min()))
+        bar = best - _numbers(frame, "margin").fillna(0.0)  # what a candidate must beat: keep it in view
+        low = float(min(value[drawn].min(), bar.min() if band else best.min()))
         span = max(top - low, abs(top) * 0.005, 1e-6)
         ax.set_ylim(low - 0.15 * span, top + 0.6 * span)  # far-off discards would flatten the climb
     if band:

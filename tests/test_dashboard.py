@@ -71,7 +71,7 @@ def test_reference_results_tsv_is_counted_and_tabulated():
         "1 baseline run (0.997900), 4 experiments: keep 2, discard 1, crash 1, keep rate 50%"
     assert llm_usage(frame) == (0, None)
     lines = [label.replace("\u00a0", " ") for label, _ in table_rows(frame)]
-    assert lines[0].split()[:5] == ["1", "a1b2c3d", "0.997900", "keep", "[baseline]"]  # its first row
+    assert lines[0].split()[:4] == ["1", "a1b2c3d", "0.997900", "baseline"]  # its first row, written "keep"
     assert lines[3].split()[:4] == ["4", "d4e5f6a", "-", "crash"]  # a crash shows no val_bpb, not 0.0
     assert len(chart_png(frame)) > 1000  # the chart draws a reference-format file too
 
@@ -135,6 +135,7 @@ def test_finished_run_is_shown_with_its_rows_detail_and_chart(project):
     view = board.view
     assert board.control.tag == "done" and view.tag.value == "done"
     assert [number for _, number in view.table.options] == [1, 2]
+    assert view.table.options[0][0].replace("\u00a0", " ").split()[3] == "baseline"  # a seed is no keep, here too
     assert view.chart.value and "over 2 runs: 1 baseline run, 1 experiment: 0 kept, 1 crashed" in view.chart_caption.value
     assert "baseline runs <b>1</b> · keep <b>0</b>" in view.counts.value
     assert "done</b>: stopped" in view.phase.value and view.error.value == ""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel import results, runstate, workspace
+from autoresearch_kernel import report, results, runstate, workspace
 from autoresearch_kernel.dashboard.control import CONSOLE_LOG, LoopControl
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.text import strip_ansi
@@ -139,10 +139,13 @@ class Detail:
 
 
 def _row(frame: pd.DataFrame, number: int) -> dict | None:
+    """The row of experiment `number`, its `kind` filled in (the reference's file has none)."""
     if "experiment" not in frame:
         return None
     match = frame[pd.to_numeric(frame["experiment"], errors="coerce") == number]
-    return match.iloc[-1].to_dict() if len(match) else None
+    if not len(match):
+        return None
+    return dict(match.iloc[-1].to_dict(), kind=report.kinds(frame)[match.index[-1]])
 
 
 def _diff(repo: str | os.PathLike, commit: str) -> str:
@@ -169,7 +172,7 @@ def experiment_detail(repo: str | os.PathLike, tag: str, frame: pd.DataFrame, nu
     if record is None:
         return None
     commit = str(record.get("commit") or "")
-    status = str(record.get("status") or "")
+    status = report.outcome(str(record.get("status") or ""), record["kind"])
     unjailed = " [no sandbox]" if str(record.get("sandbox", "")) == "none" else ""
     title = f"#{number} {commit} {status}{unjailed}: {record.get('description', '')}"
     notebook = None

@@ -43,25 +43,25 @@ def format_duration(seconds: float | None) -> str:
 def table_rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
     """The results as fixed-width lines for the table (label, experiment number), newest last.
 
-    A baseline seed or a confirmation re-run says so before its description; a run without the sandbox
-    says that too (the column is absent from files written before it existed).
+    A baseline seed reads "baseline", not "keep"; a confirmation re-run says so before its description, and
+    so does a run without the sandbox (the column is absent from files written before it existed).
     """
     lines = []
     for record, kind in zip(frame.to_dict("records"), report.kinds(frame)):
         number = int(record.get("experiment") or 0)
         value = record.get("val_bpb")
         shown = "-" if record.get("status") == "crash" or value is None or pd.isna(value) else f"{value:.6f}"
-        commit, status = str(record.get("commit", ""))[:7], str(record.get("status", ""))
+        commit, status = str(record.get("commit", ""))[:7], report.outcome(str(record.get("status", "")), kind)
         marks = "".join(f"[{mark}] " for mark in (
-            kind if kind in (report.BASELINE, report.CONFIRM) else "",
+            kind if kind == report.CONFIRM else "",
             "no sandbox" if str(record.get("sandbox", "")) == report.UNSANDBOXED else "",
         ) if mark)
-        line = f"{number:>4}  {commit:<7}  {shown:>9}  {status:<7}  {marks}{record.get('description', '')}"
+        line = f"{number:>4}  {commit:<7}  {shown:>9}  {status:<8}  {marks}{record.get('description', '')}"
         lines.append((line.replace(" ", NBSP), number))
     return lines
 
 
-TABLE_HEADER = f"{'#':>4}  {'commit':<7}  {'val_bpb':>9}  {'status':<7}  description".replace(" ", NBSP)
+TABLE_HEADER = f"{'#':>4}  {'commit':<7}  {'val_bpb':>9}  {'status':<8}  description".replace(" ", NBSP)
 
 
 @dataclass
