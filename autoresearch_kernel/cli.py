@@ -117,7 +117,7 @@ def _loop(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from autoresearch_kernel import plots
+    from autoresearch_kernel import report
     from autoresearch_kernel.errors import WorkspaceError
     from autoresearch_kernel.workspace import run_dir
 
@@ -126,7 +126,7 @@ def _report(args: argparse.Namespace) -> None:
     path = Path(args.results) if args.results else run_dir(Path(args.repo).resolve(), args.tag) / "results.tsv"
     if not path.exists():
         raise WorkspaceError(f"no results at {path}: check --tag and --repo (runs live in <repo>/runs/<tag>/)")
-    png, lines = plots.write_report(path)  # progress.png next to the results.tsv it reads
+    png, lines = report.write_report(path)  # progress.png next to the results.tsv it reads
     print("\n".join(lines))
     print(f"chart: {png}")
 

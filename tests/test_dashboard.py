@@ -17,8 +17,10 @@ import git
 import pandas as pd
 import pytest
 
-from autoresearch_kernel import cli, dashboard, plots, results, runstate
-from autoresearch_kernel.dashboard import Dashboard, Settings, Snapshot
+from autoresearch_kernel import cli, report, results, runstate
+from autoresearch_kernel.dashboard import CONSOLE_LOG, Dashboard, Settings, Snapshot
+from autoresearch_kernel.dashboard.snapshot import console_error, experiment_detail, llm_usage, results_path
+from autoresearch_kernel.dashboard.view import chart_png, status_lines, table_rows
 from autoresearch_kernel.runner import kill_tree
 from autoresearch_kernel.runstate import LoopStatus
 from loop_fixture import make_repo
@@ -65,53 +67,77 @@ def test_settings_become_the_cli_loop_command():
 
 def test_reference_results_tsv_is_counted_and_tabulated():
     frame = results.load(REFERENCE_TSV)
-    assert plots.summary(frame).lines()[0] == "5 experiments: keep 3, discard 1, crash 1, keep rate 50%"
-    assert dashboard.llm_usage(frame) == (0, None)
-    lines = [label.replace("\u00a0", " ") for label, _ in dashboard.table_rows(frame)]
-    assert lines[0].split()[:4] == ["1", "a1b2c3d", "0.997900", "keep"]
+    assert report.summary(frame).lines()[0] == \
+        "1 baseline run (0.997900), 4 experiments: keep 2, discard 1, crash 1, keep rate 50%"
+    assert llm_usage(frame) == (0, None)
+    lines = [label.replace("\u00a0", " ") for label, _ in table_rows(frame)]
+    assert lines[0].split()[:4] == ["1", "a1b2c3d", "0.997900", "baseline"]  # its first row, written "keep"
     assert lines[3].split()[:4] == ["4", "d4e5f6a", "-", "crash"]  # a crash shows no val_bpb, not 0.0
-    assert len(dashboard.chart_png(frame)) > 1000  # the chart draws a reference-format file too
+    assert len(chart_png(frame)) > 1000  # the chart draws a reference-format file too
 
 
 def test_status_lines_show_phase_times_progress_and_usage():
     now = 10_000.0
-    frame = pd.DataFrame({"experiment": [1, 2], "status": ["keep", "discard"], "wall_seconds": [60.0, 60.0],
-                          "prompt_tokens": [100, 200], "completion_tokens": [10, 20], "cost_usd": [0.01, None]})
+    frame = pd.DataFrame({"experiment": [1, 2, 3], "status": ["keep", "discard", "keep"],
+                          "kind": ["baseline", "candidate", "candidate"], "wall_seconds": [60.0, 60.0, 60.0],
+                          "prompt_tokens": [0, 100, 200], "completion_tokens": [0, 10, 20], "cost_usd": [None, 0.01, None]})
     status = LoopStatus(tag="t", phase="running", experiment=3, kind="candidate", description="LR 0.04 -> 0.05",
                         phase_since=now - 15, started_at=now - 300)
-    lines = dashboard.status_lines(Snapshot("t", frame, status, running=True, stop_requested=True), now=now)
+    lines = status_lines(Snapshot("t", frame, status, running=True, stop_requested=True), now=now)
     assert "running" in lines.phase and "experiment 3 (candidate): LR 0.04 -&gt; 0.05" in lines.phase
     assert "stopping after this experiment" in lines.phase
     assert lines.progress == pytest.approx(0.25)
     assert "run 5m00s" in lines.times and "about 45s left" in lines.times
-    assert "keep <b>1</b> · discard <b>1</b> · crash <b>0</b>" in lines.counts
+    assert "baseline runs <b>1</b> · keep <b>1</b> · discard <b>1</b> · crash <b>0</b> · LLM" in lines.counts
+    assert lines.warning == ""
     assert "LLM tokens <b>330</b>" in lines.counts and "$0.0100" in lines.counts
-    stopped = dashboard.status_lines(Snapshot("t", frame, status, running=False), now=now)
+    stopped = status_lines(Snapshot("t", frame, status, running=False), now=now)
     assert "stopped" in stopped.phase and stopped.progress == 0.0
+
+
+def test_noop_and_unsandboxed_rows_are_marked(project):
+    """Marks rows are gaining: a run without the jail warns and is flagged; a noop is counted apart.
+    (Before those columns exist nothing shows: see the tests above, which have none.)"""
+    frame = pd.DataFrame({
+        "commit": ["a000001", "a000002", "a000003"], "val_bpb": [1.0, 1.0, 0.99], "status": ["keep", "noop", "discard"],
+        "description": ["baseline (seed 0)", "same as parent", "idea"], "experiment": [1, 2, 3],
+        "kind": ["baseline", "candidate", "candidate"], "sandbox": ["bwrap", "bwrap", "none"],
+    })
+    lines = status_lines(Snapshot("t", frame, None, running=False))
+    assert "discard <b>1</b> · crash <b>0</b> · noop <b>1</b>" in lines.counts
+    assert "warning: 1 of 3 runs ran without the sandbox" in lines.warning and "ark-warning" in lines.warning
+    table = [label.replace("\u00a0", " ") for label, _ in table_rows(frame)]
+    assert table[1].split()[3:5] == ["noop", "same"] and "[no sandbox] idea" in table[2]
+    assert experiment_detail(project, "t", frame, 3).title.startswith("#3 a000003 discard [no sandbox]: idea")
+    board = Dashboard(repo=project, poll_seconds=0)
+    board.view.show_status(lines)
+    assert "without the sandbox" in board.view.warning.value
 
 
 def test_console_error_is_one_line(tmp_path):
     log = tmp_path / "console.log"
     log.write_text("loading\nerror: there is no prepared data in /x: run `prepare` first\n")
-    assert dashboard.console_error(log) == "there is no prepared data in /x: run `prepare` first"
+    assert console_error(log) == "there is no prepared data in /x: run `prepare` first"
     log.write_text("Traceback (most recent call last):\n  File \"x\", line 1\nRuntimeError: boom\n")
-    assert dashboard.console_error(log) == "RuntimeError: boom"
+    assert console_error(log) == "RuntimeError: boom"
     log.write_text("1 abc1234 0.99 keep baseline\n")
-    assert dashboard.console_error(log) == ""
+    assert console_error(log) == ""
 
 
 # -- the dashboard object on a run's files ---------------------------------------------------------------
 
 
 def test_finished_run_is_shown_with_its_rows_detail_and_chart(project):
-    path = dashboard.results_path(project, "done")
+    path = results_path(project, "done")
     results.append(path, row(1, "keep", 1.0, kind="baseline", margin=0.002, best=1.0, wall_seconds=2.0),
                    row(2, "crash", None, failure="crash: RuntimeError: scripted failure"))
     board = Dashboard(repo=project, poll_seconds=0)  # no tag given: the latest run is picked
     view = board.view
     assert board.control.tag == "done" and view.tag.value == "done"
     assert [number for _, number in view.table.options] == [1, 2]
-    assert view.chart.value and "2 experiments" in view.chart_caption.value
+    assert view.table.options[0][0].replace("\u00a0", " ").split()[3] == "baseline"  # a seed is no keep, here too
+    assert view.chart.value and "over 2 runs: 1 baseline run, 1 experiment: 0 kept, 1 crashed" in view.chart_caption.value
+    assert "baseline runs <b>1</b> · keep <b>0</b>" in view.counts.value
     assert "done</b>: stopped" in view.phase.value and view.error.value == ""
     assert not view.start.disabled and view.stop.disabled and view.abort.disabled
     view.table.value = 2
@@ -170,7 +196,7 @@ def test_reopening_reattaches_to_the_running_loop_through_its_lock(project):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(project), "night"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        results.append(dashboard.results_path(project, "other"), row(1, "keep", 1.0))  # a later, idle run
+        results.append(results_path(project, "other"), row(1, "keep", 1.0))  # a later, idle run
         board = Dashboard(repo=project, poll_seconds=0)  # a fresh kernel: no tag given
         assert board.control.tag == "night"  # the running tag wins over the latest results
         snapshot = board.refresh()
@@ -206,12 +232,13 @@ def test_start_runs_the_cli_loop_detached_and_shows_its_rows_diff_and_notebook(p
         reopened = Dashboard(repo=project, poll_seconds=0)  # another kernel opens the notebook: it attaches
         assert reopened.control.tag == "real" and reopened.refresh().running and reopened.view.start.disabled
         wait_for(lambda: process.poll() is not None, 240, "the loop to end after its one proposal")
-        assert process.returncode == 0, (board.control.folder / dashboard.CONSOLE_LOG).read_text()
+        assert process.returncode == 0, (board.control.folder / CONSOLE_LOG).read_text()
         snapshot = board.refresh()
         assert not snapshot.running and snapshot.error == "" and snapshot.status.phase == "stopped"
         assert list(snapshot.frame["kind"]) == ["baseline"] * 3 + ["candidate"]
         assert "real</b>: stopped" in board.view.phase.value and not board.view.start.disabled
-        assert len(board.view.table.options) == 4 and "4 experiments" in board.view.chart_caption.value
+        assert len(board.view.table.options) == 4 and "over 4 runs: 3 baseline runs, 1 experiment" in board.view.chart_caption.value
+        assert "baseline runs <b>3</b>" in board.view.counts.value
         board.view.table.value = 4
         assert "diff against its parent" in board.view.diff.value and "ark-add" in board.view.diff.value
         link = board.view.link.outputs[0]["data"]["text/markdown"]

@@ -67,7 +67,7 @@ def test_runs_on_a_finished_run_with_no_loop_running(tmp_path):
     )
     notebook = execute(tmp_path, REPO=str(project), TAG="done")
     shown = texts(notebook)
-    assert "4 experiments: keep 2, discard 1, crash 1" in shown
+    assert "1 baseline run (1.000000), 3 experiments: keep 1, discard 1, crash 1" in shown
     assert "LR 0.04 -&gt; 0.05" in shown or "LR 0.04 -> 0.05" in shown
     assert "image/png" in mime_types(notebook)  # the progress chart
     assert WIDGET_VIEW in mime_types(notebook)  # the dashboard was displayed, and the cell did not block
@@ -79,6 +79,6 @@ def test_runs_on_a_reference_results_tsv(tmp_path):
     reference.write_bytes(REFERENCE_TSV.read_bytes())
     notebook = execute(tmp_path, REPO=str(tmp_path), RESULTS_TSV=str(reference))  # not even a git repository
     shown = texts(notebook)
-    assert "5 experiments: keep 3, discard 1, crash 1" in shown and "(-0.78%)" in shown
+    assert "1 baseline run (0.997900), 4 experiments: keep 2, discard 1, crash 1" in shown and "(-0.78%)" in shown
     assert "rotary base 200k" in shown
     assert "image/png" in mime_types(notebook)
