@@ -56,8 +56,8 @@ def main() -> None:
         print(f"FAILS {name}: {problem}")
     applied = len(corpus) - len(failures)
     print(f"first-try apply rate: {applied}/{len(corpus)} = {applied / len(corpus):.0%}")
-    parse = {r.name: median_seconds(lambda: parse_reply(r.text), args.repeat) for r in corpus}
-    apply = {r.name: median_seconds(lambda: apply_reply(notebook, r.text), args.repeat) for r in corpus}
+    parse = {r.name: median_seconds(lambda r=r: parse_reply(r.text), args.repeat) for r in corpus}
+    apply = {r.name: median_seconds(lambda r=r: apply_reply(notebook, r.text), args.repeat) for r in corpus}
     slowest = max(apply, key=apply.get)
     print(f"parse_reply: median {statistics.median(parse.values()) * 1e3:.2f} ms per reply, "
           f"max {max(parse.values()) * 1e3:.2f} ms")

@@ -24,8 +24,8 @@ import torch
 
 from autoresearch_kernel import rescore
 from autoresearch_kernel.harness.evaluate import evaluate_bpb
-from autoresearch_kernel.harness.prepare import prepare
 from autoresearch_kernel.harness.finish import export_program
+from autoresearch_kernel.harness.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "notebooks" / "train_template.ipynb"
@@ -86,9 +86,9 @@ def main() -> None:
 
 def static_figures(data_dir: Path, repeats: int) -> None:
     import nbformat
+    from autoresearch_kernel.guard import Guard, check_structure, contract_cells, is_contract
 
     from autoresearch_kernel import codecheck
-    from autoresearch_kernel.guard import Guard, check_structure, contract_cells, is_contract
 
     notebook = nbformat.read(TEMPLATE, as_version=4)
     agent = [(i, c.source) for i, c in enumerate(notebook.cells) if c.cell_type == "code" and not is_contract(c)]

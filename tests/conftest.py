@@ -22,7 +22,7 @@ SLOW_MODULES = {
     "test_loop_notebook",      # the controller notebook through papermill
     "test_loop_profile",       # loops under the gpu profile
     "test_prepare_notebook",   # the prepare notebook through papermill
-    "test_rescore",            # exports and the clean scoring process
+    "test_scorer",             # exports and the warm scoring process
     "test_runner",             # papermill kernels: timeouts, kernel deaths
     "test_train_template",     # the sandbox notebook trains
 }

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from autoresearch_kernel.harness.experiment import start
-from autoresearch_kernel.harness.metrics import Metrics
 from autoresearch_kernel.harness.finish import checkpoint_path, finish, flops_per_token, peak_flops, summary
+from autoresearch_kernel.harness.metrics import Metrics
 
 
 class Bigram(nn.Module):

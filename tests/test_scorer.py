@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from autoresearch_kernel.integrity import jail
-from autoresearch_kernel.integrity.scorer import Scorer
 from autoresearch_kernel.harness.data import load_prepared
 from autoresearch_kernel.harness.evaluate import evaluate_bpb
 from autoresearch_kernel.harness.finish import export_program, program_path
+from autoresearch_kernel.integrity import jail
+from autoresearch_kernel.integrity.scorer import Scorer
 
 
 class Bigram(nn.Module):

@@ -59,7 +59,7 @@ class Dashboard:
     the latest run.
     """
 
-    _latest: "Dashboard | None" = None  # running the cell again replaces the dashboard: its poller stops
+    _latest: Dashboard | None = None  # running the cell again replaces the dashboard: its poller stops
 
     def __init__(self, repo: str | os.PathLike = ".", tag: str = "", poll_seconds: float = POLL_SECONDS,
                  **settings):

@@ -26,5 +26,5 @@ class ExperimentParameters:
         """The parameters cell's names and values, as papermill injects them."""
         return {field.name.upper(): getattr(self, field.name) for field in dataclasses.fields(self)}
 
-    def replace(self, **changes) -> "ExperimentParameters":
+    def replace(self, **changes) -> ExperimentParameters:
         return dataclasses.replace(self, **changes)

@@ -90,7 +90,7 @@ class Scorer:
             self._scratch.cleanup()
             self._scratch = None
 
-    def __enter__(self) -> "Scorer":
+    def __enter__(self) -> Scorer:
         return self
 
     def __exit__(self, *exc) -> None:
