@@ -356,7 +356,7 @@ def _apply_block(block: EditBlock, lines: list[str]) -> str | None:
         return (f"{block.label()} has an empty SEARCH part: quote the existing lines to replace "
                 "(to add a cell, replace the last lines of a cell with those lines, a `# %%` line and the new "
                 "cell)")
-    for how, normal in TIERS:  # noqa: B007 (`how` names the tier that matched, below)
+    for loosened, (how, normal) in enumerate(TIERS):  # noqa: B007 (both are read after the loop)
         hits = _find([normal(line) for line in needle], [normal(line) for line in lines])
         if hits:
             break
