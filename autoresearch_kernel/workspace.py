@@ -32,6 +32,10 @@ BRANCH_PREFIX = "autoresearch/"
 REF_PREFIX = "refs/autoresearch/"
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
+# No hook of the repository runs in the loop's git calls (post-commit, post-checkout, ...): the loop's git
+# never executes code from the repository it works in.
+NO_HOOKS = "core.hooksPath=/dev/null"
+
 # The agent's commits carry their own identity, so a user without git config can run the loop, and their
 # own hooks and signing settings (which may prompt) never run on a candidate.
 AUTHOR = {
@@ -145,6 +149,7 @@ class Workspace:
         """
         check_tag(tag)
         main = _open_repo(repo_dir)
+        main.git.set_persistent_git_options(c=NO_HOOKS)
         root = Path(main.working_tree_dir)
         branch = BRANCH_PREFIX + tag
         exists = branch in [head.name for head in main.heads]
@@ -163,6 +168,7 @@ class Workspace:
         _ignore_runs(main, root)
         worktree = run_dir(root, tag) / "worktree"
         worktree_repo = _attach_worktree(main, worktree, branch)
+        worktree_repo.git.set_persistent_git_options(c=NO_HOOKS)
         workspace = cls(root=root, tag=tag, worktree=worktree, repo=worktree_repo)
         if not workspace.sandbox.exists():
             raise WorkspaceError(f"branch {branch} has no {SANDBOX}: it was not made by this loop; use a new tag")

@@ -118,3 +118,19 @@ def test_branch_checked_out_by_the_user_is_refused_clearly(project):
     user.heads["autoresearch/busy"].checkout()
     with pytest.raises(WorkspaceError, match="switch your own checkout"):
         Workspace.open(project, "busy", resume=True)
+
+
+def test_no_hook_of_the_repository_runs_in_the_loops_git(tmp_path):
+    repo_dir = make_repo(tmp_path / "project")
+    marker = tmp_path / "hook-ran"
+    for name in ("post-commit", "post-checkout", "pre-commit", "reference-transaction"):
+        hook = repo_dir / ".git" / "hooks" / name
+        hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+        hook.chmod(0o755)
+    workspace = Workspace.open(repo_dir, "hooks")
+    notebook = workspace.read_sandbox()
+    notebook.cells[-1].source += "\n# changed"
+    commit = workspace.commit_sandbox(notebook, "a change")
+    workspace.discard(commit, 1, workspace.resolve(commit + "~1"))
+    workspace.close()
+    assert not marker.exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,21 +232,27 @@ def _failed(result, name: str, message: str):
 
 
 def append_summary(notebook: Path, metrics: dict, seconds: float) -> None:
-    """The scorer's summary block as the executed notebook's last cell, so the morning's notebook is complete."""
-    from autoresearch_kernel.harness.finish import summary
-    from autoresearch_kernel.harness.metrics import Metrics
+    """The scorer's summary block as the executed notebook's last cell, so the morning's notebook is complete.
 
-    known = {f.name for f in dataclasses.fields(Metrics)}
-    block = summary(Metrics(**{k: v for k, v in metrics.items() if k in known}))
+    `metrics` came from the kernel (but val_bpb): only finite numbers of the summary's names are shown."""
+    from types import SimpleNamespace
+
+    from autoresearch_kernel.harness.finish import SUMMARY_NAMES, summary
+
+    def number(value):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return value if ok else None
+
+    block = summary(SimpleNamespace(**{name: number(metrics.get(name)) for name in SUMMARY_NAMES}))
     try:
         executed = nbformat.read(notebook, as_version=4)
-    except Exception:  # the kernel's notebook is its own; an unreadable one still gets its row
+        executed.cells.append(nbformat.v4.new_markdown_cell(
+            f"{SCORED_HEADING}\n\n```\n{block}\n```\n\nscored in {seconds:.1f} s"))
+        temporary = notebook.with_name(f".{notebook.name}.tmp")
+        nbformat.write(executed, temporary)
+        temporary.replace(notebook)
+    except Exception:  # the kernel wrote that notebook: an unreadable one still gets its row, unannotated
         return
-    executed.cells.append(nbformat.v4.new_markdown_cell(
-        f"{SCORED_HEADING}\n\n```\n{block}\n```\n\nscored in {seconds:.1f} s"))
-    temporary = notebook.with_name(f".{notebook.name}.tmp")
-    nbformat.write(executed, temporary)
-    temporary.replace(notebook)
 
 
 def score_sources() -> list[Path]:
