@@ -288,7 +288,7 @@ def test_the_score_is_the_scorers_whatever_the_kernel_wrote_or_patched(runtime_r
 def test_a_dead_kernel_or_a_peeking_model_is_a_crash(runtime_run):
     assert runtime_run["rows"]["metrics written then kernel ended"].status == "crash"
     peek = runtime_run["rows"]["future tokens"]
-    assert peek.status == "crash" and "causality check failed in the scorer" in peek.failure
+    assert peek.status == "crash" and "ScoringFailed" in peek.failure and "causality check failed" in peek.failure
 
 
 def test_the_key_is_in_no_file_no_row_and_no_prompt(runtime_run, static_run):
