@@ -12,11 +12,9 @@ from autoresearch_kernel.errors import AutoresearchError
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="prepared data folder (default: $AUTORESEARCH_DATA_DIR or ~/.cache/autoresearch_kernel)",
-    )
+    from autoresearch_kernel.settings import BY_NAME
+
+    parser.add_argument("--data-dir", default=None, help=BY_NAME["data_dir"].help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,24 +48,17 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _add_loop_commands(commands) -> None:
     """`loop` and `report`: the keep/revert loop over the sandbox notebook, and its results."""
-    loop = commands.add_parser("loop", help="run the experiment loop on a run tag until stopped")
+    from autoresearch_kernel import settings
+
+    loop = commands.add_parser(
+        "loop", help="run the experiment loop on a run tag until stopped",
+        description="Run the experiment loop on a run tag until stopped. A resumed tag keeps the settings it "
+                    "was started with (runs/TAG/config.json): options not given come from there, and a "
+                    "different budget, profile, data folder or number of baseline seeds is refused.")
     loop.add_argument("--tag", required=True, help="run tag: branch autoresearch/TAG, folder runs/TAG")
     loop.add_argument("--resume", action="store_true", help="continue an existing tag (after a stop or a kill)")
-    loop.add_argument("--proposer", default="mutate", choices=["mutate", "llm"], help="who proposes the edits")
-    loop.add_argument("--model", default=None, help="llm: model name (default: $AUTORESEARCH_MODEL)")
-    loop.add_argument("--base-url", default=None, help="llm: OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
-    budget = loop.add_mutually_exclusive_group()
-    budget.add_argument("--budget-seconds", type=float, default=0.0, help="training seconds per experiment")
-    budget.add_argument("--budget-tokens", type=int, default=0, help="training tokens per experiment instead")
-    loop.add_argument("--max-experiments", type=int, default=None, help="stop after N proposals (default: never)")
-    loop.add_argument("--baseline-seeds", type=int, default=3, help="seeds the unmodified notebook runs on first")
-    loop.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per run (default: from the budget)")
-    loop.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    loop.add_argument("--profile", default="cpu", help="cpu | gpu: as the data was prepared")
     loop.add_argument("--repo", default=".", help="the project's git repository (default: here)")
-    loop.add_argument("--no-sandbox", action="store_true",
-                      help="run experiments without the bubblewrap jail (only where it cannot be had; rows are marked)")
-    _add_data_dir(loop)
+    settings.add_options(loop)
     loop.set_defaults(handler=_loop)
 
     report = commands.add_parser("report", help="progress.png, baseline -> best and the kept changes of a run")
@@ -80,17 +71,14 @@ def _add_loop_commands(commands) -> None:
 def _loop(args: argparse.Namespace) -> None:
     import signal
 
-    from autoresearch_kernel import results
+    from autoresearch_kernel import results, settings
     from autoresearch_kernel.loop import Loop, LoopConfig
 
-    options = {key: value for key, value in (("model", args.model), ("base_url", args.base_url)) if value}
-    config = LoopConfig(
-        repo=args.repo, tag=args.tag, data_dir=args.data_dir, profile=args.profile,
-        budget_seconds=args.budget_seconds, budget_tokens=args.budget_tokens,
-        max_experiments=args.max_experiments, baseline_seeds=tuple(range(args.baseline_seeds)),
-        timeout_s=args.timeout, device=args.device, proposer=args.proposer, proposer_options=options,
-        resume=args.resume, sandbox=not args.no_sandbox,
-    )
+    given = settings.given(args)
+    if args.resume:
+        config = LoopConfig.resumed(args.repo, args.tag, **given)
+    else:
+        config = LoopConfig(repo=args.repo, tag=args.tag, **given)
 
     def show(event) -> None:
         for row in event.rows:
@@ -108,6 +96,8 @@ def _loop(args: argparse.Namespace) -> None:
         print(f"run {args.tag}: branch {loop.workspace.branch}, worktree {loop.workspace.worktree}")
         print(f"results: {loop.results_path}")
         print(f"notebooks: {loop.notebooks}")
+        if loop.status.message.startswith("resumed with"):
+            print(loop.status.message)
         why = loop.run()
     print(f"stopped: {why}. Continue with: python -m autoresearch_kernel loop --tag {args.tag} --resume"
           f"{'' if args.repo == '.' else ' --repo ' + args.repo}; report: python -m autoresearch_kernel report "
@@ -119,11 +109,11 @@ def _report(args: argparse.Namespace) -> None:
 
     from autoresearch_kernel import report
     from autoresearch_kernel.errors import WorkspaceError
-    from autoresearch_kernel.workspace import run_dir
+    from autoresearch_kernel.runfolder import RunFolder
 
     if not (args.tag or args.results):
         raise WorkspaceError("name the run: --tag TAG (or --results PATH to a results.tsv)")
-    path = Path(args.results) if args.results else run_dir(Path(args.repo).resolve(), args.tag) / "results.tsv"
+    path = Path(args.results) if args.results else RunFolder.of(Path(args.repo).resolve(), args.tag).results
     if not path.exists():
         raise WorkspaceError(f"no results at {path}: check --tag and --repo (runs live in <repo>/runs/<tag>/)")
     png, lines = report.write_report(path)  # progress.png next to the results.tsv it reads
@@ -146,7 +136,7 @@ def _add_run_once(commands) -> None:
 
 
 def _run_once(args: argparse.Namespace) -> None:
-    from autoresearch_kernel.once import TEMPLATE, run_once, summary_of
+    from autoresearch_kernel.run_once import TEMPLATE, run_once, summary_of
 
     result = run_once(
         notebook=args.notebook or TEMPLATE,

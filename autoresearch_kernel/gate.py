@@ -8,7 +8,8 @@ and their spread is the noise floor. A candidate is kept only if it beats the be
 
 and a candidate that beats it by less than `confirm_band * margin` above that margin is re-run on another
 seed first (decision "confirm"); the mean of its runs then decides. Equal or worse: discard. A missing or
-non-finite metric: crash. Lower val_bpb is better (`LOWER_IS_BETTER`); the margin used is part of every
+non-finite metric: crash. A candidate whose run is identical to its parent's on the same seed changed nothing
+that was measured: "noop" (`noop_decision`), not a discard that looks like a measurement. Lower val_bpb is better (`LOWER_IS_BETTER`); the margin used is part of every
 decision so that each results row records it.
 
 Nothing here reads files, clocks or random numbers: `tests/test_gate.py` covers it exhaustively.
@@ -50,7 +51,7 @@ class Noise:
 class Decision:
     """What the gate decided for one candidate, with the numbers that decided it."""
 
-    status: str  # keep | discard | crash | confirm (run again on another seed, then decide)
+    status: str  # keep | discard | crash | noop | confirm (run again on another seed, then decide)
     value: float | None  # the candidate's val_bpb: the mean of its runs; None for a crash
     best: float | None  # the best after this decision (the candidate's value when kept)
     margin: float  # the margin the candidate had to beat; recorded on the row
@@ -103,6 +104,12 @@ def decide(best: float, runs: list[float | None], noise_std: float, config: Gate
     if borderline and len(runs) < 1 + config.confirm_runs:
         return Decision("confirm", value, best, margin, gain, f"borderline, re-run on another seed: {beats}")
     return Decision("keep", value, value, margin, gain, f"better: {beats}")
+
+
+def noop_decision(best: float, value: float, noise_std: float, seed: int, config: GateConfig = GateConfig()) -> Decision:
+    """A candidate whose run on `seed` is identical to its parent's: nothing was measured; reverted like a discard."""
+    return Decision("noop", value, best, margin_for(noise_std, config), improvement(best, value),
+                    f"no-op: the same val_bpb and tokens as its parent on seed {seed}; the edit changed nothing measured")
 
 
 def baseline_decision(runs: list[float | None], config: GateConfig = GateConfig()) -> Decision:

@@ -10,7 +10,8 @@ truncates it away before appending). The file lives under `runs/<tag>/`, which g
 in the loop's worktree can never erase history.
 
 Invalid proposals (no commit, no experiment) go to a sibling file of the same shape, `invalid.tsv`, so that
-results.tsv keeps the reference's three statuses.
+results.tsv keeps the reference's three statuses, and a fourth of ours: "noop", a candidate whose result is
+identical to its parent's on the same seed (nothing was measured; reverted like a discard).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from autoresearch_kernel.redaction import redact
 
-STATUSES = ("keep", "discard", "crash")
+STATUSES = ("keep", "discard", "crash", "noop")  # noop: identical to its parent's run, nothing measured
 KINDS = ("baseline", "candidate", "confirm", "fix")
 
 
@@ -38,7 +39,7 @@ class Row:
     commit: str  # 7-char hash of the committed notebook ("" for an invalid proposal)
     val_bpb: float | None  # None for a crash: written as 0.000000
     memory_gb: float | None  # peak memory; None for a crash: written as 0.0
-    status: str  # keep | discard | crash (invalid in invalid.tsv)
+    status: str  # keep | discard | crash | noop (invalid in invalid.tsv)
     description: str
     # ours
     experiment: int = 0  # row number within the run, 1-based, never reused

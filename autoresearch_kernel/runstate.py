@@ -26,13 +26,10 @@ from pathlib import Path
 
 from autoresearch_kernel.errors import WorkspaceError
 from autoresearch_kernel.results import Row
-from autoresearch_kernel.workspace import run_dir
+from autoresearch_kernel.runfolder import RunFolder
 
-STATE = "state.json"
-STATUS = "status.json"
-LOCK = "loop.lock"
-STOP = "stop"
-ABORT = "abort"
+# The files' names, for readers that glob or list a run folder (RunFolder spells them).
+STATE, STATUS, LOCK, STOP, ABORT = RunFolder.state, RunFolder.status, RunFolder.lock, RunFolder.stop, RunFolder.abort
 
 PHASES = ("starting", "idle", "proposing", "checking", "running", "evaluating", "paused", "stopped", "error")
 
@@ -109,7 +106,7 @@ def load_state(folder: Path) -> State:
     guessed at: it may have held an experiment in flight. Without it a resume is still safe, because
     results.tsv holds every finished experiment and the loop rebuilds the last kept commit from it.
     """
-    path = folder / STATE
+    path = RunFolder(folder).state
     if not path.exists():
         return State()
     try:
@@ -126,7 +123,7 @@ def load_state(folder: Path) -> State:
 
 
 def save_state(folder: Path, state: State) -> None:
-    write_json(folder / STATE, dataclasses.asdict(state))
+    write_json(RunFolder(folder).state, dataclasses.asdict(state))
 
 
 def pending_rows(pending: Pending) -> list[Row]:
@@ -135,7 +132,7 @@ def pending_rows(pending: Pending) -> list[Row]:
 
 def write_status(folder: Path, status: LoopStatus) -> None:
     status.updated_at = time.time()
-    write_json(folder / STATUS, dataclasses.asdict(status))
+    write_json(RunFolder(folder).status, dataclasses.asdict(status))
 
 
 def read_status(repo: str | os.PathLike, tag: str) -> LoopStatus | None:
@@ -143,7 +140,7 @@ def read_status(repo: str | os.PathLike, tag: str) -> LoopStatus | None:
 
     A status whose loop is no longer running reads as phase "stopped" (unless it ended in "error").
     """
-    path = run_dir(repo, tag) / STATUS
+    path = RunFolder.of(repo, tag).status
     try:
         status = LoopStatus(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
@@ -157,7 +154,7 @@ class TagLock:
     """One loop per run tag, across threads and processes: an flock on runs/<tag>/loop.lock."""
 
     def __init__(self, folder: Path):
-        self.path = folder / LOCK
+        self.path = RunFolder(folder).lock
         self._fd: int | None = None
 
     def acquire(self, tag: str) -> None:
@@ -170,7 +167,7 @@ class TagLock:
             os.close(fd)
             raise WorkspaceError(
                 f"run tag {tag!r} is already running (pid {holder}): attach to it, or stop it first "
-                f"(touch {self.path.parent / STOP})"
+                f"(touch {RunFolder(self.path.parent).stop})"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -185,7 +182,7 @@ class TagLock:
 
 def is_running(repo: str | os.PathLike, tag: str) -> bool:
     """True while some process (this one included) holds the run's loop lock."""
-    path = run_dir(repo, tag) / LOCK
+    path = RunFolder.of(repo, tag).lock
     if not path.exists():
         return False
     fd = os.open(path, os.O_RDONLY)
@@ -200,9 +197,9 @@ def is_running(repo: str | os.PathLike, tag: str) -> bool:
 
 def request_stop(repo: str | os.PathLike, tag: str) -> None:
     """Ask the run's loop (in any process) to stop after the experiment in progress."""
-    (run_dir(repo, tag) / STOP).touch()
+    RunFolder.of(repo, tag).stop.touch()
 
 
 def request_abort(repo: str | os.PathLike, tag: str) -> None:
     """Ask the run's loop (in any process) to kill the experiment in progress now and stop."""
-    (run_dir(repo, tag) / ABORT).touch()
+    RunFolder.of(repo, tag).abort.touch()

@@ -13,7 +13,6 @@ them).
 """
 from __future__ import annotations
 
-import copy
 import difflib
 import os
 import re
@@ -24,10 +23,9 @@ import git
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError, WorkspaceError
-from autoresearch_kernel.proposers.edits import clean_notebook, notebook_to_text
+from autoresearch_kernel.notebook import SANDBOX, canonical, notebook_to_text
+from autoresearch_kernel.runfolder import RUNS, RunFolder
 
-SANDBOX = "notebooks/train_template.ipynb"  # the one file the agent edits
-RUNS = "runs"  # per-run folders under the repository root, ignored by git
 BRANCH_PREFIX = "autoresearch/"
 REF_PREFIX = "refs/autoresearch/"
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -44,11 +42,6 @@ AUTHOR = {
     "GIT_COMMITTER_NAME": "autoresearch",
     "GIT_COMMITTER_EMAIL": "autoresearch@localhost",
 }
-
-
-def run_dir(repo_dir: str | os.PathLike, tag: str) -> Path:
-    """Where a run's results.tsv, state and executed notebooks live."""
-    return Path(repo_dir) / RUNS / tag
 
 
 def short(commit: str) -> str:
@@ -133,8 +126,9 @@ class Workspace:
         return BRANCH_PREFIX + self.tag
 
     @property
-    def run_dir(self) -> Path:
-        return run_dir(self.root, self.tag)
+    def folder(self) -> RunFolder:
+        """Where the run's results.tsv, state and executed notebooks live."""
+        return RunFolder.of(self.root, self.tag)
 
     @property
     def sandbox(self) -> Path:
@@ -166,7 +160,7 @@ class Workspace:
                 ) from None
             main.create_head(branch, main.head.commit)
         _ignore_runs(main, root)
-        worktree = run_dir(root, tag) / "worktree"
+        worktree = RunFolder.of(root, tag).worktree
         worktree_repo = _attach_worktree(main, worktree, branch)
         worktree_repo.git.set_persistent_git_options(c=NO_HOOKS)
         workspace = cls(root=root, tag=tag, worktree=worktree, repo=worktree_repo)
@@ -231,12 +225,6 @@ class Workspace:
         """Point the branch at `commit` and leave a clean tree (nothing staged, nothing untracked)."""
         self.repo.git.reset("--hard", "--quiet", self.resolve(commit))
         self.repo.git.clean("-fdxq")
-
-
-def canonical(notebook: nbformat.NotebookNode) -> str:
-    """The notebook as committed: outputs and volatile metadata cleared, so a git diff shows only sources."""
-    text = nbformat.writes(clean_notebook(copy.deepcopy(notebook)))  # a copy: the caller's stays as it was
-    return text if text.endswith("\n") else text + "\n"
 
 
 def _ignore_runs(repo: git.Repo, root: Path) -> None:

@@ -44,7 +44,8 @@ def test_loop_then_report_on_the_fixture(tmp_path):
 
     report = cli("report", "--tag", "c1", "--repo", repo)
     assert report.returncode == 0, report.stderr
-    assert report.stdout.startswith(f"{len(rows)} experiments: keep")
+    ideas = [r for r in rows if r.kind != "baseline"]
+    assert report.stdout.startswith(f"1 baseline run ({rows[0].val_bpb:.6f}), {len(ideas)} experiments: keep")
     assert (repo / "runs" / "c1" / "progress.png").stat().st_size > 10_000
 
 

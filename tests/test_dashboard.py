@@ -52,14 +52,19 @@ def row(number: int, status: str, value: float | None, **fields) -> results.Row:
 
 
 def test_settings_become_the_cli_loop_command():
-    settings = Settings(repo="/r", tag="mar5", data_dir="/d", proposer="llm", model="m", base_url="http://x/v1",
-                        budget_kind="tokens", budget=4096, max_experiments=3)
-    argv = settings.loop_argv(resume=True)
+    settings = Settings(repo="/r", tag="mar5", data_dir="/d", profile="gpu", device="cuda:1", proposer="llm",
+                        model="m", base_url="http://x/v1", budget_kind="tokens", budget=4096, max_experiments=3)
+    argv = settings.loop_argv(resume=False)
     assert argv[:3] == [sys.executable, "-m", "autoresearch_kernel"]
     parsed = cli.build_parser().parse_args(argv[3:])  # the CLI accepts exactly what the dashboard sends
     assert (parsed.command, parsed.tag, parsed.repo, parsed.data_dir) == ("loop", "mar5", "/r", "/d")
+    assert (parsed.profile, parsed.device) == ("gpu", "cuda:1")  # a GPU run can be started from loop.ipynb
     assert (parsed.proposer, parsed.model, parsed.base_url) == ("llm", "m", "http://x/v1")
-    assert (parsed.budget_tokens, parsed.max_experiments, parsed.resume) == (4096, 3, True)
+    assert (parsed.budget_tokens, parsed.max_experiments, parsed.resume) == (4096, 3, False)
+    # a resume keeps the run's stored settings: only the number of experiments goes along
+    resumed = cli.build_parser().parse_args(settings.loop_argv(resume=True)[3:])
+    assert (resumed.resume, resumed.max_experiments, resumed.tag, resumed.repo) == (True, 3, "mar5", "/r")
+    assert (resumed.profile, resumed.budget_tokens, resumed.proposer, resumed.model) == (None, None, None, None)
     offline = Settings(repo="/r", tag="t", model="ignored", budget=30).loop_argv(resume=False)
     assert "--model" not in offline and "--resume" not in offline
     assert offline[offline.index("--budget-seconds") + 1] == "30.0"
@@ -177,8 +182,8 @@ HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from autoresearch_kernel import runstate
-    from autoresearch_kernel.workspace import run_dir
-    folder = run_dir(sys.argv[1], sys.argv[2])
+    from autoresearch_kernel.runfolder import RunFolder
+    folder = RunFolder.of(sys.argv[1], sys.argv[2]).path
     lock = runstate.TagLock(folder)
     lock.acquire(sys.argv[2])
     runstate.write_status(folder, runstate.LoopStatus(

@@ -10,6 +10,7 @@ from autoresearch_kernel.gate import (
     decide,
     margin_for,
     noise_floor,
+    noop_decision,
 )
 
 STRICT = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, confirm_runs=1)
@@ -129,3 +130,9 @@ def test_baseline_with_a_failed_seed_is_a_crash():
     assert decision.status == "crash"
     assert decision.best is None
     assert baseline_decision([None], STRICT).status == "crash"
+
+
+def test_a_noop_keeps_the_best_and_says_why():
+    decision = noop_decision(1.0005, 1.0, 0.000707, seed=0, config=GateConfig())
+    assert (decision.status, decision.best, decision.value) == ("noop", 1.0005, 1.0)
+    assert decision.margin == pytest.approx(0.001414, abs=1e-6) and "seed 0" in decision.reason

@@ -22,6 +22,7 @@ from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
 from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.integrity import Checks
 from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.runfolder import RunFolder
 from loop_fixture import ScriptedProposer, make_repo
 
 SECRET = "sk-test-0123456789abcdef"
@@ -191,7 +192,7 @@ def test_proposer_outage_pauses_and_the_loop_goes_on(failure_run):
 
 def test_stop_file_stops_the_loop(failure_run):
     assert failure_run["second"] == "stopped on request"
-    assert not (failure_run["folder"] / runstate.STOP).exists()
+    assert not RunFolder(failure_run["folder"]).stop.exists()
 
 
 # -- checks: the guard's two places in the step --------------------------------------------------------
@@ -287,14 +288,14 @@ LOOP_PROCESS = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from loop_fixture import ScriptedProposer
     from autoresearch_kernel.loop import Loop, LoopConfig
-    repo, mode = sys.argv[1], sys.argv[2]
+    repo, mode, seeds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     steps = [("slow", {{"SLEEP": 8, "VALUE": 0.5}})] if mode == "mid-run" else [("worse", {{"VALUE": 2.0}})]
 
     def die_after_the_row(event):  # the row is on disk; the revert that follows it is not done yet
         if mode == "after-row" and any(row.status == "discard" for row in event.rows):
             os._exit(9)
 
-    config = LoopConfig(repo=repo, tag="t", baseline_seeds=(0,), timeout_s=60, max_experiments=1)
+    config = LoopConfig(repo=repo, tag="t", baseline_seeds=tuple(range(seeds)), timeout_s=60, max_experiments=1)
     with Loop(config, proposer=ScriptedProposer(steps), on_event=die_after_the_row) as loop:
         loop.run()
 """).format(tests=str(Path(__file__).parent))
@@ -310,18 +311,17 @@ def orphans(folder):
     return found
 
 
-def start_loop_process(repo, mode):
-    return subprocess.Popen([sys.executable, "-c", LOOP_PROCESS, str(repo), mode])
+def start_loop_process(repo, mode, seeds=1):
+    return subprocess.Popen([sys.executable, "-c", LOOP_PROCESS, str(repo), mode, str(seeds)])
 
 
-def test_resume_after_sigkill_mid_experiment(tmp_path):
-    repo = make_repo(tmp_path / "project")
-    folder = repo / "runs" / "t"
-    process = start_loop_process(repo, "mid-run")
+def kill_mid_candidate(repo, process):
+    """SIGKILL the loop process once its candidate's kernel runs; returns the experiment's processes."""
+    folder = RunFolder.of(repo, "t")
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            status = runstate.read_status(repo, "t") if (folder / "status.json").exists() else None
+            status = runstate.read_status(repo, "t") if folder.status.exists() else None
             if status and status.phase == "running" and status.kind == "candidate":
                 break
             time.sleep(0.2)
@@ -334,6 +334,13 @@ def test_resume_after_sigkill_mid_experiment(tmp_path):
         process.wait(10)
     finally:
         process.kill()
+    return experiment
+
+
+def test_resume_after_sigkill_mid_experiment(tmp_path):
+    repo = make_repo(tmp_path / "project")
+    folder = repo / "runs" / "t"
+    experiment = kill_mid_candidate(repo, start_loop_process(repo, "mid-run"))
     # the jail dies with the loop, and every process in it (the kernel too) with the jail
     gone, alive = psutil.wait_procs(experiment, timeout=10)
     assert alive == [] and orphans(folder) == []
@@ -368,6 +375,59 @@ def test_resume_after_a_kill_between_the_row_and_the_revert(tmp_path):
 
 def proposer_notebook_source(loop):
     return loop.workspace.read_sandbox().cells[1].source
+
+
+def loop_cli(*args):
+    return subprocess.run([sys.executable, "-m", "autoresearch_kernel", "loop", *map(str, args)],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_a_resumed_run_keeps_its_settings_and_its_numbers(tmp_path):
+    """Started with two baseline seeds, killed mid-experiment, resumed without options: no third seed, the
+    killed experiment keeps its number; a resume with another budget or seed count is refused."""
+    repo = make_repo(tmp_path / "project")
+    folder = RunFolder.of(repo, "t")
+    kill_mid_candidate(repo, start_loop_process(repo, "mid-run", seeds=2))
+    assert [r.experiment for r in results.read_rows(folder.results)] == [1, 2]
+    assert LoopConfig.resumed(repo, "t").baseline_seeds == (0, 1)  # the stored settings, not the defaults
+
+    resumed = loop_cli("--tag", "t", "--repo", repo, "--resume", "--max-experiments", 0)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed with max_experiments 1 -> 0" in resumed.stdout  # a safe change, recorded
+    rows = results.read_rows(folder.results)
+    assert [(r.experiment, r.kind, r.seed) for r in rows] == [(1, "baseline", 0), (2, "baseline", 1),
+                                                              (3, "candidate", 0)]
+    stored = json.loads(folder.config.read_text())
+    assert stored["settings"]["baseline_seeds"] == [0, 1] and stored["settings"]["timeout_s"] == 60
+    assert [(c["setting"], c["was"], c["now"]) for c in stored["changes"]] == [("max_experiments", 1, 0)]
+
+    for option in (("--budget-seconds", 5), ("--baseline-seeds", 3)):
+        refused = loop_cli("--tag", "t", "--repo", repo, "--resume", *option)
+        assert refused.returncode == 2
+        [line] = refused.stderr.strip().splitlines()
+        assert option[0][2:].replace("-", "_") in line and "start a new tag" in line
+    assert len(results.read_rows(folder.results)) == 3 and json.loads(folder.config.read_text()) == stored
+
+
+def test_an_edit_that_changes_nothing_measured_is_a_noop(tmp_path):
+    """SLEEP 0 -> 0.0 changes the notebook but not its result: the same val_bpb and tokens as its parent's
+    run on seed 0. It is recorded as a noop (not a discard that looks like a measurement) and reverted."""
+    repo = make_repo(tmp_path / "project")
+    proposer = ScriptedProposer([("sleep as a float", {"SLEEP": 0.0}), ("better", {"VALUE": 0.5}),
+                                 ("sleep again", {"SLEEP": 0.0})])
+    with Loop(config(repo, max_experiments=3), proposer=proposer) as loop:
+        loop.run()
+    rows = results.read_rows(loop.results_path)
+    assert [(r.experiment, r.kind, r.status) for r in rows] == [
+        (1, "baseline", "keep"), (2, "baseline", "keep"), (3, "candidate", "noop"), (4, "candidate", "keep"),
+        (5, "candidate", "noop")]  # the second one against the kept candidate's run, not the baseline's
+    assert rows[2].val_bpb == rows[0].val_bpb and "no-op" in rows[2].failure and rows[4].val_bpb == 0.5
+    assert proposer.feedbacks == ["noop", "keep", "noop"]
+    assert [h.status for h in proposer.contexts[-1].history] == ["noop", "keep"]
+    project = git.Repo(repo)
+    assert project.heads["autoresearch/t"].commit.hexsha.startswith(rows[3].commit)
+    assert project.commit("refs/autoresearch/t/discarded/3").hexsha.startswith(rows[2].commit)
+    assert project.commit("refs/autoresearch/t/discarded/5").hexsha.startswith(rows[4].commit)
 
 
 # -- an LLM-driven run: the real openai client against the scripted server on 127.0.0.1 ------------------

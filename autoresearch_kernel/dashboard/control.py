@@ -13,19 +13,26 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch_kernel import runstate, workspace
+from autoresearch_kernel import runstate, settings, workspace
 from autoresearch_kernel.errors import WorkspaceError
+from autoresearch_kernel.runfolder import RunFolder
 
-CONSOLE_LOG = "dashboard-console.log"  # the loop process's stdout and stderr, when the dashboard started it
+CONSOLE_LOG = RunFolder.console_log  # the loop process's stdout and stderr, when the dashboard started it
 
 
 @dataclass
 class Settings:
-    """One run's set-up, as the form holds it. The API key is not here: the loop reads it from the environment."""
+    """One run's set-up, as the form holds it. The API key is not here: the loop reads it from the environment.
+
+    The command line is built from the loop's option table (`settings.OPTIONS`), so a form field that the CLI
+    does not know fails at once instead of drifting.
+    """
 
     repo: str  # the project's git repository
     tag: str
     data_dir: str = ""  # "" means the loop's default
+    profile: str = "cpu"  # cpu | gpu: as the data was prepared
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     proposer: str = "mutate"  # mutate | llm
     model: str = ""  # llm only
     base_url: str = ""  # llm only: any OpenAI-compatible endpoint
@@ -33,24 +40,30 @@ class Settings:
     budget: float = 0.0  # 0: the profile's default
     max_experiments: int = 0  # 0: until stopped
 
+    def options(self) -> dict:
+        """The form as the loop's options (option name -> command-line value; None: not given)."""
+        llm = self.proposer == "llm"
+        budget = self.budget if self.budget > 0 else None
+        return {
+            "data_dir": self.data_dir or None, "profile": self.profile, "device": self.device,
+            "proposer": self.proposer, "model": (self.model or None) if llm else None,
+            "base_url": (self.base_url or None) if llm else None,
+            "budget_tokens": int(budget) if budget and self.budget_kind == "tokens" else None,
+            "budget_seconds": float(budget) if budget and self.budget_kind != "tokens" else None,
+            "max_experiments": int(self.max_experiments) if self.max_experiments > 0 else None,
+        }
+
     def loop_argv(self, resume: bool) -> list[str]:
-        """The CLI command that runs this loop (the same one a terminal user types)."""
-        argv = [sys.executable, "-m", "autoresearch_kernel", "loop", "--tag", self.tag, "--repo", self.repo]
-        argv += ["--proposer", self.proposer]
-        if self.data_dir:
-            argv += ["--data-dir", self.data_dir]
-        if self.proposer == "llm" and self.model:
-            argv += ["--model", self.model]
-        if self.proposer == "llm" and self.base_url:
-            argv += ["--base-url", self.base_url]
-        if self.budget > 0:
-            flag = "--budget-tokens" if self.budget_kind == "tokens" else "--budget-seconds"
-            argv += [flag, str(int(self.budget)) if self.budget_kind == "tokens" else str(float(self.budget))]
-        if self.max_experiments > 0:
-            argv += ["--max-experiments", str(int(self.max_experiments))]
+        """The CLI command that runs this loop (the same one a terminal user types).
+
+        A resume sends only what may change under a running search (max experiments): the run keeps the
+        settings it was started with, which the form may not show.
+        """
+        options = self.options()
         if resume:
-            argv += ["--resume"]
-        return argv
+            options = {name: value for name, value in options.items() if name in settings.RESUMABLE}
+        argv = [sys.executable, "-m", "autoresearch_kernel", "loop", "--tag", self.tag, "--repo", self.repo]
+        return argv + settings.command_line(options) + (["--resume"] if resume else [])
 
 
 @dataclass
@@ -63,7 +76,7 @@ class LoopControl:
 
     @property
     def folder(self) -> Path:
-        return workspace.run_dir(self.repo, self.tag)
+        return RunFolder.of(self.repo, self.tag).path
 
     def running(self) -> bool:
         """A loop holds the tag's lock, or the one just launched has not taken it yet."""
@@ -95,7 +108,7 @@ class LoopControl:
         runstate.request_abort(self.repo, self.tag)
 
     def stop_requested(self) -> bool:
-        return (self.folder / runstate.STOP).exists()
+        return RunFolder(self.folder).stop.exists()
 
     def reap(self) -> None:
         """Collect the exit status of a launched loop that ended, so it leaves no zombie behind."""

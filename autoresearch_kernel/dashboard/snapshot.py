@@ -16,18 +16,18 @@ from pathlib import Path
 import pandas as pd
 
 from autoresearch_kernel import report, results, runstate, workspace
-from autoresearch_kernel.dashboard.control import CONSOLE_LOG, LoopControl
+from autoresearch_kernel.dashboard.control import LoopControl
 from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.runfolder import RUNS, RunFolder
 from autoresearch_kernel.text import strip_ansi
 
 PROGRAM = "program.md"
-INVALID = "invalid.tsv"  # the loop's record of proposals that did not apply, beside results.tsv
 FAILURE_TAIL_LINES = 15
 ERROR_LINE = re.compile(r"^(?:[\w.-]+: )?error: (.*)$")  # the CLI's `error: ...`, argparse's `prog: error: ...`
 
 
 def results_path(repo: str | os.PathLike, tag: str) -> Path:
-    return workspace.run_dir(repo, tag) / "results.tsv"
+    return RunFolder.of(repo, tag).results
 
 
 def one_line_error(error: BaseException | str) -> str:
@@ -115,10 +115,10 @@ def read_snapshot(control: LoopControl) -> Snapshot:
     if status is not None and status.phase in ("error", "paused") and status.message:
         error = status.message
     elif not running:
-        error = console_error(control.folder / CONSOLE_LOG)
+        error = console_error(RunFolder(control.folder).console_log)
     return Snapshot(
         tag=control.tag, frame=results.load(results_path(control.repo, control.tag)), status=status,
-        invalid=results.load(control.folder / INVALID),
+        invalid=results.load(RunFolder(control.folder).invalid),
         running=running, stop_requested=running and control.stop_requested(), error=error,
     )
 
@@ -177,7 +177,7 @@ def experiment_detail(repo: str | os.PathLike, tag: str, frame: pd.DataFrame, nu
     title = f"#{number} {commit} {status}{unjailed}: {record.get('description', '')}"
     notebook = None
     if record.get("notebook"):
-        candidate = workspace.run_dir(repo, tag) / str(record["notebook"])
+        candidate = RunFolder.of(repo, tag).path / str(record["notebook"])
         notebook = candidate if candidate.exists() else None
     failure = str(record.get("failure") or "")
     if status == "crash" and notebook is not None:
@@ -203,8 +203,8 @@ def known_tags(repo: str | os.PathLike) -> list[str]:
         tags = set(workspace.list_tags(repo))
     except AutoresearchError:  # not a git repository (yet): its runs/ may still be read
         tags = set()
-    runs = Path(repo) / workspace.RUNS
-    for name in ("results.tsv", runstate.LOCK):
+    runs = Path(repo) / RUNS
+    for name in (RunFolder.results, RunFolder.lock):
         tags.update(path.parent.name for path in runs.glob(f"*/{name}"))
     return sorted(tags)
 

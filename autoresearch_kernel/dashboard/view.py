@@ -215,6 +215,9 @@ class DashboardView:
         self.max_experiments = w.BoundedIntText(value=settings.max_experiments, min=0, max=1_000_000,
                                                 description="max exps", tooltip="0: until stopped")
         self.data_dir = w.Text(value=settings.data_dir, description="data dir", placeholder="(default)", layout=wide)
+        self.profile = w.ToggleButtons(options=["cpu", "gpu"], value=settings.profile, description="profile",
+                                       tooltip="as the data was prepared")
+        self.device = w.Text(value=settings.device, description="device", placeholder="auto | cpu | cuda | cuda:N | mps")
         self.repo = w.HTML(f"<small>repository: <code>{html.escape(settings.repo)}</code></small>")
         program_view = w.HTML(_pre(program or f"({PROGRAM} not found)"))
         self.program = w.Accordion(children=[program_view], titles=(PROGRAM,), selected_index=None)
@@ -223,7 +226,8 @@ class DashboardView:
         self._show_llm_fields()
         setup = w.VBox([
             self.repo, w.HBox([self.tag, self.tag_note]), self.proposer, self.llm_box,
-            w.HBox([self.budget_kind, self.budget]), self.max_experiments, self.data_dir, self.program,
+            w.HBox([self.budget_kind, self.budget]), self.max_experiments, self.data_dir,
+            w.HBox([self.profile, self.device]), self.program,
         ])
         # -- controls
         self.start = w.Button(description="Start", button_style="success", icon="play")
@@ -264,11 +268,12 @@ class DashboardView:
         ])
         self.root.add_class("ark-dashboard")
         self._setup = [self.tag, self.proposer, self.model, self.base_url, self.budget_kind, self.budget,
-                       self.max_experiments, self.data_dir]
+                       self.max_experiments, self.data_dir, self.profile, self.device]
         # Stable class names: the browser test (and a user's CSS) find the fields by them.
         for name, widget in [("tag", self.tag), ("proposer", self.proposer), ("model", self.model),
                              ("endpoint", self.base_url), ("budget-kind", self.budget_kind), ("budget", self.budget),
                              ("max-experiments", self.max_experiments), ("data-dir", self.data_dir),
+                             ("profile", self.profile), ("device", self.device),
                              ("start", self.start), ("stop", self.stop), ("abort", self.abort)]:
             widget.add_class(f"ark-{name}")
 
@@ -279,6 +284,7 @@ class DashboardView:
     def settings(self, repo: str) -> Settings:
         return Settings(
             repo=repo, tag=self.tag.value.strip(), data_dir=self.data_dir.value.strip(),
+            profile=self.profile.value, device=self.device.value.strip() or "auto",
             proposer=self.proposer.value, model=self.model.value.strip(), base_url=self.base_url.value.strip(),
             budget_kind=self.budget_kind.value, budget=float(self.budget.value or 0.0),
             max_experiments=int(self.max_experiments.value or 0),

@@ -31,9 +31,8 @@ from autoresearch_kernel.errors import DataError, IntegrityError
 from autoresearch_kernel.integrity import static
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.scorer import Scorer
-from autoresearch_kernel.workspace import SANDBOX
+from autoresearch_kernel.notebook import CONTRACT_TAGS, SANDBOX
 
-CONTRACT_TAGS = frozenset({"parameters", "injected-parameters", "harness"})
 INTEGRITY_LOG = "integrity.log"
 SCORER_LOG = "scorer.log"
 SCORED_HEADING = "**Scored outside the experiment** by the loop's scorer (the kernel above measured nothing):"

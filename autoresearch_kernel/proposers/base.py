@@ -18,9 +18,7 @@ from typing import Protocol, runtime_checkable
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
-
-# The statuses the loop feeds back (the same words as results.tsv's status column).
-STATUSES = ("keep", "discard", "crash")
+from autoresearch_kernel.results import STATUSES  # noqa: F401  (the statuses the loop feeds back: results.tsv's)
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class HistoryEntry:
 
     number: int
     description: str
-    status: str                 # keep | discard | crash (invalid proposals may appear as "invalid")
+    status: str                 # keep | discard | crash | noop (invalid proposals appear as "invalid")
     val_bpb: float | None
 
 

@@ -1,6 +1,7 @@
 """The edit format: the sandbox notebook as readable code for a prompt, and a reply turned back into a notebook.
 
-Notebook <-> text goes through jupytext's percent format (`notebook_to_text`, `text_to_cells`): one `# %%`
+Notebook <-> text goes through jupytext's percent format (`notebook_to_text`, `text_to_cells`, which live in the
+low-level `notebook` module because the git layer diffs notebooks in the same form): one `# %%`
 marker per cell, markdown cells as `# %% [markdown]` with their lines commented out, tags on the marker.
 Harness-owned cells carry the title "(harness-owned: do not edit)" on their marker, so the model can see the
 boundary (the scope guard enforces it). Percent text keeps no cell ids: a reply's cells are aligned back to
@@ -31,22 +32,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jupytext
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
+from autoresearch_kernel.notebook import MARKER, clean_notebook, is_contract, notebook_to_text, text_to_cells
 
-# Tags of the cells the harness owns (papermill adds "injected-parameters" to executed copies).
-PROTECTED_TAGS = ("parameters", "injected-parameters", "harness")
-# Cell metadata that changes on every execution and would make git diffs noisy.
-VOLATILE_CELL_METADATA = ("execution", "papermill", "ExecuteTime", "scrolled", "collapsed")
-VOLATILE_NOTEBOOK_METADATA = ("papermill", "widgets")
-
-# jupytext's percent format with no YAML header: the prompt shows cells, not notebook metadata.
-PERCENT = {"extension": ".py", "format_name": "percent", "notebook_metadata_filter": "-all"}
-HARNESS_NOTE = "(harness-owned: do not edit)"
-
-MARKER = re.compile(r"^# ?%%(?P<rest>.*)$")
 # `Description: text`, decorated as models do (`**Description:**`, `- Description:`, `### Description:`); a label
 # with no text (`## Description`) takes the next line.
 DESCRIPTION = re.compile(r"^[ \t>*_#`-]*description[*_` \t]*(:[*_` \t]*(?P<text>.*?)[*_` \t]*)?$", re.IGNORECASE)
@@ -94,37 +84,7 @@ class ParsedReply:
 # ---------------------------------------------------------------------------------------------------------
 # notebook <-> text
 
-def is_protected(cell) -> bool:
-    """True for the cells the harness owns (parameters, set-up, report): the agent must not edit them."""
-    tags = cell.get("metadata", {}).get("tags", [])
-    return any(tag in PROTECTED_TAGS for tag in tags)
-
-
-def notebook_to_text(notebook: nbformat.NotebookNode) -> str:
-    """The notebook in percent format, cells separated by a blank line, for a prompt."""
-    shown = nbformat.v4.new_notebook()
-    for cell in notebook.cells:
-        # Only what the model should see: the tags, and the harness note as the marker's title.
-        metadata = {"tags": list(cell.metadata["tags"])} if cell.get("metadata", {}).get("tags") else {}
-        if is_protected(cell):
-            metadata["title"] = HARNESS_NOTE
-        maker = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
-                 "raw": nbformat.v4.new_raw_cell}[cell.cell_type]
-        shown.cells.append(maker(cell.source, metadata=metadata))
-    return jupytext.writes(shown, fmt=PERCENT)
-
-
-def text_to_cells(text: str) -> list[tuple[str, str]]:
-    """Percent-format text as (cell_type, source) pairs. Text before the first marker is a code cell."""
-    # The note is ours, not the model's: without it a marker's tags read as tags again.
-    lines = [line.replace(" " + HARNESS_NOTE, "").replace(HARNESS_NOTE, "") if MARKER.match(line) else line
-             for line in text.splitlines()]
-    try:
-        notebook = jupytext.reads("\n".join(lines) + "\n", fmt=PERCENT)
-    except Exception as error:      # jupytext raises several types for text it cannot read
-        raise ProposalError(f"the notebook text cannot be read as percent format ({error}): start every cell "
-                            "with a `# %%` line") from None
-    return [(cell.cell_type, cell.source) for cell in notebook.cells]
+is_protected = is_contract  # the cells the harness owns: the agent must not edit them
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -382,19 +342,6 @@ def _apply_block(block: EditBlock, lines: list[str]) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------------
 # applying a reply
-
-def clean_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Outputs cleared and volatile metadata dropped (in place, returned), so git diffs show source only."""
-    for key in VOLATILE_NOTEBOOK_METADATA:
-        notebook.metadata.pop(key, None)
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-        for key in VOLATILE_CELL_METADATA:
-            cell.metadata.pop(key, None)
-    return notebook
-
 
 def _new_cell(cell_type: str, source: str, template=None):
     """A cell of `cell_type`; with a template, it keeps the template's metadata and id."""

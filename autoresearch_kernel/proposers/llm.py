@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import openai
 
 from autoresearch_kernel.errors import ProposalError, ProposerUnavailable
+from autoresearch_kernel.notebook import SANDBOX
 from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
 from autoresearch_kernel.proposers.edits import REPLY_FORMAT_HINT, apply_reply, notebook_to_text
 
-SANDBOX_PATH = "notebooks/train_template.ipynb"
 # HTTP statuses the client retries (with every 5xx): request timeout, conflict, rate limit.
 RETRY_STATUSES = (408, 409, 429)
 FAILURE_CHARS = 4000        # the tail of a failure excerpt that goes into a fix prompt
@@ -121,7 +121,7 @@ def build_prompt(context: ProposalContext, history_limit: int = 100) -> str:
         runs_as = (f' The experiments run with PROFILE = "{context.profile}" '
                    f'(so `run.profile.name == "{context.profile}"`){on_device}.')
     parts = [
-        f"## The sandbox: {SANDBOX_PATH}\n"
+        f"## The sandbox: {SANDBOX}\n"
         "Percent format: each `# %%` line starts a cell. Cells marked harness-owned belong to the harness; "
         f"a change to them is rejected.{runs_as}\n\n"
         f"```python\n{notebook_to_text(context.notebook)}```",

@@ -42,8 +42,8 @@ import nbformat
 
 from autoresearch_kernel.errors import DataError
 from autoresearch_kernel.harness.profiles import Profile, get_profile
+from autoresearch_kernel.notebook import clean_notebook, is_contract
 from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
-from autoresearch_kernel.proposers.edits import clean_notebook, is_protected
 
 NUMBER = r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 CONSTANT = re.compile(rf"^(?P<indent>[ \t]*)(?P<name>[A-Z][A-Z0-9_]*)(?P<eq>\s*=\s*)"
@@ -150,7 +150,7 @@ def find_constants(notebook: nbformat.NotebookNode, profile: str | None = None) 
     profile = profile or notebook_profile(notebook)
     found: dict[str, Constant] = {}
     for cell_index, cell in enumerate(notebook.cells):
-        if cell.cell_type != "code" or is_protected(cell):
+        if cell.cell_type != "code" or is_contract(cell):
             continue
         lines = cell.source.splitlines()
         for line_index in active_lines(cell.source, profile):
@@ -384,7 +384,7 @@ class MutateProposer:
             self.last_keep = name
         elif self.last_keep == name:
             self.last_keep = None
-        elif status == "discard":
+        elif status in ("discard", "noop"):  # a noop: the constant changed nothing, step elsewhere
             step.size, step.direction = max(step.size * SHRINK, MIN_SIZE), -direction
         elif status == "crash":
             step.size, step.direction = max(step.size * CRASH_SHRINK, MIN_SIZE), -direction

@@ -1,0 +1,67 @@
+"""Launching one experiment: the jail or not, the folder it writes, the parameters it is told, the runner.
+
+The loop decides what to run (a commit, a seed, an experiment number); this module knows how: the sandbox
+notebook as committed in the run's worktree, executed by `runner.run_notebook` in its own folder
+runs/<tag>/notebooks/<n>-<commit>/ (the one place it may write), inside the bubblewrap jail with the
+training split and the notebook read-only, under the run's wall-clock limit.
+"""
+from __future__ import annotations
+
+import shutil
+
+from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.harness.data import training_files
+from autoresearch_kernel.harness.parameters import ExperimentParameters
+from autoresearch_kernel.integrity import jail
+from autoresearch_kernel.runner import RunResult, run_notebook
+from autoresearch_kernel.settings import LoopConfig
+from autoresearch_kernel.workspace import Workspace
+
+# Proposers whose edits are the project's own code (not a model's): they may run without the jail, with a
+# warning, where bubblewrap is missing. Every other proposer's code runs jailed or not at all.
+TRUSTED_PROPOSERS = ("mutate",)
+
+
+def choose_sandbox(config: LoopConfig) -> tuple[bool, str]:
+    """(jailed, warning): the jail where it can be made; else run a trusted proposer's edits unjailed
+    with a warning, and refuse a model's code unless the user said --no-sandbox."""
+    if not config.sandbox:
+        return False, "running WITHOUT the sandbox (--no-sandbox): experiment code can reach this machine"
+    reason = jail.unavailable_reason()
+    if reason is None:
+        return True, ""
+    if config.proposer in TRUSTED_PROPOSERS:
+        return False, f"running WITHOUT the sandbox: {reason}"
+    raise AutoresearchError(
+        f"the {config.proposer} proposer runs model-written code, which needs the sandbox: {reason}; "
+        "or pass --no-sandbox to run it unsandboxed at your own risk")
+
+
+def run_experiment(config: LoopConfig, workspace: Workspace, data_dir: str, jailed: bool, number: int,
+                   commit: str, seed: int, cancel) -> RunResult:
+    """Execute the committed sandbox once on `seed` (the worktree holds `commit`); `cancel` aborts it."""
+    folder = workspace.folder.experiment(number, commit)  # the one folder the experiment may write
+    shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
+    folder.mkdir(parents=True)
+    output = folder / f"{folder.name}.ipynb"
+    device = config.device
+    parameters = ExperimentParameters(
+        profile=config.profile,
+        data_dir=data_dir,
+        # the runner narrows CUDA_VISIBLE_DEVICES to the assigned GPU, which the kernel sees as cuda
+        device="cuda" if device.startswith("cuda:") else device,
+        seed=seed,
+        budget_seconds=float(config.budget_seconds),
+        budget_tokens=int(config.budget_tokens),
+        metrics_path=str(output.with_suffix(".metrics.json")),
+        evaluate=False,  # the scorer measures the model, outside the jail
+    )
+    cell_jail = None
+    if jailed:  # read-only: the candidate and the training split; writable: its own folder
+        readonly = (workspace.sandbox, *training_files(data_dir, config.profile))
+        cell_jail = jail.Jail(readonly=readonly, writable=(folder,), gpu=device.startswith("cuda"))
+    return run_notebook(
+        workspace.sandbox, output, parameters.for_papermill(), timeout_s=config.run_timeout(),
+        cwd=folder, device=device if device.startswith("cuda") or device == "cpu" else None,
+        cancel=cancel, jail=cell_jail,
+    )

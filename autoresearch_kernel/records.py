@@ -1,0 +1,155 @@
+"""The run's record, kept in memory: the rows of results.tsv and invalid.tsv, and the rows built from runs.
+
+results.tsv stays the truth on disk. The loop reads it (and invalid.tsv) once when it opens a run, then keeps
+the lists: every append goes to the file first, atomically (`results.append`), then to the list, so what the
+loop decides from is what a resume would read back. From the rows come the gate's inputs (the best so far,
+the baseline's noise), the next experiment number, the seeds the baseline still needs, the history a
+proposer sees, and a candidate's parent run on the same seed (a candidate whose result is identical to it
+is a no-op).
+
+`row_from` and `crash_row` build the row of one run; its status is final only when the loop settles it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+from autoresearch_kernel import gate, results
+from autoresearch_kernel.proposers import HistoryEntry, Usage
+from autoresearch_kernel.results import Row
+from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.runner import RunResult
+from autoresearch_kernel.runstate import Pending
+
+IDEAS = ("candidate", "fix")  # the kinds of row that are a proposer's idea (confirmations and baselines are not)
+
+
+class Records:
+    """results.tsv and invalid.tsv of one run, read once and appended to."""
+
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+        results.ensure_file(folder.results)
+        self.rows: list[Row] = results.read_rows(folder.results)
+        self.invalid: list[Row] = results.read_rows(folder.invalid)
+        # The ideas tried, invalid replies included, in the order they finished (files: by their time stamps).
+        tried = [r for r in self.rows if r.kind in IDEAS]
+        self.ideas: list[Row] = sorted(tried + self.invalid, key=lambda r: r.finished_at)
+
+    def append(self, rows: list[Row]) -> list[Row]:
+        """Write the rows (stamped with the time) to results.tsv, then keep them; returns them as written."""
+        rows = _stamped(rows)
+        results.append(self.folder.results, *rows)
+        self.rows.extend(rows)
+        self.ideas.extend(r for r in rows if r.kind in IDEAS)
+        return rows
+
+    def append_invalid(self, row: Row) -> Row:
+        [row] = _stamped([row])
+        results.append(self.folder.invalid, row)
+        self.invalid.append(row)
+        self.ideas.append(row)
+        return row
+
+    # -- what the gate and the loop read --------------------------------------------------------------------
+    def baseline_values(self) -> list[float | None]:
+        return [r.val_bpb for r in self.rows if r.kind == "baseline" and r.status == "keep"]
+
+    def missing_seeds(self, seeds: tuple[int, ...]) -> list[int]:
+        """The baseline seeds not run yet, in the configured order."""
+        done = {r.seed for r in self.rows if r.kind == "baseline" and r.status == "keep"}
+        return [seed for seed in seeds if seed not in done]
+
+    def best(self) -> float | None:
+        """The gate's best so far: the `best` of the last kept row that has one (None before the baseline)."""
+        for row in reversed(self.rows):
+            if row.status == "keep" and row.best is not None:
+                return row.best
+        return None
+
+    def noise_std(self) -> float | None:
+        noise = gate.noise_floor(self.baseline_values())
+        return noise.std if noise else None
+
+    def next_number(self, pending: Pending | None) -> int:
+        """A number no row and no run in flight has: two rows with one number cannot happen."""
+        used = [r.experiment for r in self.rows] + (pending.numbers if pending else [])
+        return max(used, default=0) + 1
+
+    def written(self, numbers: list[int]) -> list[Row]:
+        return [r for r in self.rows if r.experiment in numbers]
+
+    def last_kept_commit(self) -> str | None:
+        kept = [r for r in self.rows if r.status == "keep"]
+        return kept[-1].commit if kept else None
+
+    def first_baseline_commit(self) -> str | None:
+        return next((r.commit for r in self.rows if r.kind == "baseline"), None)
+
+    def history(self) -> list[HistoryEntry]:
+        """What a proposer sees: the ideas tried (invalid replies included), in the order they finished."""
+        return [HistoryEntry(r.experiment, r.description, r.status, r.val_bpb) for r in self.ideas]
+
+    def parent_run(self, parent: str, seed: int) -> Row | None:
+        """The kept parent's run on `seed` (a baseline seed, or the kept candidate's own run)."""
+        for row in reversed(self.rows):
+            if row.commit == parent[:7] and row.seed == seed and row.status == "keep" and row.val_bpb is not None:
+                return row
+        return None
+
+
+def _stamped(rows: list[Row]) -> list[Row]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return [row if row.finished_at else dataclasses.replace(row, finished_at=now) for row in rows]
+
+
+def same_result(run: Row, parent: Row) -> bool:
+    """The two runs measured the same thing: val_bpb and tokens identical to the last digit results.tsv keeps.
+
+    Compared as recorded, so that a row read back after a resume compares as the one just written.
+    """
+    if run.val_bpb is None or parent.val_bpb is None:
+        return False
+    return f"{run.val_bpb:.6f}" == f"{parent.val_bpb:.6f}" and f"{run.tokens_m:.3f}" == f"{parent.tokens_m:.3f}"
+
+
+def seed_for(seeds: tuple[int, ...], run_index: int) -> int:
+    """A candidate runs on the first baseline seed; confirmations on the next ones, then beyond."""
+    return seeds[run_index] if run_index < len(seeds) else max(seeds) + run_index - len(seeds) + 1
+
+
+def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commit: str, parent: str, seed: int,
+             description: str, sandbox: str, usage: Usage = Usage()) -> Row:
+    """The row of one finished run: "keep" when it produced a val_bpb (the loop settles the status), else "crash"."""
+    metrics = result.metrics or {}  # written by the kernel: figures only, and only when they are numbers
+    value = _figure(metrics, "val_bpb") if result.ok else None
+    memory = _figure(metrics, "peak_vram_mb")
+    ok = result.ok and value is not None
+    return Row(
+        commit=commit[:7], val_bpb=value if ok else None, memory_gb=memory / 1024 if memory and ok else None,
+        status="keep" if ok else "crash", description=description, experiment=number, kind=kind,
+        parent=parent[:7], seed=seed, wall_seconds=result.wall_seconds,
+        training_seconds=_figure(metrics, "training_seconds") or 0.0,
+        tokens_m=_figure(metrics, "total_tokens_M") or 0.0,
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
+        notebook=str(result.output_path.relative_to(folder.path)),
+        failure=result.failure or ("" if ok else "crash: the run reported no val_bpb"),
+        sandbox=sandbox,
+    )
+
+
+def crash_row(number: int, kind: str, commit: str, parent: str, description: str, seed: int, reason: str,
+              usage: Usage, sandbox: str) -> Row:
+    """The row of a candidate that was never run (refused by a check, or interrupted too often)."""
+    return Row(commit[:7], None, None, "crash", description, experiment=number, kind=kind, parent=parent[:7],
+               seed=seed, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+               cost_usd=usage.cost_usd, failure=reason, sandbox=sandbox)
+
+
+def _figure(metrics: dict, name: str) -> float | None:
+    """A finite number from the kernel's metrics, or None (the kernel may have written anything)."""
+    value = metrics.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)

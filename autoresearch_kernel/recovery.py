@@ -1,0 +1,57 @@
+"""Resuming a run after any kind of stop: branch, worktree and state.json brought in line with results.tsv.
+
+A SIGKILL can land anywhere in a step. What is on disk then says what to do:
+- a row of the experiment in flight is in results.tsv: only the keep/revert after it was lost, so do that;
+- no row yet: the experiment was cut short; it runs again (`Pending.interrupts` counts how often, and the
+  loop records it as a crash past `max_interrupts`);
+- experiments of this run that a killed loop left running (papermill, in a session of its own) are killed,
+  so that they do not write into the notebook folder a resume is about to use;
+- the worktree is reset to the commit the next step starts from, clean.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+
+from autoresearch_kernel.records import Records
+from autoresearch_kernel.runner import kill_tree
+from autoresearch_kernel.runstate import State
+from autoresearch_kernel.workspace import Workspace
+
+
+def recover(workspace: Workspace, state: State, records: Records) -> None:
+    """Complete what a stopped loop left half done; `state` is updated in place (the caller saves it)."""
+    kill_orphans(workspace.folder.notebooks)
+    last = records.last_kept_commit()
+    if last:
+        state.kept = state.kept if state.kept.startswith(last) else workspace.resolve(last)
+    elif not state.kept:
+        state.kept = workspace.head() if state.pending is None else state.pending.parent
+    pending = state.pending
+    if pending is not None:
+        written = records.written(pending.numbers)
+        if written:  # the rows made it to disk; only the keep/revert after them did not
+            state.pending = None
+            if written[0].status != "keep":
+                workspace.discard(pending.commit, pending.numbers[0], state.kept)
+        else:
+            pending.interrupts += 1
+    target = state.pending.commit if state.pending else state.kept
+    if workspace.head() != target or workspace.is_dirty():
+        workspace.reset_to(target)
+
+
+def kill_orphans(notebooks: Path) -> None:
+    """Kill experiments a killed loop left running: papermill writing into this run's notebooks folder.
+
+    A SIGKILL reaches the loop only; its papermill child (in a session of its own) and the kernel would go
+    on training for up to the timeout and write into the notebook a resume is about to write. Holding the
+    tag's lock, any such process is an orphan of ours.
+    """
+    marker = str(notebooks) + os.sep
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if process.pid != os.getpid() and "papermill" in " ".join(cmdline) and any(marker in a for a in cmdline):
+            kill_tree(process.pid)

@@ -1,0 +1,35 @@
+"""The run's record in memory: appended rows are on disk and in the lists; numbers count the run in flight."""
+from autoresearch_kernel import results
+from autoresearch_kernel.records import Records, same_result
+from autoresearch_kernel.results import Row
+from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.runstate import Pending
+
+
+def row(number, kind="candidate", status="keep", value=1.0, seed=0, commit="c"):
+    return Row(f"{commit}{number:06d}", value, 1.0, status, f"idea {number}", experiment=number, kind=kind,
+               seed=seed, tokens_m=0.25)
+
+
+def test_rows_are_kept_as_written_and_read_back_alike(tmp_path):
+    folder = RunFolder(tmp_path)
+    records = Records(folder)
+    written = records.append([row(1, "baseline"), row(2, "baseline", seed=1, value=1.002)])
+    records.append_invalid(Row("", None, None, "invalid", "no edit", experiment=1))
+    records.append([row(3, value=0.9)])
+    assert all(r.finished_at for r in written)
+    again = Records(folder)
+    assert [r.experiment for r in again.rows] == [r.experiment for r in records.rows] == [1, 2, 3]
+    assert [h.status for h in records.history()] == ["invalid", "keep"]  # as they finished
+    assert sorted(h.status for h in again.history()) == ["invalid", "keep"]  # a tie within a second: either
+    assert records.noise_std() == again.noise_std() and records.missing_seeds((0, 1, 2)) == [2]
+    assert same_result(again.rows[0], records.rows[0]) and not same_result(records.rows[0], records.rows[1])
+
+
+def test_the_next_number_counts_the_experiment_in_flight(tmp_path):
+    """A baseline seed run while an experiment waits for its re-run must not take that experiment's number."""
+    records = Records(RunFolder(tmp_path))
+    records.append([row(1, "baseline"), row(2, "baseline", seed=1)])
+    pending = Pending(numbers=[3], kind="candidate", commit="c" * 40, parent="p" * 40, description="x")
+    assert records.next_number(pending) == 4 and records.next_number(None) == 3
+    assert len(results.read_rows(tmp_path / "results.tsv")) == 2

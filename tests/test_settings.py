@@ -1,0 +1,61 @@
+"""The loop's settings: one option table for the CLI and the dashboard, the stored copy a resume keeps."""
+import json
+
+import pytest
+
+from autoresearch_kernel import cli, settings
+from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.gate import GateConfig
+from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.settings import LoopConfig
+
+
+def parse(*argv):
+    return cli.build_parser().parse_args(["loop", "--tag", "t", *argv])
+
+
+def test_options_not_given_are_none_and_given_ones_become_the_config():
+    assert settings.given(parse()) == {}
+    given = settings.given(parse("--baseline-seeds", "2", "--model", "m", "--no-sandbox", "--budget-tokens", "64"))
+    assert given == {"baseline_seeds": (0, 1), "proposer_options": {"model": "m"}, "sandbox": False,
+                     "budget_tokens": 64}
+    config = LoopConfig(tag="t", **given)
+    assert config.baseline_seeds == (0, 1) and config.proposer_options == {"model": "m"} and not config.sandbox
+
+
+def test_the_command_line_built_from_the_table_parses_back():
+    values = {"profile": "gpu", "device": "cuda:0", "budget_seconds": 30, "sandbox": False, "model": "m",
+              "max_experiments": None}
+    argv = settings.command_line(values)
+    assert argv == ["--model", "m", "--budget-seconds", "30.0", "--device", "cuda:0", "--profile", "gpu",
+                    "--no-sandbox"]
+    parsed = parse(*argv)
+    assert (parsed.profile, parsed.device, parsed.budget_seconds, parsed.sandbox) == ("gpu", "cuda:0", 30.0, False)
+    with pytest.raises(ValueError, match="budget"):
+        settings.command_line({"budget": 30})  # a name the CLI does not know fails at once
+
+
+def test_a_resume_takes_the_stored_settings_and_refuses_a_new_yardstick(tmp_path):
+    folder = RunFolder.of(tmp_path, "t")
+    folder.path.mkdir(parents=True)
+    first = LoopConfig(repo=tmp_path, tag="t", baseline_seeds=(0, 1), budget_seconds=20, max_experiments=5,
+                       proposer_options={"model": "m", "base_url": "http://x", "api_key": "sk-secret"})
+    settings.store(folder, first, "/data", [])
+    assert "sk-secret" not in folder.config.read_text()  # a key is never written to disk
+    resumed = LoopConfig.resumed(tmp_path, "t", proposer_options={"model": "n"}, max_experiments=1)
+    assert (resumed.baseline_seeds, resumed.budget_seconds, resumed.resume) == ((0, 1), 20, True)
+    assert resumed.proposer_options == {"model": "n", "base_url": "http://x"}  # merged key by key
+    resumed.data_dir = "/data"
+    changes = settings.check_resume(folder, resumed, "/data")
+    assert [(c["setting"], c["was"], c["now"]) for c in changes] == [
+        ("max_experiments", 5, 1),
+        ("proposer_options", {"model": "m", "base_url": "http://x"}, {"model": "n", "base_url": "http://x"})]
+    settings.store(folder, resumed, "/data", changes)
+    assert len(json.loads(folder.config.read_text())["changes"]) == 2
+    for change in ({"budget_seconds": 30}, {"baseline_seeds": (0, 1, 2)}, {"profile": "gpu"},
+                   {"gate": GateConfig(z=3.0)}):
+        with pytest.raises(AutoresearchError, match="start a new tag") as refused:
+            settings.check_resume(folder, LoopConfig.resumed(tmp_path, "t", **change), "/data")
+        assert next(iter(change)) in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(AutoresearchError, match="data_dir"):
+        settings.check_resume(folder, LoopConfig.resumed(tmp_path, "t"), "/other")
