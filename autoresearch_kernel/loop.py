@@ -451,7 +451,7 @@ class Loop:
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
             notebook=str(result.output_path.relative_to(self.folder)),
             failure=result.failure or ("" if ok else "crash: the run reported no val_bpb"),
-            sandbox=self._sandbox_mark(),
+            sandbox=self._sandbox_mark(), proposer="" if kind == "baseline" else self.proposer.name,
         )
 
     def _sandbox_mark(self) -> str:
@@ -462,7 +462,8 @@ class Loop:
         return Row(short(candidate.commit), None, None, "crash", candidate.description, experiment=candidate.number,
                    kind=candidate.kind, parent=short(candidate.parent), seed=self._seed_for(0),
                    prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                   cost_usd=usage.cost_usd, failure=reason, sandbox=self._sandbox_mark())
+                   cost_usd=usage.cost_usd, failure=reason, sandbox=self._sandbox_mark(),
+                   proposer=self.proposer.name)
 
     def _seed_for(self, run_index: int) -> int:
         """A candidate runs on the first baseline seed; confirmations on the next ones, then beyond."""
@@ -477,7 +478,8 @@ class Loop:
         count = len(results.read_rows(self.invalid_path)) + 1
         row = Row("", None, None, "invalid", description or "(no description)", experiment=count, kind=kind,
                   parent=short(self.state.kept), prompt_tokens=usage.prompt_tokens,
-                  completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, failure=message)
+                  completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, failure=message,
+                  proposer=self.proposer.name)
         results.append(self.invalid_path, row)
         self.status.message = f"invalid proposal: {results.one_line(message, 120)}"
         self._emit(invalid=row)
