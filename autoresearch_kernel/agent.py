@@ -79,6 +79,7 @@ def stored_config(repo: str | Path, tag: str, **overrides) -> LoopConfig:
     known = {field.name for field in dataclasses.fields(LoopConfig)}
     settings = {key: value for key, value in saved.items() if key in known}
     settings["gate"] = GateConfig(**settings.get("gate", {}))
+    settings["repo"] = Path(repo).resolve()  # where the project is now, should it have moved
     settings.update(overrides)
     return LoopConfig(**settings)
 

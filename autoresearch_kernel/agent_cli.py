@@ -45,6 +45,8 @@ def add_agent_commands(commands) -> None:
 
 def project_root(repo: str | None) -> str:
     """The user's repository, also from inside a run's worktree (where agents run `step`)."""
+    from pathlib import Path
+
     import git
 
     from autoresearch_kernel.errors import WorkspaceError
@@ -54,9 +56,7 @@ def project_root(repo: str | None) -> str:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise WorkspaceError(f"{repo or 'here'} is not inside a git repository: pass --repo") from None
     try:  # a worktree's common git dir is the main repository's .git, whose parent is the project
-        from pathlib import Path
-
-        common = Path(found.git.rev_parse("--path-format=absolute", "--git-common-dir"))
+        common = Path(found.common_dir).resolve()
         return str(common.parent if common.name == ".git" else found.working_tree_dir)
     finally:
         found.close()
