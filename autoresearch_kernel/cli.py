@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autoresearch_kernel.agent_cli import add_agent_commands
 from autoresearch_kernel.errors import AutoresearchError
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=_prepare)
     _add_loop_commands(commands)
     _add_run_once(commands)
+    add_agent_commands(commands)  # agent-init, step, status: agent_cli.py
     return parser
 
 
@@ -155,11 +157,11 @@ def _run_once(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        code = args.handler(args)  # the agent's commands return their exit codes (agent_cli.py)
     except AutoresearchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0

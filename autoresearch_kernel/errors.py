@@ -31,3 +31,8 @@ class IntegrityError(AutoresearchError):
 
 class ProposerUnavailable(AutoresearchError):
     """The LLM endpoint keeps failing (network, rate limit, server error) after retries: the loop pauses."""
+
+
+class StepRefused(AutoresearchError):
+    """An agent's `autoresearch step` cannot go ahead: nothing changed, both sandbox files changed, the tag is
+    busy or its baseline is not done. Nothing was committed or run."""

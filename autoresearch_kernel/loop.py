@@ -311,9 +311,9 @@ class Loop:
         """Write the candidate's rows with the final status, then keep or revert, then forget the pending."""
         status, pending = decision.status, self.state.pending
         noise_std = self.records.noise_std()
-        runs = done or [records.crash_row(candidate.number, candidate.kind, candidate.commit, candidate.parent,
-                                          candidate.description, self._seed_for(0), decision.reason, proposal.usage,
-                                          self._sandbox_mark())]
+        runs = done or [dataclasses.replace(records.crash_row(
+            candidate.number, candidate.kind, candidate.commit, candidate.parent, candidate.description,
+            self._seed_for(0), decision.reason, proposal.usage, self._sandbox_mark()), proposer=self.proposer.name)]
         rows = [dataclasses.replace(row, status=status, margin=decision.margin, best=decision.best,
                                     noise_std=noise_std, failure=row.failure or ("" if status == "keep" else decision.reason))
                 for row in runs]
@@ -355,8 +355,9 @@ class Loop:
 
     def _row_from(self, result: RunResult, number: int, kind: str, commit: str, parent: str, seed: int,
                   description: str, usage: Usage = Usage()) -> Row:
-        return records.row_from(result, self.run_folder, number, kind, commit, parent, seed, description,
-                                self._sandbox_mark(), usage)
+        row = records.row_from(result, self.run_folder, number, kind, commit, parent, seed, description,
+                               self._sandbox_mark(), usage)
+        return dataclasses.replace(row, proposer="" if kind == "baseline" else self.proposer.name)
 
     def _sandbox_mark(self) -> str:
         return "bwrap" if self.jailed else "none"
@@ -373,7 +374,7 @@ class Loop:
         row = Row("", None, None, "invalid", description or "(no description)",
                   experiment=len(self.records.invalid) + 1, kind=kind, parent=self.state.kept[:7],
                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                  cost_usd=usage.cost_usd, failure=message)
+                  cost_usd=usage.cost_usd, failure=message, proposer=self.proposer.name)
         row = self.records.append_invalid(row)
         self.status.message = f"invalid proposal: {results.one_line(message, 120)}"
         self._reporter.emit(invalid=row)

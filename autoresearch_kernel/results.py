@@ -59,6 +59,7 @@ class Row:
     failure: str = ""  # one line: why it crashed or was not kept
     finished_at: str = ""  # local ISO time the row was written
     sandbox: str = ""  # bwrap: the experiment ran in the jail; none: unsandboxed (--no-sandbox, or no bwrap)
+    proposer: str = ""  # who proposed it: mutate | llm | agent (a coding agent through `autoresearch step`)
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
@@ -107,6 +108,7 @@ def format_row(row: Row) -> str:
         one_line(row.failure),
         row.finished_at or time.strftime("%Y-%m-%dT%H:%M:%S"),
         row.sandbox,
+        row.proposer,
     ]
     return "\t".join(cells) + "\n"
 
@@ -218,7 +220,8 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
         for name in ("wall_seconds", "training_seconds", "tokens_m", "margin"):
             if name in values:
                 values[name] = float(values[name] or 0.0)
-        for name in ("commit", "parent", "description", "failure", "notebook", "kind", "finished_at", "sandbox"):
+        for name in ("commit", "parent", "description", "failure", "notebook", "kind", "finished_at", "sandbox",
+                     "proposer"):
             if name in values:
                 values[name] = str(values[name])
         rows.append(Row(**values))

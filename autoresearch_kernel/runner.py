@@ -206,6 +206,11 @@ def _read_metrics(path: Path) -> dict | None:
     return metrics if isinstance(metrics, dict) else None
 
 
+def traceback_tail(output: Path) -> str | None:
+    """The last lines of the first traceback in an executed notebook, or None (for the agent's step)."""
+    return _notebook_error(output)[2]
+
+
 def _notebook_error(output: Path) -> tuple[str | None, str | None, str | None]:
     """The first error output in the executed notebook: (name, message, last lines of traceback)."""
     try:

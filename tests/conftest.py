@@ -15,6 +15,7 @@ import pytest
 from autoresearch_kernel.harness.prepare import prepare
 
 SLOW_MODULES = {
+    "test_agent",              # a scripted coding agent calling `autoresearch step` on real kernels
     "test_browser",            # JupyterLab in Chromium
     "test_cli_loop",           # the CLI's loop in a subprocess
     "test_integrity",          # loops whose candidates try to cheat
