@@ -16,8 +16,6 @@ exit code, so an agent can read the result without parsing prose:
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -28,15 +26,15 @@ import nbformat
 
 from autoresearch_kernel import report, results, runstate
 from autoresearch_kernel.errors import ProposerUnavailable, StepRefused, WorkspaceError
-from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.integrity import Checks
 from autoresearch_kernel.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers.base import Proposal, ProposalContext
 from autoresearch_kernel.proposers.edits import notebook_to_text
 from autoresearch_kernel.results import Row
+from autoresearch_kernel.runfolder import RunFolder
 from autoresearch_kernel.runner import traceback_tail
 from autoresearch_kernel.twin import TWIN, read_edit
-from autoresearch_kernel.workspace import SANDBOX, Workspace, run_dir, short, tag_exists
+from autoresearch_kernel.workspace import SANDBOX, Workspace, short, tag_exists
 
 NAME = "agent"  # the proposer column of the agent's rows
 EXIT_CODES = {"keep": 0, "discard": 10, "crash": 11, "refused": 12}
@@ -66,22 +64,16 @@ class AgentProposer:
 
 
 def stored_config(repo: str | Path, tag: str, **overrides) -> LoopConfig:
-    """The tag's loop settings as its last loop saved them (runs/<tag>/config.json), with `overrides`.
+    """The tag's loop settings as its runs stored them (settings.LoopConfig.resumed), with `overrides`.
 
     Budget, profile, data, seeds, gate and device of the agent's steps are those its baseline ran with.
     """
-    path = run_dir(Path(repo).resolve(), tag) / "config.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise WorkspaceError(f"run {tag!r} has no readable settings at {path}: start it with "
-                             f"`autoresearch agent-init --tag {tag}`") from None
-    known = {field.name for field in dataclasses.fields(LoopConfig)}
-    settings = {key: value for key, value in saved.items() if key in known}
-    settings["gate"] = GateConfig(**settings.get("gate", {}))
-    settings["repo"] = Path(repo).resolve()  # where the project is now, should it have moved
-    settings.update(overrides)
-    return LoopConfig(**settings)
+    folder = RunFolder.of(Path(repo).resolve(), tag)
+    if not folder.config.exists():
+        raise WorkspaceError(f"run {tag!r} has no settings at {folder.config}: start it with "
+                             f"`autoresearch agent-init --tag {tag}`")
+    overrides.pop("resume", None)
+    return LoopConfig.resumed(Path(repo).resolve(), tag, **overrides)
 
 
 def open_loop(config: LoopConfig, proposer, checks: Checks | None = None) -> Loop:
@@ -171,7 +163,7 @@ def step(repo: str | Path, tag: str, description: str, checks: Checks | None = N
                           f"`autoresearch status --tag {tag}`), then step again")
     config = stored_config(repo, tag, resume=True, proposer=NAME, max_experiments=None, fix_attempts=0,
                            pause_seconds=0.0)
-    rows = results.read_rows(run_dir(repo, tag) / "results.tsv")
+    rows = results.read_rows(RunFolder.of(repo, tag).results)
     if not baseline_done(rows, config):
         raise StepRefused(f"the baseline of run {tag!r} is not done: run `autoresearch agent-init --tag {tag}` "
                           "(it runs the unmodified notebook on its seeds first)")
@@ -179,7 +171,7 @@ def step(repo: str | Path, tag: str, description: str, checks: Checks | None = N
     kept, pending, edit = _read_the_edit(repo, tag)
     if edit is None and pending is None:
         if after is not None:  # rewrite a twin that a built-in loop's clean-up removed
-            after(run_dir(repo, tag) / "worktree")
+            after(RunFolder.of(repo, tag).worktree)
         raise StepRefused(f"nothing changed: edit {TWIN} (or {SANDBOX}) in the run's worktree, then step")
     proposer = AgentProposer(description, edit)
     with open_loop(config, proposer, checks) as loop:
@@ -212,7 +204,7 @@ def _read_the_edit(repo: Path, tag: str):
     """(kept commit, pending candidate or None, the agent's edited notebook or None), read without resetting."""
     workspace = Workspace.open(repo, tag, resume=True)
     try:
-        state = runstate.load_state(workspace.run_dir)
+        state = runstate.load_state(workspace.folder.path)
         kept = state.kept or workspace.head()
         base = workspace.read_sandbox(kept)
         pending = workspace.read_sandbox(state.pending.commit) if state.pending else None
@@ -234,7 +226,7 @@ def _best_before(rows: list[Row]) -> float | None:
 def status_lines(repo: str | Path, tag: str, recent: int = RECENT_ROWS) -> list[str]:
     """`autoresearch status`: the headline numbers, what is running, the recent rows, the edit in progress."""
     repo = Path(repo).resolve()
-    folder = run_dir(repo, tag)
+    folder = RunFolder.of(repo, tag).path
     path = folder / "results.tsv"
     if not tag_exists(repo, tag) or not path.exists():
         raise WorkspaceError(f"there is no run tagged {tag!r} in {repo}: start it with "

@@ -66,8 +66,8 @@ def _agent_init(args: argparse.Namespace) -> int:
     from autoresearch_kernel import agent, results
     from autoresearch_kernel.agent_init import INSTRUCTIONS, agent_init
     from autoresearch_kernel.loop import LoopConfig
+    from autoresearch_kernel.runfolder import RunFolder
     from autoresearch_kernel.twin import TWIN
-    from autoresearch_kernel.workspace import run_dir
 
     config = LoopConfig(
         repo=args.repo, tag=args.tag, data_dir=args.data_dir, profile=args.profile,
@@ -86,7 +86,7 @@ def _agent_init(args: argparse.Namespace) -> int:
     except StepRefused as error:
         print(f"refused: {error}")
         return agent.EXIT_CODES["refused"]
-    worktree = run_dir(config.repo, args.tag) / "worktree"
+    worktree = RunFolder.of(config.repo, args.tag).worktree
     print(f"run {args.tag} is ready for a coding agent: start it in {worktree}")
     print(f"  it edits {TWIN}, reads {INSTRUCTIONS}, and runs: autoresearch step --tag {args.tag} -m \"...\"")
     print(f"  first message: Read {INSTRUCTIONS} and start the experiment loop now.")
