@@ -31,10 +31,8 @@ from autoresearch_kernel.errors import DataError, IntegrityError
 from autoresearch_kernel.integrity import static
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.scorer import Scorer
-from autoresearch_kernel.notebook import CONTRACT_TAGS, SANDBOX
+from autoresearch_kernel.notebook import SANDBOX, is_contract
 
-INTEGRITY_LOG = "integrity.log"
-SCORER_LOG = "scorer.log"
 SCORED_HEADING = "**Scored outside the experiment** by the loop's scorer (the kernel above measured nothing):"
 
 
@@ -100,7 +98,7 @@ class Guard(Checks):
         baseline = [r.commit for r in rows if r.kind == "baseline"]
         base = loop.workspace.resolve(baseline[0]) if baseline else (loop.state.kept or loop.workspace.head())
         self._base = loop.workspace.read_sandbox(base)
-        self._log = loop.folder / INTEGRITY_LOG
+        self._log = loop.run_folder.integrity_log
         self.snapshot(loop.data_dir, loop.config.profile)
         if self.scored_outside is None:
             self.scored_outside = any("harness.finish(" in c.source for c in contract_cells(self._base))
@@ -111,7 +109,7 @@ class Guard(Checks):
                 data = Path(self._data_dir) / self._profile
                 jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda")
             scorer_device = loop.config.device if loop.config.device.startswith("cuda") else self._device
-            self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.folder / SCORER_LOG)
+            self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.run_folder.scorer_log)
         self._started = True
 
     def snapshot(self, data_dir: str | None, profile: str, strict: bool = False) -> None:
@@ -281,10 +279,6 @@ def program_path_of(result) -> Path:
 
 
 # -- the notebook's shape ---------------------------------------------------------------------------------
-def is_contract(cell) -> bool:
-    return bool(CONTRACT_TAGS & set(cell.get("metadata", {}).get("tags", [])))
-
-
 def contract_cells(notebook) -> list:
     return [c for c in notebook.cells if c.cell_type == "code" and is_contract(c)]
 
