@@ -473,3 +473,14 @@ def test_llm_proposer_drives_the_loop(tmp_path, scripted_llm, monkeypatch):
     for path in folder.rglob("*"):
         if path.is_file() and ".git" not in path.parts:
             assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_an_unsandboxed_run_says_so_on_every_row(tmp_path):
+    repo = make_repo(tmp_path / "project")
+    with Loop(config(repo, baseline_seeds=(0,), max_experiments=1, sandbox=False),
+              proposer=ScriptedProposer([("better", {"VALUE": 0.5})])) as loop:
+        assert not loop.jailed and "--no-sandbox" in loop.sandbox_warning
+        loop.run()
+        folder = loop.folder
+    rows = results.read_rows(folder / "results.tsv")
+    assert len(rows) == 2 and {r.sandbox for r in rows} == {"none"}
