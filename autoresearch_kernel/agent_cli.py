@@ -1,7 +1,7 @@
 """The agent's sub-commands of `autoresearch`: agent-init, step, status (thin: parse, call, print).
 
 Kept apart from cli.py so that the loop's own options can change without touching these. Exit codes are
-`agent.EXIT_CODES` (0 keep, 10 discard, 11 crash, 12 refused) and 2 for every other error.
+`agent.EXIT_CODES` (0 keep, 10 discard or noop, 11 crash, 12 refused) and 2 for every other error.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 from autoresearch_kernel.errors import StepRefused
 
 # agent.EXIT_CODES, spelled out so that parsing the command line does not import the loop (and torch)
-STEP_HELP = "exit codes: 0 keep, 10 discard, 11 crash, 12 refused, 2 error"
+STEP_HELP = "exit codes: 0 keep, 10 discard (or noop), 11 crash, 12 refused, 2 error"
 
 
 def add_agent_commands(commands) -> None:

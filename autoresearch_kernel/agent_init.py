@@ -117,7 +117,7 @@ Your job: lower `val_bpb` by editing ONE file, `{TWIN}`, one experiment at a tim
 | {EXIT_ERROR} | error: a usage error, or a problem only the human can fix (the message says what) |
 
 - `keep`: your edit is now the base of the next experiment.
-- `discard`, `crash`: the files are back at the last kept version; your edit stays readable with
+- `discard`, `noop`, `crash`: the files are back at the last kept version; your edit stays readable with
   `git show <commit>`. For a crash, fix a trivial bug (re-apply the edit with the fix) and step again, or
   drop the idea.
 - `refused`: nothing ran; the `reason:` line says what to do (nothing changed, both files edited, another
