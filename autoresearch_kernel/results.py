@@ -148,7 +148,21 @@ def ensure_file(path: str | os.PathLike) -> Path:
             pass
         finally:
             temporary.unlink()
+    else:
+        _upgrade_header(path)
     return path
+
+
+def _upgrade_header(path: Path) -> None:
+    """A file written by an older version has fewer columns (ours are only ever added at the end): give it
+    today's header, so that new rows line up; its old rows read with the new columns empty."""
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline()
+    if header == HEADER or not HEADER.startswith(header.rstrip("\n") + "\t"):
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(HEADER + path.read_text(encoding="utf-8")[len(header):], encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def append(path: str | os.PathLike, *rows: Row) -> None:

@@ -135,3 +135,14 @@ def test_loads_the_reference_five_column_file(tmp_path):
 def test_missing_file_loads_empty(tmp_path):
     assert len(results.load(tmp_path / "none.tsv")) == 0
     assert results.read_rows(tmp_path / "none.tsv") == []
+
+
+def test_a_file_from_an_older_version_gains_the_new_columns(tmp_path):
+    path = tmp_path / "results.tsv"
+    old_columns = results.COLUMNS[:-2]  # before `sandbox` and `proposer` existed
+    old_row = results.format_row(Row("abcdef1", 1.5, 1.0, "keep", "baseline", experiment=1))
+    path.write_text("\t".join(old_columns) + "\n" + "\t".join(old_row.split("\t")[:len(old_columns)]) + "\n")
+    results.ensure_file(path)
+    results.append(path, Row("1234567", 1.4, 1.0, "keep", "better", experiment=2, sandbox="bwrap", proposer="llm"))
+    rows = results.read_rows(path)
+    assert [(r.experiment, r.sandbox, r.proposer) for r in rows] == [(1, "", ""), (2, "bwrap", "llm")]
