@@ -26,7 +26,8 @@ DEVICE = "auto"        # auto picks cuda, then mps, then cpu
 SEED = 0
 BUDGET_SECONDS = 0.0   # > 0: wall-clock training seconds (warm-up steps excluded); 0: the profile's default
 BUDGET_TOKENS = 0      # > 0: a fixed number of training tokens instead (deterministic)
-METRICS_PATH = "metrics.json"'''
+METRICS_PATH = "metrics.json"
+EVALUATE = True        # False in the loop: its scorer measures the model outside this kernel'''
 
 
 def _execute(notebook, out_dir, prepared_dir, **parameters):
