@@ -1,16 +1,29 @@
-"""The gate: every branch of the keep / confirm / discard / crash decision and of the baseline's noise floor."""
-import math
+"""The gate: every branch of the keep / confirm / discard / crash decision and of the baseline's noise floor.
 
+The margin rule (`decide`) and the sound rule (`decide_by_means`, with the pooled `NoiseEstimate`), and a
+simulation of both against candidates that only re-draw the initialisation.
+"""
+import math
+import statistics
+
+import numpy as np
 import pytest
 
 from autoresearch_kernel.gate import (
+    PROFILE_NOISE_SD,
     Decision,
     GateConfig,
+    NoiseEstimate,
     baseline_decision,
+    chi_square_quantile,
     decide,
+    decide_by_means,
+    estimate_noise,
     margin_for,
+    margin_for_means,
     noise_floor,
     noop_decision,
+    repeated_groups,
 )
 
 STRICT = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, confirm_runs=1)
@@ -116,6 +129,168 @@ def test_decide_refuses_missing_best_or_runs():
 def test_config_refuses_negative_settings():
     with pytest.raises(ValueError):
         GateConfig(z=-1.0)
+
+
+# -- the sound rule -------------------------------------------------------------------------------------------
+KNOWN = NoiseEstimate.known(0.01)
+MEANS = GateConfig(z=2.0, min_margin=0.0, confirm_band=1.0, confirm_runs=1, confirm_floor=1.0)
+
+
+@pytest.mark.parametrize("dof, exact", [(3, 0.5844), (4, 1.0636), (10, 4.8652), (30, 20.599)])
+def test_chi_square_lower_quantile_is_close_to_the_table(dof, exact):
+    assert chi_square_quantile(0.1, dof) == pytest.approx(exact, rel=0.015)
+
+
+def test_chi_square_quantile_errs_small_with_few_dof_which_widens_the_bound():
+    assert 0 < chi_square_quantile(0.1, 1) < 0.0158 and chi_square_quantile(0.1, 2) < 0.2107
+    with pytest.raises(ValueError):
+        chi_square_quantile(0.1, 0)
+
+
+def test_pooled_noise_pools_within_group_spread_with_the_default():
+    groups = [[1.0, 1.2, 1.4], [2.0, 2.1], [3.0], [None, 5.0, math.nan]]  # 2 + 1 dof; singles add nothing
+    squares = 0.08 + 0.005
+    noise = NoiseEstimate.pooled(groups, prior_sd=0.1, prior_weight=2.0, confidence=0.9)
+    assert noise.measured_dof == 3 and noise.dof == 5.0
+    assert noise.sd == pytest.approx(math.sqrt((squares + 2 * 0.01) / 5))
+    assert noise.upper == pytest.approx(noise.sd * math.sqrt(5 / chi_square_quantile(0.1, 5)))
+    bare = NoiseEstimate.pooled(groups, prior_sd=None)
+    assert bare.dof == 3 and bare.sd == pytest.approx(math.sqrt(squares / 3))
+    with pytest.raises(ValueError, match="nothing says"):
+        NoiseEstimate.pooled([[1.0]], prior_sd=None)
+
+
+def test_the_upper_bound_is_wide_while_thin_and_tightens_with_more_repeats():
+    rng = np.random.default_rng(0)
+    thin = NoiseEstimate.pooled([rng.normal(0, 0.01, 3)], prior_sd=0.01, prior_weight=2.0)
+    thick = NoiseEstimate.pooled([rng.normal(0, 0.01, 2) for _ in range(400)], prior_sd=0.01, prior_weight=2.0)
+    assert thin.upper / thin.sd > 1.5
+    assert thick.upper / thick.sd < 1.1 and thick.sd == pytest.approx(0.01, rel=0.1)
+
+
+def test_the_profile_default_is_the_prior_and_config_may_replace_it():
+    assert estimate_noise([], "cpu").sd == pytest.approx(PROFILE_NOISE_SD["cpu"]) == pytest.approx(0.0156)
+    assert estimate_noise([], "gpu").sd == pytest.approx(PROFILE_NOISE_SD["gpu"])
+    assert estimate_noise([], "tpu").sd == pytest.approx(max(PROFILE_NOISE_SD.values()))
+    assert estimate_noise([], "cpu", GateConfig(prior_sd=0.002)).sd == pytest.approx(0.002)
+    measured = estimate_noise([[1.0, 1.02, 1.04]], "cpu", GateConfig(prior_weight=0.0))
+    assert measured.sd == pytest.approx(0.02) and measured.measured_dof == 2
+
+
+def test_repeated_groups_count_each_seed_of_a_commit_once():
+    runs = [("a", 0, 1.0), ("a", 1, 1.2), ("a", 1, 1.2), ("b", 0, 2.0), ("b", 1, None), ("c", 0, 3.0)]
+    assert repeated_groups(runs) == [[1.0, 1.2], [2.0], [3.0]]
+
+
+def test_means_rule_keeps_a_clear_gain_at_once_and_takes_the_candidates_mean_as_best():
+    # best mean 1.0 over 4 runs; se = 0.01 * sqrt(1/4 + 1) = 0.01118; margin 0.02236; the band tops at 0.04472
+    decision = decide_by_means([0.98, 1.02, 0.99, 1.01], [0.95], KNOWN, MEANS)
+    assert decision.status == "keep" and decision.best == pytest.approx(0.95)
+    assert decision.margin == pytest.approx(2 * 0.01 * math.sqrt(1.25))
+    assert decision.gain == pytest.approx(0.05) and "se 0.011180" in decision.reason
+
+
+def test_means_rule_compares_with_the_bests_mean_not_its_luckiest_draw():
+    # against the best draw (0.98) a 0.95 is a 0.03 gain; against the mean (1.0) it is 0.05
+    assert decide_by_means([0.98, 1.02], [0.95], KNOWN, MEANS).gain == pytest.approx(0.05)
+
+
+def test_means_rule_confirms_borderline_gains_on_both_sides_of_the_margin():
+    best = [1.0, 1.0, 1.0, 1.0]  # se 0.01118 for one run: floor 0.01118, margin 0.02236, band top 0.04472
+    assert decide_by_means(best, [0.985], KNOWN, MEANS).status == "confirm"  # 1.34 se: below z, re-run
+    assert decide_by_means(best, [0.97], KNOWN, MEANS).status == "confirm"  # 2.7 se: above z, must repeat
+    assert decide_by_means(best, [0.995], KNOWN, MEANS).status == "discard"  # 0.45 se: noise
+    assert decide_by_means(best, [1.02], KNOWN, MEANS).status == "discard"
+
+
+def test_means_rule_decides_on_the_mean_after_the_confirmations_with_a_smaller_margin():
+    best = [1.0, 1.0, 1.0, 1.0]  # two runs: se = 0.01 * sqrt(1/4 + 1/2) = 0.00866, margin 0.01732
+    kept = decide_by_means(best, [0.97, 0.98], KNOWN, MEANS)
+    assert kept.status == "keep" and kept.best == pytest.approx(0.975)
+    assert kept.margin == pytest.approx(2 * 0.01 * math.sqrt(0.75))
+    regressed = decide_by_means(best, [0.97, 1.0], KNOWN, MEANS)  # a lucky first draw that did not repeat
+    assert regressed.status == "discard" and regressed.best == pytest.approx(1.0)
+
+
+def test_means_rule_crashes_on_a_missing_metric_and_refuses_a_missing_best():
+    decision = decide_by_means([1.0], [0.9, None], KNOWN, MEANS)
+    assert (decision.status, decision.value, decision.best) == ("crash", None, 1.0)
+    with pytest.raises(ValueError, match="baseline"):
+        decide_by_means([None], [1.0], KNOWN, MEANS)
+    with pytest.raises(ValueError):
+        decide_by_means([1.0], [], KNOWN, MEANS)
+
+
+def test_means_rule_never_keeps_below_the_absolute_minimum_and_obeys_no_confirmation():
+    exact = NoiseEstimate.known(0.0)
+    assert decide_by_means([1.0], [0.9995], exact, GateConfig(min_margin=0.001)).status == "discard"
+    assert decide_by_means([1.0], [0.9985], exact, GateConfig(min_margin=0.001)).status == "confirm"
+    no_confirm = GateConfig(z=2.0, min_margin=0.0, confirm_runs=0)
+    assert decide_by_means([1.0] * 4, [0.97], KNOWN, no_confirm).status == "keep"
+    assert decide_by_means([1.0] * 4, [0.985], KNOWN, no_confirm).status == "discard"
+
+
+def test_margin_for_means_is_what_a_candidate_with_so_many_runs_must_beat():
+    noise = NoiseEstimate.known(0.01)
+    assert margin_for_means(noise, 3, 1, MEANS) == pytest.approx(2 * 0.01 * math.sqrt(1 / 3 + 1))
+    assert margin_for_means(noise, 3, 2, MEANS) == pytest.approx(2 * 0.01 * math.sqrt(1 / 3 + 1 / 2))
+    assert margin_for_means(NoiseEstimate.known(0.0), 3) == GateConfig().min_margin
+
+
+def test_config_refuses_a_confidence_outside_its_range():
+    with pytest.raises(ValueError):
+        GateConfig(noise_confidence=1.0)
+    with pytest.raises(ValueError):
+        GateConfig(prior_sd=0.0)
+
+
+# -- seed luck, simulated ----------------------------------------------------------------------------------
+# Issue 12, tried as a model would on the cpu profile at 65,536 tokens: re-draws of the initialisation spread
+# with sd 0.0116, the baseline had 3 seeds, and the margin rule kept one of 20 such candidates.
+REDRAW_SD, BASELINE = 0.0116, 1.7172
+
+
+def keep_rate(rule, gain_sds: float, trials: int = 2000, seed: int = 0, pooled_pairs: int = 0) -> float:
+    """The share of candidates kept whose true gain is `gain_sds` noise sds, each against a fresh 3-seed baseline.
+
+    `pooled_pairs`: confirmed pairs the run has already measured (each a repeat of one commit), pooled into
+    the noise as the loop pools its confirmations.
+    """
+    rng = np.random.default_rng(seed)
+    kept = 0
+    for _ in range(trials):
+        baseline = list(BASELINE + REDRAW_SD * rng.standard_normal(3))
+        pairs = [list(BASELINE + REDRAW_SD * rng.standard_normal(2)) for _ in range(pooled_pairs)]
+        runs = []
+        while True:
+            runs.append(BASELINE - gain_sds * REDRAW_SD + REDRAW_SD * rng.standard_normal())
+            decision = rule(baseline, runs, pairs)
+            if decision.status != "confirm":
+                break
+        kept += decision.status == "keep"
+    return kept / trials
+
+
+def margin_rule(baseline, runs, pairs):
+    return decide(statistics.fmean(baseline), runs, noise_floor(baseline).std, GateConfig())
+
+
+def means_rule(baseline, runs, pairs):
+    return decide_by_means(baseline, runs, estimate_noise([baseline, *pairs], "cpu"), GateConfig())
+
+
+def test_seed_luck_is_kept_by_the_margin_rule_and_not_by_the_means_rule():
+    old, new = keep_rate(margin_rule, 0.0), keep_rate(means_rule, 0.0)
+    assert old > 0.03  # about one in 16, as the issue measured (one in 20)
+    assert new < 1 / 200
+    # Later in a run, with 20 confirmed pairs pooled, the bound is tighter and still keeps almost no luck.
+    assert keep_rate(means_rule, 0.0, pooled_pairs=20) < 1 / 100
+
+
+def test_the_cost_a_real_gain_of_two_sds_is_kept_more_often_as_the_noise_estimate_fills():
+    thin, filled = keep_rate(means_rule, 2.0), keep_rate(means_rule, 2.0, pooled_pairs=20)
+    assert filled > 0.25 and filled > 3 * thin
+    assert keep_rate(means_rule, 4.0, pooled_pairs=20) > 0.9
 
 
 def test_baseline_keeps_the_mean_as_first_best():

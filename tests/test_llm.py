@@ -61,6 +61,20 @@ def test_the_profile_and_device_are_named_in_the_prompt(scripted_llm):
         in scripted_llm.prompt()
 
 
+def test_on_a_plateau_the_prompt_asks_for_a_structurally_different_idea(scripted_llm):
+    stuck = [HistoryEntry(0, "baseline", "keep", 1.2)] + [
+        HistoryEntry(n, f"MATRIX_LR step {n}", "discard", 1.25) for n in range(1, 4)] + [
+        HistoryEntry(4, "not an edit", "invalid", None)]                # an invalid reply ran nothing
+    scripted_llm.push(GOOD, GOOD, GOOD)
+    proposer(scripted_llm, plateau_after=3).propose(context(history=stuck))
+    assert "You are on a plateau: the last 3 experiments were not kept" in scripted_llm.prompt()
+    assert "structurally different idea" in scripted_llm.prompt()
+    proposer(scripted_llm, plateau_after=4).propose(context(history=stuck))
+    assert "plateau" not in scripted_llm.prompt()
+    proposer(scripted_llm, plateau_after=3).propose(context(history=stuck, failure="Traceback ..."))
+    assert "plateau" not in scripted_llm.prompt()                       # a fix keeps to the idea
+
+
 def test_no_prices_means_unknown_cost(scripted_llm, monkeypatch):
     monkeypatch.delenv("AUTORESEARCH_PRICE_PROMPT", raising=False)
     monkeypatch.delenv("AUTORESEARCH_PRICE_COMPLETION", raising=False)

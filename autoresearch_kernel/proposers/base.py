@@ -72,6 +72,7 @@ class Proposal:
     description: str
     notebook: nbformat.NotebookNode
     usage: Usage = field(default_factory=Usage)
+    proposer: str = ""      # which proposer made it where one hands out to others (hybrid: llm | optuna)
 
 
 @runtime_checkable
@@ -83,9 +84,26 @@ class Proposer(Protocol):
         """One candidate edit; raises ProposalError or ProposerUnavailable."""
         ...
 
-    def feedback(self, proposal: Proposal, status: str) -> None:
-        """How the proposal went: keep | discard | crash."""
+    def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
+        """How the proposal went: keep | discard | crash, and the gate's value (the mean of its runs) when
+        there is one. A loop that passes no val_bpb still works: the next context's history carries it."""
         ...
+
+
+# Experiments in a row without a keep after which a proposer changes mode (a different kind of idea, a wider
+# search): a tenth of a night's hundred experiments spent on one hill is long enough to call it a plateau.
+PLATEAU_AFTER = 10
+
+
+def experiments_since_keep(history: list[HistoryEntry]) -> int:
+    """How many experiments in a row, counted back from the latest, were not kept (invalid replies ran nothing
+    and do not count)."""
+    count = 0
+    for entry in reversed(history):
+        if entry.status == "keep":
+            break
+        count += entry.status != "invalid"
+    return count
 
 
 def proposal_error(message: str, usage: Usage) -> ProposalError:

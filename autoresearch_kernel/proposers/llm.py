@@ -30,7 +30,15 @@ import openai
 
 from autoresearch_kernel.errors import ProposalError, ProposerUnavailable
 from autoresearch_kernel.notebook import SANDBOX
-from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
+from autoresearch_kernel.proposers.base import (
+    PLATEAU_AFTER,
+    HistoryEntry,
+    Proposal,
+    ProposalContext,
+    Usage,
+    experiments_since_keep,
+    proposal_error,
+)
 from autoresearch_kernel.proposers.edits import REPLY_FORMAT_HINT, apply_reply, notebook_to_text
 
 # HTTP statuses the client retries (with every 5xx): request timeout, conflict, rate limit.
@@ -53,6 +61,7 @@ class LLMSettings:
     temperature: float | None = None    # None: the endpoint's default
     max_tokens: int | None = None       # None: the endpoint's default; sent as max_completion_tokens if need be
     history_limit: int = 100            # most recent results shown in the prompt
+    plateau_after: int = PLATEAU_AFTER  # this many experiments without a keep: ask for a different kind of idea
 
     @classmethod
     def resolve(cls, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
@@ -110,8 +119,9 @@ def format_history(history: list[HistoryEntry], limit: int) -> str:
     return "\n".join(lines)
 
 
-def build_prompt(context: ProposalContext, history_limit: int = 100) -> str:
-    """The user message: the sandbox as code, the results so far, and the task (a new idea or a fix)."""
+def build_prompt(context: ProposalContext, history_limit: int = 100, plateau_after: int = PLATEAU_AFTER) -> str:
+    """The user message: the sandbox as code, the results so far, and the task (a new idea, a structurally
+    different one on a plateau, or a fix)."""
     best = ("" if context.best_val_bpb is None
             else f"Best val_bpb so far: {context.best_val_bpb:.6f} (lower is better).\n\n")
     # The profile picks which branch of `if run.profile.name == ...:` runs: an edit to the other one is lost.
@@ -139,6 +149,13 @@ def build_prompt(context: ProposalContext, history_limit: int = 100) -> str:
             "## Your task\n"
             "Propose the next experiment: one idea, not already tried above, that may lower val_bpb within "
             "the same budget.")
+        stuck = experiments_since_keep(context.history)
+        if plateau_after > 0 and stuck >= plateau_after:
+            # More of the same rarely breaks a plateau: small steps around the optimum are already mapped.
+            parts[-1] += (
+                f"\n\nYou are on a plateau: the last {stuck} experiments were not kept. Do not tune the same "
+                "constants again; propose a structurally different idea (a change to the architecture, the "
+                "optimiser, the schedule or the data pipeline) that the results above have not explored.")
     parts.append(REPLY_FORMAT_HINT)
     return "\n\n".join(parts) + "\n"
 
@@ -161,7 +178,8 @@ class LLMProposer:
 
     def propose(self, context: ProposalContext) -> Proposal:
         messages = [{"role": "system", "content": context.program},
-                    {"role": "user", "content": build_prompt(context, self.settings.history_limit)}]
+                    {"role": "user", "content": build_prompt(context, self.settings.history_limit,
+                                                             self.settings.plateau_after)}]
         usage = Usage()
         first_error = None
         for attempt in range(2):        # the reply, and one re-ask with the error
@@ -190,7 +208,7 @@ class LLMProposer:
             return Proposal(description=description, notebook=notebook, usage=usage)
         raise AssertionError("unreachable")
 
-    def feedback(self, proposal: Proposal, status: str) -> None:
+    def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
         """Nothing to adapt: the results table in the next prompt carries the outcome."""
 
     # -- one request (the client retries) ------------------------------------------------------------------

@@ -241,24 +241,31 @@ class Effects:
     def changes_nothing(self, name: str, new_text: str) -> bool:
         """True when rewriting `name`'s first assignment to the literal `new_text` leaves every rule it feeds
         with the value it has now, and it is used nowhere else."""
-        if any(re.search(rf"\b{name}\b", source) for source in self.unparsed):
-            return False
-        feeds = [(target, expression) for target, expression in self.rules if _reads(expression, name)]
-        uses = sum(_reads(tree, name) for tree in self.trees)
-        if not feeds or uses != sum(_reads(expression, name) for _, expression in feeds):
-            return False
-        new_value = evaluate(ast.parse(new_text, mode="eval").body, {}, None)     # ints stay ints, as in Python
-        before, after = self._values(), self._values(name, new_value)
-        return all(before.get(target) is not None and before.get(target) == after.get(target)
-                   for target, _ in feeds)
+        return self.change_nothing({name: new_text})
 
-    def _values(self, name: str | None = None, new_value: float | None = None) -> dict[str, float]:
-        """Every rule's value, in order, with `name`'s first assignment set to `new_value` when given."""
+    def change_nothing(self, changes: dict[str, str]) -> bool:
+        """The same for several rewrites at once ({name: new literal}): all of them together change nothing."""
+        feeds: set[str] = set()
+        for name in changes:
+            if any(re.search(rf"\b{name}\b", source) for source in self.unparsed):
+                return False
+            fed = [(target, expression) for target, expression in self.rules if _reads(expression, name)]
+            uses = sum(_reads(tree, name) for tree in self.trees)
+            if not fed or uses != sum(_reads(expression, name) for _, expression in fed):
+                return False
+            feeds |= {target for target, _ in fed}
+        # ints stay ints, as in Python
+        new_values = {name: evaluate(ast.parse(text, mode="eval").body, {}, None) for name, text in changes.items()}
+        before, after = self._values(), self._values(new_values)
+        return all(before.get(target) is not None and before.get(target) == after.get(target) for target in feeds)
+
+    def _values(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        """Every rule's value, in order, with the first assignment of each name in `overrides` set to its value."""
         values: dict[str, float] = {}
-        replaced = False
+        pending = dict(overrides or {})
         for target, expression in self.rules:
-            if target == name and not replaced:
-                values[target], replaced = new_value, True
+            if target in pending:
+                values[target] = pending.pop(target)
                 continue
             result = evaluate(expression, values, self.profile)
             if result is None:
@@ -274,7 +281,24 @@ def _reads(tree: ast.AST, name: str) -> int:
                for node in ast.walk(tree))
 
 
-def _format_float(value: float, like: str) -> str:
+def granule(name: str, origin: float) -> int:
+    """The step a size keeps: a size that is not a power of two (a head dim of 48) keeps its granularity (16
+    there), since head dims must stay even for rotary embeddings and widths divisible by the head count."""
+    return int(origin) & -int(origin) if POW2_NAMES.search(name) and origin > 0 else 1
+
+
+def hard_bounds(kind: str, origin: float) -> tuple[float, float]:
+    """How far a constant may ever move from its first value, in its own units (exponents for pow2)."""
+    if kind == "pow2":
+        return 0, round(math.log2(origin)) + 4
+    if kind == "int":
+        return (0 if origin <= 0 else 1), max(4 * origin, origin + 8)
+    if kind == "fraction":
+        return 0.0, 0.999
+    return tuple(sorted((origin / 100, origin * 100)))
+
+
+def format_float(value: float, like: str) -> str:
     if "e" in like.lower():
         mantissa, exponent = f"{value:.2e}".split("e")
         return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
@@ -284,36 +308,32 @@ def _format_float(value: float, like: str) -> str:
 def _move(constant: Constant, direction: int, size: float, origin: float) -> str | None:
     """The literal `constant` becomes after one step, or None when the step hits a bound."""
     value, sign = constant.value, direction
+    low, high = hard_bounds(constant.kind, origin)
     if constant.kind == "pow2":
         exponent = round(math.log2(value)) + sign * max(1, round(size))
-        low, high = 0, round(math.log2(origin)) + 4
         if not low <= exponent <= high:
             return None
         if constant.power_base == 2:
             return f"2**{exponent}"
         return str(2 ** exponent)
     if constant.kind == "int":
-        # A size that is not a power of two (a head dim of 48) still keeps its granularity (16 there): head
-        # dims must stay even for rotary embeddings, widths divisible by the head count.
-        granule = int(origin) & -int(origin) if POW2_NAMES.search(constant.name) and origin > 0 else 1
-        steps = max(1, round(abs(value) * INT_UNIT * size / granule))
-        new = int(value) + sign * steps * granule
-        low, high = (0 if origin <= 0 else 1), max(4 * origin, origin + 8)
+        step = granule(constant.name, origin)
+        steps = max(1, round(abs(value) * INT_UNIT * size / step))
+        new = int(value) + sign * steps * step
         return str(new) if low <= new <= high else None
     if constant.kind == "fraction":
         new = round(value + sign * FRACTION_UNIT * size, 3)
-        new = min(max(new, 0.0), 0.999)
-        return _format_float(new, constant.text)
+        new = min(max(new, low), high)
+        return format_float(new, constant.text)
     new = value * math.exp(sign * SCALE_UNIT * size)
-    low, high = sorted((origin / 100, origin * 100))
-    return _format_float(new, constant.text) if low <= new <= high else None
+    return format_float(new, constant.text) if low <= new <= high else None
 
 
 def _change_key(name: str, old: str, new: str) -> tuple[str, float, float]:
     return name, literal_value(old), literal_value(new)
 
 
-def _replace_literal(line: str, new_text: str) -> str:
+def replace_literal(line: str, new_text: str) -> str:
     """The line with its literal replaced, the comment kept in its column when there is room."""
     match = CONSTANT.match(line)
     head = f"{match['indent']}{match['name']}{match['eq']}{new_text}"
@@ -363,13 +383,13 @@ class MutateProposer:
         constant, new_text = choice
         notebook = clean_notebook(copy.deepcopy(context.notebook))
         lines = notebook.cells[constant.cell].source.splitlines()
-        lines[constant.line] = _replace_literal(lines[constant.line], new_text)
+        lines[constant.line] = replace_literal(lines[constant.line], new_text)
         notebook.cells[constant.cell].source = "\n".join(lines)
         self.tried.add(_change_key(constant.name, constant.text, new_text))
         return Proposal(description=f"{constant.name} {constant.text} -> {new_text}", notebook=notebook,
                         usage=Usage())
 
-    def feedback(self, proposal: Proposal, status: str) -> None:
+    def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
         match = DESCRIPTION.match(proposal.description)
         if match:
             self._learn(match["name"], match["old"], match["new"], status)
