@@ -60,7 +60,7 @@ class AgentProposer:
         self.proposed = True
         return Proposal(self.description, self.notebook)
 
-    def feedback(self, proposal: Proposal, status: str) -> None:
+    def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
         """The agent reads the outcome from `step`'s output instead."""
 
 

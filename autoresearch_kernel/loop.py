@@ -88,7 +88,7 @@ class Loop:
         try:
             self.data_dir = str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else str(default_data_dir())
             changes = settings.check_resume(self.run_folder, config, self.data_dir) if config.resume else []
-            self.proposer = proposer or make_proposer(config.proposer, **config.proposer_options)
+            self.proposer = proposer or make_proposer(config.proposer, **config.options_for_proposer(self.folder))
             self.jailed, self.sandbox_warning = choose_sandbox(config)
             self.checks = checks or Guard()
             for path in (self.run_folder.stop, self.run_folder.abort):  # left by an earlier process: not for us
@@ -315,7 +315,8 @@ class Loop:
             candidate.number, candidate.kind, candidate.commit, candidate.parent, candidate.description,
             self._seed_for(0), decision.reason, proposal.usage, self._sandbox_mark()), proposer=self.proposer.name)]
         rows = [dataclasses.replace(row, status=status, margin=decision.margin, best=decision.best,
-                                    noise_std=noise_std, failure=row.failure or ("" if status == "keep" else decision.reason))
+                                    noise_std=noise_std, failure=row.failure or ("" if status == "keep" else decision.reason),
+                                    proposer=proposal.proposer or row.proposer)  # hybrid: who made this one
                 for row in runs]
         rows = self._append(rows)
         self._apply(candidate.commit, candidate.number, status)
@@ -328,7 +329,7 @@ class Loop:
             self.state.fix = FixRequest(candidate.commit, candidate.description, failure, pending.fixes_left)
         self.state.pending = None
         self._save()
-        self.proposer.feedback(proposal, status)
+        self.proposer.feedback(proposal, status, decision.value)
         return rows
 
     def _apply(self, commit: str, number: int, status: str) -> None:

@@ -47,7 +47,7 @@ class LoopConfig:
     gate: gate.GateConfig = field(default_factory=gate.GateConfig)
     timeout_s: float | None = None  # wall-clock limit of one run; None: derived from the budget
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    proposer: str = "mutate"  # mutate | llm
+    proposer: str = "mutate"  # mutate | llm | optuna | hybrid
     proposer_options: dict = field(default_factory=dict)  # passed to make_proposer (model, base_url, ...)
     fix_attempts: int | None = None  # fix proposals a crashed fresh idea gets; None: 1 if the proposer
     # `fixes_crashes`, else 0 (the offline proposer edits numbers only: it would spend a proposal saying so)
@@ -78,6 +78,14 @@ class LoopConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         settings = {name: value for name, value in stored.items() if name in known and name not in NOT_STORED}
         return cls(**{**settings, **given, "proposer_options": options, "repo": repo, "tag": tag, "resume": True})
+
+    def options_for_proposer(self, run_folder: Path) -> dict:
+        """The proposer's options; the proposers that keep a study (optuna, hybrid) keep it in the run folder,
+        so that their search resumes with the run."""
+        options = dict(self.proposer_options)
+        if self.proposer in ("optuna", "hybrid"):
+            options.setdefault("study_path", str(run_folder))
+        return options
 
     def run_timeout(self) -> float:
         """The whole-notebook limit: the reference's 10 minutes for a 300 s budget, scaled with the budget.
@@ -178,7 +186,13 @@ class Option:
 
 
 OPTIONS = (
-    Option("proposer", "--proposer", "who proposes the edits", choices=("mutate", "llm")),
+    Option("proposer", "--proposer", "who proposes the edits: mutate (offline), llm, optuna (the constants, "
+           "TPE or CMA-ES), hybrid (llm on a share of experiments, optuna on the rest)",
+           choices=("mutate", "llm", "optuna", "hybrid")),
+    Option("sampler", "--sampler", "optuna, hybrid: tpe (default) | cmaes", choices=("tpe", "cmaes"),
+           proposer_option=True),
+    Option("llm_share", "--llm-share", "hybrid: the share of experiments the llm proposes (default 0.3)", float,
+           proposer_option=True),
     Option("model", "--model", "llm: model name (default: $AUTORESEARCH_MODEL)", proposer_option=True),
     Option("base_url", "--base-url", "llm: OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)",
            proposer_option=True),

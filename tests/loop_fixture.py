@@ -115,7 +115,7 @@ class ScriptedProposer:
             notebook = set_constant(notebook, name, value)
         return Proposal(description, notebook, self.usage)
 
-    def feedback(self, proposal: Proposal, status: str) -> None:
+    def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
         self.feedbacks.append(status)
 
 
