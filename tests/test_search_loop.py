@@ -2,12 +2,12 @@
 the scripted server) and to Optuna, each row names who proposed it, and the Optuna study resumes with the run."""
 import optuna
 import pytest
+from llm_server import ScriptedLLM
+from loop_fixture import make_repo
 
 from autoresearch_kernel import results
 from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.loop import Loop, LoopConfig
-from llm_server import ScriptedLLM
-from loop_fixture import make_repo
 
 LLM_EDIT = ("Description: more noise\n<<<<<<< SEARCH\nNOISE = 0.001   # val_bpb grows by this per seed: the baseline's "
             "spread\n=======\nNOISE = 0.002   # val_bpb grows by this per seed: the baseline's spread\n>>>>>>> REPLACE\n")
