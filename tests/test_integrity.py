@@ -280,8 +280,8 @@ def test_the_score_is_the_scorers_whatever_the_kernel_wrote_or_patched(runtime_r
     baseline = runtime_run["ordered"][0].val_bpb
     for name in ("fake summary and metrics", "evaluation patched in the kernel"):
         row = runtime_run["rows"][name]
-        # the unchanged model's score: identical to its parent's, so recorded as a no-op
-        assert row.status == "noop" and abs(row.val_bpb - baseline) < 1e-6, row
+        # the unchanged model's score (a no-op, or a discard where the forged figures differ from the parent's)
+        assert row.status in ("noop", "discard") and abs(row.val_bpb - baseline) < 1e-6, row
         executed = (runtime_run["folder"] / row.notebook).read_text()
         assert "Scored outside the experiment" in executed and f"{row.val_bpb:.6f}" in executed
 
