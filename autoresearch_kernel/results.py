@@ -116,9 +116,12 @@ def format_row(row: Row) -> str:
 def console_line(row: Row) -> str:
     """One line per experiment for a terminal: number, commit, val_bpb, status, description."""
     value = f"{row.val_bpb:.6f}" if row.val_bpb is not None and row.status != "crash" else "-".center(8)
-    kind = "" if row.kind == "candidate" else f"[{row.kind}] "
+    # a baseline seed is written "keep" (the reference's statuses) but decides nothing: it reads "baseline"
+    status = "baseline" if row.kind == "baseline" and row.status != "crash" else row.status
+    kind = "" if row.kind in ("candidate", "baseline") else f"[{row.kind}] "
     why = f"  ({one_line(row.failure, 100)})" if row.status == "crash" and row.failure else ""
-    return f"{row.experiment:>4}  {row.commit[:7] or '-------'}  {value}  {row.status:<7}  {kind}{one_line(row.description, 120)}{why}"
+    return (f"{row.experiment:>4}  {row.commit[:7] or '-------'}  {value}  {status:<8}  {kind}"
+            f"{one_line(row.description, 120)}{why}")
 
 
 def _repair_torn_tail(path: Path) -> None:

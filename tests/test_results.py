@@ -146,3 +146,10 @@ def test_a_file_from_an_older_version_gains_the_new_columns(tmp_path):
     results.append(path, Row("1234567", 1.4, 1.0, "keep", "better", experiment=2, sandbox="bwrap", proposer="llm"))
     rows = results.read_rows(path)
     assert [(r.experiment, r.sandbox, r.proposer) for r in rows] == [(1, "", ""), (2, "bwrap", "llm")]
+
+
+def test_the_console_line_reads_a_baseline_seed_as_baseline_not_keep():
+    seed = results.console_line(Row("abcdef1", 1.5, 1.0, "keep", "baseline (seed 0)", experiment=1, kind="baseline"))
+    kept = results.console_line(Row("1234567", 1.4, 1.0, "keep", "better", experiment=2))
+    assert " baseline " in seed and " keep " not in seed
+    assert " keep " in kept
