@@ -2,8 +2,8 @@
 
 The dashboard in another process reads status.json; an observer in this process (the CLI's printer, the
 dashboard's tests, `autoresearch step`) gets an `Event` at every phase change, every row written and every
-invalid proposal. Both carry the gate's figures of the moment (best so far, noise, margin), from the run's
-records in memory.
+invalid proposal. Both carry the gate's figures of the moment (best so far, the noise sd it decides with, the
+margin a candidate's first run must beat), from the run's records in memory.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from autoresearch_kernel import gate, results, runstate
+from autoresearch_kernel import results, runstate
 from autoresearch_kernel.records import Records
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runfolder import RunFolder
@@ -32,9 +32,9 @@ class Event:
 class Reporter:
     """Keeps the live status, writes it to status.json and calls the observer, at every change."""
 
-    def __init__(self, folder: RunFolder, status: LoopStatus, records: Records, gate_config: gate.GateConfig,
+    def __init__(self, folder: RunFolder, status: LoopStatus, records: Records,
                  on_event: Callable[[Event], None] | None = None):
-        self.folder, self.status, self.records, self.gate_config = folder, status, records, gate_config
+        self.folder, self.status, self.records = folder, status, records
         self.on_event = on_event
 
     def set_phase(self, phase: str, message: str | None = None, **fields) -> None:
@@ -49,7 +49,7 @@ class Reporter:
 
     def emit(self, rows: tuple[Row, ...] = (), invalid: Row | None = None) -> None:
         self.status.best, self.status.noise_std = self.records.best(), self.records.noise_std()
-        self.status.margin = gate.margin_for(self.status.noise_std or 0.0, self.gate_config)
+        self.status.margin = self.records.margin()
         runstate.write_status(self.folder.path, self.status)
         if self.on_event is not None:
             self.on_event(Event(self.status.phase, dataclasses.replace(self.status), rows, invalid))

@@ -1,30 +1,27 @@
-"""The keep / discard / crash decision: a pure function of the best so far, the candidate's runs and the noise.
+"""The keep / discard / crash decision: a pure function of the best's runs, the candidate's runs and the noise.
 
 The reference keeps any candidate whose val_bpb is lower than the best, so seed luck alone produces false
-keeps. Here the unmodified notebook is run first on a few seeds (`baseline`): their mean is the first best
-and their spread is the noise floor. A candidate is kept only if it beats the best by more than
+keeps. Here the unmodified notebook is run first on a few seeds (`baseline`): their mean is the first best.
+A candidate is then judged by its mean against the best's mean (`decide_by_means`): the mean of all the best's
+runs, never its luckiest draw, in units of the standard error of their difference,
 
-    margin = max(min_margin, z * noise_std)
+    se = noise.upper * sqrt(1 / n_best + 1 / n_candidate),    margin = max(min_margin, z * se)
 
-and a candidate that beats it by less than `confirm_band * margin` above that margin is re-run on another
-seed first (decision "confirm"); the mean of its runs then decides. Equal or worse: discard. A missing or
-non-finite metric: crash. A candidate whose run is identical to its parent's on the same seed changed nothing
-that was measured: "noop" (`noop_decision`), not a discard that looks like a measurement. Lower val_bpb is better (`LOWER_IS_BETTER`); the margin used is part of every
-decision so that each results row records it.
+Kept at once when its gain exceeds the margin by the band; re-run on another seed while the gain is borderline
+(decision "confirm"); after that, kept when the mean's gain exceeds the margin. Equal or worse: discard. A
+missing or non-finite metric: crash. A candidate whose run is identical to its parent's on the same seed
+changed nothing that was measured: "noop" (`noop_decision`), not a discard that looks like a measurement.
 
-Nothing here reads files, clocks or random numbers: `tests/test_gate.py` covers it exhaustively.
+The noise (`NoiseEstimate.pooled`, `estimate_noise`) pools every repeated measurement the run makes (the
+baseline seeds, confirmations, re-runs of one commit on distinct seeds: `repeated_groups`) with a per-profile
+default measured offline (`PROFILE_NOISE_SD`, counted as `prior_weight` degrees of freedom), and decisions
+use a one-sided upper confidence bound of its sd, wide while the degrees of freedom are few. Why not the
+baseline's spread alone: three seeds underestimate the noise (their sample sd falls below half the true sd
+about one time in five), and a margin of z times that sd kept one in twenty candidates that only re-drew the
+initialisation (issue 12; `bench/bench_gate.py` measures it).
 
-That margin rule keeps seed luck: three seeds underestimate the noise (their sample sd falls below half the
-true sd about one time in five) and the best is itself a noisy mean. The sound rule (`decide_by_means`, which
-the loop is to call instead of `decide`) compares the candidate's mean with the best's mean (the mean of all
-the best's runs, never its luckiest draw) in units of the standard error of their difference,
-
-    se = noise.upper * sqrt(1 / n_best + 1 / n_candidate)
-
-where the noise (`NoiseEstimate.pooled`) pools every repeated measurement of the run (baseline seeds,
-confirmations, re-runs of one commit on distinct seeds) with a per-profile default measured offline
-(`PROFILE_NOISE_SD`, counted as `prior_weight` degrees of freedom), and decides on a one-sided upper
-confidence bound of that sd, which is wide while the degrees of freedom are few and tightens as they grow.
+Lower val_bpb is better (`LOWER_IS_BETTER`); the margin used is part of every decision so that each results
+row records it. Nothing here reads files, clocks or random numbers: `tests/test_gate.py` covers it.
 """
 from __future__ import annotations
 
@@ -39,15 +36,14 @@ LOWER_IS_BETTER = True  # bits per byte: fewer is better
 
 @dataclass(frozen=True)
 class GateConfig:
-    """How strict the gate is. Defaults suit the CPU profile's noise (a few 1e-3 bpb between seeds)."""
+    """How strict the gate is, in standard errors of the difference of the two means (see the module docstring)."""
 
-    z: float = 2.0  # noise standard deviations a gain must exceed
+    z: float = 2.0  # standard errors a gain must exceed
     min_margin: float = 0.001  # absolute floor of the margin in bpb (also used when the noise is 0)
-    confirm_band: float = 1.0  # gains within margin .. margin * (1 + confirm_band) are re-run first
+    confirm_band: float = 1.0  # gains up to margin * (1 + confirm_band) are re-run before they are kept
     confirm_runs: int = 1  # extra seeds a borderline candidate gets before the decision is final
-    # The sound rule (`decide_by_means`) only: z and the band above are then in standard errors of the
-    # difference of means. A first run within confirm_floor .. z * (1 + confirm_band) standard errors is re-run,
-    # so a real gain whose first draw was unlucky gets a second chance and a lucky draw must repeat its luck.
+    # A first run whose gain lies within confirm_floor standard errors .. the band's top is re-run, so a real
+    # gain whose first draw was unlucky gets a second chance and a lucky draw must repeat its luck.
     confirm_floor: float = 1.0
     prior_sd: float | None = None  # the noise default; None: the profile's (PROFILE_NOISE_SD)
     prior_weight: float = 4.0  # degrees of freedom the default counts as: a few runs' worth, not its 20
@@ -64,7 +60,7 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class Noise:
-    """The baseline's spread: its mean is the first best, its standard deviation sets the margin."""
+    """The baseline's runs summed up: their mean is the first best; their spread is one part of the noise."""
 
     mean: float
     std: float  # sample standard deviation (ddof=1); 0.0 for a single seed
@@ -96,61 +92,33 @@ def noise_floor(values: list[float | None]) -> Noise | None:
     return Noise(mean=statistics.fmean(finite), std=std, runs=len(finite))
 
 
-def margin_for(noise_std: float, config: GateConfig) -> float:
-    """The gain a candidate must exceed: the noise times z, never below the absolute minimum."""
-    return max(config.min_margin, config.z * max(noise_std, 0.0))
-
-
 def improvement(best: float, value: float) -> float:
     """How much better `value` is than `best` in the metric's direction (positive: better)."""
     return best - value if LOWER_IS_BETTER else value - best
 
 
-def decide(best: float, runs: list[float | None], noise_std: float, config: GateConfig = GateConfig()) -> Decision:
-    """Decide one candidate from its runs so far (the first run, then any confirmation runs).
-
-    `best` is the best so far (the baseline mean at the start); `runs` holds the candidate's val_bpb per
-    run, None where a run produced no metric.
-    """
-    if not _finite(best):
-        raise ValueError(f"the best so far must be a finite number, got {best!r}: run the baseline first")
-    if not runs:
-        raise ValueError("decide() needs at least one run of the candidate")
-    margin = margin_for(noise_std, config)
-    if not all(_finite(v) for v in runs):
-        return Decision("crash", None, best, margin, None, "no metric: the run failed")
-    value = statistics.fmean(float(v) for v in runs)
-    gain = improvement(best, value)
-    beats = f"{gain:+.6f} against a margin of {margin:.6f}"
-    if gain <= margin:
-        return Decision("discard", value, best, margin, gain, f"not better enough: {beats}")
-    borderline = gain <= margin * (1.0 + config.confirm_band)
-    if borderline and len(runs) < 1 + config.confirm_runs:
-        return Decision("confirm", value, best, margin, gain, f"borderline, re-run on another seed: {beats}")
-    return Decision("keep", value, value, margin, gain, f"better: {beats}")
-
-
-def noop_decision(best: float, value: float, noise_std: float, seed: int, config: GateConfig = GateConfig()) -> Decision:
+def noop_decision(best: float, value: float, margin: float, seed: int) -> Decision:
     """A candidate whose run on `seed` is identical to its parent's: nothing was measured; reverted like a discard."""
-    return Decision("noop", value, best, margin_for(noise_std, config), improvement(best, value),
+    return Decision("noop", value, best, margin, improvement(best, value),
                     f"no-op: the same val_bpb and tokens as its parent on seed {seed}; the edit changed nothing measured")
 
 
-def baseline_decision(runs: list[float | None], config: GateConfig = GateConfig()) -> Decision:
+def baseline_decision(runs: list[float | None], noise: NoiseEstimate, config: GateConfig = GateConfig()) -> Decision:
     """The baseline's outcome: keep with its mean as the first best, or crash when any seed failed.
 
     A baseline seed that fails means the unmodified notebook (or the data) is broken: nothing can be
-    measured against it, so the loop stops rather than guessing.
+    measured against it, so the loop stops rather than guessing. The margin recorded is the one the first
+    candidate's single run will have to beat.
     """
-    noise = noise_floor(runs)
-    if noise is None or noise.runs != len(runs):
-        margin = margin_for(noise.std if noise else 0.0, config)
+    floor = noise_floor(runs)
+    margin = margin_for_means(noise, floor.runs if floor else 1, 1, config)
+    if floor is None or floor.runs != len(runs):
         return Decision("crash", None, None, margin, None, "the unmodified notebook failed on a baseline seed")
-    margin = margin_for(noise.std, config)
-    return Decision("keep", noise.mean, noise.mean, margin, 0.0, f"baseline over {noise.runs} seeds, std {noise.std:.6f}")
+    return Decision("keep", floor.mean, floor.mean, margin, 0.0,
+                    f"baseline over {floor.runs} seeds, std {floor.std:.6f}; noise sd <= {noise.upper:.6f}")
 
 
-# -- the sound rule: means against means, in standard errors of their difference ---------------------------
+# -- the noise: every repeated measurement of the run, pooled with a default --------------------------------
 
 # The sd of val_bpb between seeds of one unchanged notebook, per profile, measured offline: the prior the
 # pooled noise starts from (a run's own repeated runs soon outweigh it).
@@ -236,6 +204,7 @@ def repeated_groups(runs: Iterable[tuple[str, int, float | None]]) -> list[list[
     return [list(seeds.values()) for seeds in by_commit.values()]
 
 
+# -- the decision: means against means, in standard errors of their difference -------------------------------
 def standard_error(noise: NoiseEstimate, best_runs: int, candidate_runs: int) -> float:
     """The standard error of (best mean - candidate mean) from the noise bound and each side's run count."""
     return noise.upper * math.sqrt(1.0 / best_runs + 1.0 / candidate_runs)
@@ -249,7 +218,7 @@ def margin_for_means(noise: NoiseEstimate, best_runs: int, candidate_runs: int =
 
 def decide_by_means(best_runs: Sequence[float | None], runs: Sequence[float | None], noise: NoiseEstimate,
                     config: GateConfig = GateConfig()) -> Decision:
-    """Decide one candidate by comparing its mean with the best's mean (the sound rule).
+    """Decide one candidate by comparing its mean with the best's mean.
 
     `best_runs`: every run of the kept notebook (the baseline's seeds, or a kept candidate's runs with its
     confirmations); `runs`: the candidate's runs so far. Kept at once when the gain exceeds the margin by the

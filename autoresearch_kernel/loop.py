@@ -10,8 +10,8 @@ One `Loop` object serves the CLI, the dashboard and the tests. One step:
     run       runner.run_notebook in the jail (integrity/jail.py) under the wall-clock limit; the executed
               notebook and all the run wrote in its own folder runs/<tag>/notebooks/<n>-<commit>/
     SCORE     checks.score: the scorer measures the exported model outside the jail (the only metric)
-    decide    gate.decide; a run identical to its parent's is a no-op; a borderline gain is re-run on the
-              next seed first ("confirm")
+    decide    gate.decide_by_means: the candidate's mean against the best's, in standard errors of the pooled
+              noise; a run identical to its parent's is a no-op; a borderline gain is re-run first ("confirm")
     record    the rows appended to results.tsv (atomically), then keep (branch stays) or revert
 
 The parts live next door, one job each: the settings and their stored copy (`settings`), the run's rows in
@@ -94,8 +94,8 @@ class Loop:
             for path in (self.run_folder.stop, self.run_folder.abort):  # left by an earlier process: not for us
                 path.unlink(missing_ok=True)
             settings.store(self.run_folder, config, self.data_dir, changes)
-            self.records = records.Records(self.run_folder)
-            self._reporter = Reporter(self.run_folder, self.status, self.records, config.gate, on_event)
+            self.records = records.Records(self.run_folder, config.profile, config.gate)
+            self._reporter = Reporter(self.run_folder, self.status, self.records, on_event)
             self.state = runstate.load_state(self.folder)
             recover(self.workspace, self.state, self.records)
             self._save()
@@ -201,9 +201,9 @@ class Loop:
         if not result.ok:
             row = dataclasses.replace(row, status="crash")
         elif len(values) == len(self.config.baseline_seeds):
-            decision = gate.baseline_decision(values, self.config.gate)
-            row = dataclasses.replace(row, margin=decision.margin, best=decision.best,
-                                      noise_std=gate.noise_floor(values).std)
+            noise = self.records.noise(with_rows=[row])  # this seed's run counts too
+            decision = gate.baseline_decision(values, noise, self.config.gate)
+            row = dataclasses.replace(row, margin=decision.margin, best=decision.best, noise_std=noise.upper)
         self._append([row])
         self.workspace.reset_to(commit)
         if not result.ok:
@@ -264,11 +264,11 @@ class Loop:
                               pending.description, self.workspace.sandbox, self.workspace)
         proposal = proposal or Proposal(pending.description, self.workspace.read_sandbox(pending.commit),
                                         Usage(**pending.usage))
-        best, noise_std = self.records.best(), self.records.noise_std() or 0.0
+        best_runs, noise = self.records.best_runs(), self.records.noise()  # the candidate's own runs not pooled
         done = runstate.pending_rows(pending)
 
         def crash(reason: str) -> gate.Decision:
-            return gate.Decision("crash", None, best, gate.margin_for(noise_std, self.config.gate), None, reason)
+            return gate.Decision("crash", None, self.records.best(), self.records.margin(), None, reason)
 
         if pending.interrupts > self.config.max_interrupts:
             return self._settle(candidate, proposal, done, crash(
@@ -278,7 +278,7 @@ class Loop:
             return self._settle(candidate, proposal, done, crash(f"integrity: {reason}"), fixable=False)
         excerpt = ""
         while True:
-            decision = self._decide(best, noise_std, done, pending.parent) if done else None
+            decision = self._decide(best_runs, noise, done, pending.parent) if done else None
             if decision is not None and decision.status != "confirm":
                 return self._settle(candidate, proposal, done, decision, excerpt=excerpt)
             if len(done) == len(pending.numbers):
@@ -298,13 +298,13 @@ class Loop:
             pending.runs = [dataclasses.asdict(r) for r in done]
             self._save()
 
-    def _decide(self, best: float, noise_std: float, done: list[Row], parent: str) -> gate.Decision:
+    def _decide(self, best_runs: list[float], noise: gate.NoiseEstimate, done: list[Row], parent: str) -> gate.Decision:
         """The gate's decision on the runs so far; a first run identical to its parent's on that seed is a no-op."""
         first = done[0]
         parent_run = self.records.parent_run(parent, first.seed)
         if parent_run is not None and records.same_result(first, parent_run):
-            return gate.noop_decision(best, first.val_bpb, noise_std, first.seed, self.config.gate)
-        return gate.decide(best, [r.val_bpb for r in done], noise_std, self.config.gate)
+            return gate.noop_decision(self.records.best(), first.val_bpb, self.records.margin(), first.seed)
+        return gate.decide_by_means(best_runs, [r.val_bpb for r in done], noise, self.config.gate)
 
     def _settle(self, candidate: Candidate, proposal: Proposal, done: list[Row], decision: gate.Decision,
                 fixable: bool = True, excerpt: str = "") -> list[Row]:

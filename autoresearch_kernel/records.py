@@ -2,8 +2,9 @@
 
 results.tsv stays the truth on disk. The loop reads it (and invalid.tsv) once when it opens a run, then keeps
 the lists: every append goes to the file first, atomically (`results.append`), then to the list, so what the
-loop decides from is what a resume would read back. From the rows come the gate's inputs (the best so far,
-the baseline's noise), the next experiment number, the seeds the baseline still needs, the history a
+loop decides from is what a resume would read back. From the rows come the gate's inputs (the best so far
+and the runs it is the mean of, the noise pooled over every repeated measurement, the margin a candidate must
+beat now), the next experiment number, the seeds the baseline still needs, the history a
 proposer sees, and a candidate's parent run on the same seed (a candidate whose result is identical to it
 is a no-op).
 
@@ -28,8 +29,9 @@ IDEAS = ("candidate", "fix")  # the kinds of row that are a proposer's idea (con
 class Records:
     """results.tsv and invalid.tsv of one run, read once and appended to."""
 
-    def __init__(self, folder: RunFolder):
+    def __init__(self, folder: RunFolder, profile: str = "cpu", gate_config: gate.GateConfig = gate.GateConfig()):
         self.folder = folder
+        self.profile, self.gate_config = profile, gate_config  # what the noise's default and bound come from
         results.ensure_file(folder.results)
         self.rows: list[Row] = results.read_rows(folder.results)
         self.invalid: list[Row] = results.read_rows(folder.invalid)
@@ -68,9 +70,29 @@ class Records:
                 return row.best
         return None
 
-    def noise_std(self) -> float | None:
-        noise = gate.noise_floor(self.baseline_values())
-        return noise.std if noise else None
+    def best_runs(self) -> list[float]:
+        """The runs the best is the mean of: every measured run of the last kept commit (the baseline's seeds,
+        or a kept candidate's run and its confirmations), one per seed."""
+        kept = self.last_kept_commit()
+        runs = {r.seed: r.val_bpb for r in self.rows if r.commit == kept and r.status == "keep" and r.val_bpb is not None}
+        return list(runs.values())
+
+    def noise(self, with_rows: list[Row] = ()) -> gate.NoiseEstimate:
+        """The run's noise: every commit measured on distinct seeds (baseline, confirmations) pooled with the
+        default; `with_rows`: runs not written yet that count too."""
+        groups = gate.repeated_groups((r.commit, r.seed, r.val_bpb) for r in [*self.rows, *with_rows])
+        return gate.estimate_noise(groups, self.profile, self.gate_config)
+
+    def noise_std(self) -> float:
+        """The noise sd the gate decides with (the upper bound of the pooled estimate), as rows record it."""
+        return self.noise().upper
+
+    def margin(self, candidate_runs: int = 1) -> float | None:
+        """What a candidate with so many runs must gain over the best now; None before the baseline."""
+        best_runs = self.best_runs()
+        if not best_runs:
+            return None
+        return gate.margin_for_means(self.noise(), len(best_runs), candidate_runs, self.gate_config)
 
     def next_number(self, pending: Pending | None) -> int:
         """A number no row and no run in flight has: two rows with one number cannot happen."""

@@ -51,7 +51,7 @@ class Row:
     tokens_m: float = 0.0  # training tokens in millions
     margin: float = 0.0  # the gate's margin the candidate had to beat
     best: float | None = None  # the gate's best val_bpb after this row
-    noise_std: float | None = None  # the baseline's seed-to-seed standard deviation
+    noise_std: float | None = None  # the noise sd the gate decided with: the upper bound of the pooled estimate
     prompt_tokens: int = 0  # LLM usage of the proposal that produced this row
     completion_tokens: int = 0
     cost_usd: float | None = None  # None where no prices are configured

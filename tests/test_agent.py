@@ -17,6 +17,7 @@ from test_loop import config
 
 from autoresearch_kernel import agent, report, results, runstate
 from autoresearch_kernel.dashboard.view import NBSP, table_rows
+from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.loop import Loop
 from autoresearch_kernel.twin import TWIN
 from autoresearch_kernel.workspace import SANDBOX
@@ -77,13 +78,14 @@ def edit(old, new, path=TWIN):
 HARNESS_LINE = 'print("val_bpb:", VALUE + NOISE * SEED)'
 MAIN_ACTIONS = [
     {"message": "no edit"},                                                               # refused
-    {"message": "VALUE 1.0 -> 0.9", "edits": [edit("VALUE = 1.0 ", "VALUE = 0.9 ")]},    # keep
-    {"message": "VALUE 0.9 -> 1.5", "edits": [edit("VALUE = 0.9 ", "VALUE = 1.5 ")]},    # discard
+    # gains well beyond the cpu profile's default noise (sd 0.0156), so that each keep is kept at once
+    {"message": "VALUE 1.0 -> 0.8", "edits": [edit("VALUE = 1.0 ", "VALUE = 0.8 ")]},    # keep
+    {"message": "VALUE 0.8 -> 1.5", "edits": [edit("VALUE = 0.8 ", "VALUE = 1.5 ")]},    # discard
     {"message": "raise", "edits": [edit("FAIL = False", "FAIL = True")]},                 # crash
-    {"message": "both files", "edits": [edit("VALUE = 0.9 ", "VALUE = 0.8 "),
-                                        edit("VALUE = 0.9 ", "VALUE = 0.7 ", SANDBOX)]},  # refused
-    {"message": "notebook edited", "edits": [edit("VALUE = 0.8 ", "VALUE = 0.9 "),        # (twin put back)
-                                             edit("VALUE = 0.7 ", "VALUE = 0.5 ", SANDBOX)]},  # keep
+    {"message": "both files", "edits": [edit("VALUE = 0.8 ", "VALUE = 0.7 "),
+                                        edit("VALUE = 0.8 ", "VALUE = 0.6 ", SANDBOX)]},  # refused
+    {"message": "notebook edited", "edits": [edit("VALUE = 0.7 ", "VALUE = 0.8 "),        # (twin put back)
+                                             edit("VALUE = 0.6 ", "VALUE = 0.5 ", SANDBOX)]},  # keep
     {"message": "touch the harness", "edits": [edit(HARNESS_LINE, HARNESS_LINE + "  # mine")]},  # crash
 ]
 
@@ -116,9 +118,10 @@ def test_each_outcome_has_its_exit_code_and_its_lines(agent_run):
     assert codes == [12, 0, 10, 11, 12, 0, 11], [s["out"] + s["err"] for s in agent_run["steps"]]
     refused, keep, discard, crash, both, notebook, harness = (fields(s["out"]) for s in agent_run["steps"])
     assert refused["status"] == "refused" and "nothing changed" in refused["reason"]
-    assert keep["status"] == "keep" and keep["val_bpb"] == "0.900000" and keep["best"] == "0.900000"
-    assert keep["previous_best"] == "1.000500" and keep["margin"] == "0.001414"
-    assert discard["status"] == "discard" and discard["val_bpb"] == "1.500000" and discard["best"] == "0.900000"
+    assert keep["status"] == "keep" and keep["val_bpb"] == "0.800000" and keep["best"] == "0.800000"
+    # 2 standard errors of a single run against the 2 baseline runs, the noise bound from the cpu default
+    assert keep["previous_best"] == "1.000500" and keep["margin"] == "0.060250"
+    assert discard["status"] == "discard" and discard["val_bpb"] == "1.500000" and discard["best"] == "0.800000"
     assert crash["status"] == "crash" and crash["val_bpb"] == "-" and "RuntimeError: scripted failure" in crash["failure"]
     assert 'raise RuntimeError("scripted failure")' in agent_run["steps"][3]["out"]  # the traceback's end
     assert both["status"] == "refused" and "both" in both["reason"]
@@ -129,7 +132,7 @@ def test_each_outcome_has_its_exit_code_and_its_lines(agent_run):
 def test_rows_say_agent_and_the_branch_holds_the_keeps(agent_run):
     rows = agent_run["rows"]
     assert [(r.experiment, r.status, r.description, r.proposer) for r in rows[2:]] == [
-        (3, "keep", "VALUE 1.0 -> 0.9", "agent"), (4, "discard", "VALUE 0.9 -> 1.5", "agent"),
+        (3, "keep", "VALUE 1.0 -> 0.8", "agent"), (4, "discard", "VALUE 0.8 -> 1.5", "agent"),
         (5, "crash", "raise", "agent"), (6, "keep", "notebook edited", "agent"),
         (7, "crash", "touch the harness", "agent")]
     repo = git.Repo(agent_run["repo"])
@@ -188,7 +191,7 @@ def test_a_second_step_or_a_step_during_a_loop_is_refused(tmp_path):
     assert second.returncode == 12 and "busy" in fields(second.stdout)["reason"]
     assert json.loads((tmp_path / "slow.json").read_text())[0]["code"] == 10  # 1.0 again: not better
     # the built-in loop holds the tag: the agent's step is refused and changes nothing
-    with Loop(config(repo, baseline_seeds=(0,), resume=True), proposer=ScriptedProposer([])):
+    with Loop(config(repo, baseline_seeds=(0,), resume=True, gate=GateConfig()), proposer=ScriptedProposer([])):
         steps = run_agent(worktree, "t", [{"message": "during a loop", "edits": [edit("VALUE = 1.0 ", "VALUE = 0.9 ")]}],
                           tmp_path / "during.json")
     assert steps[0]["code"] == 12 and "busy" in fields(steps[0]["out"])["reason"]
@@ -200,10 +203,10 @@ def test_resume_after_kills_between_the_edit_and_the_step_and_during_the_step(tm
     agent_init(repo, seeds=1)
     worktree = repo / "runs" / "t" / "worktree"
     # 1. the agent is killed after its edit, before its step: the edit waits in the twin for the next agent
-    hanging = run_agent(worktree, "t", [{"message": "x", "edits": [edit("VALUE = 1.0 ", "VALUE = 0.9 ")],
+    hanging = run_agent(worktree, "t", [{"message": "x", "edits": [edit("VALUE = 1.0 ", "VALUE = 0.7 ")],
                                          "then": "hang"}], tmp_path / "hang.json", wait=False)
     deadline = time.monotonic() + 30
-    while "VALUE = 0.9" not in (worktree / TWIN).read_text() and time.monotonic() < deadline:
+    while "VALUE = 0.7" not in (worktree / TWIN).read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     hanging.send_signal(signal.SIGKILL)
     hanging.wait(10)
@@ -220,7 +223,7 @@ def test_resume_after_kills_between_the_edit_and_the_step_and_during_the_step(tm
     steps = run_agent(worktree, "t", [{"message": "lower VALUE, slowly"}], tmp_path / "again.json")
     assert steps[0]["code"] == 0, steps[0]
     out = fields(steps[0]["out"])
-    assert out["experiment"] == "2" and out["val_bpb"] == "0.900000" and out["previous_best"] == "1.000000"
+    assert out["experiment"] == "2" and out["val_bpb"] == "0.700000" and out["previous_best"] == "1.000000"
     rows = results.read_rows(repo / "runs" / "t" / "results.tsv")
     assert [(r.experiment, r.status, r.description) for r in rows] == [
         (1, "keep", "baseline (seed 0)"), (2, "keep", "lower VALUE, slowly")]

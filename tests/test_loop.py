@@ -4,6 +4,7 @@ Each scenario runs once (module fixtures) and several tests read what it left: r
 """
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from autoresearch_kernel import results, runstate
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
-from autoresearch_kernel.gate import GateConfig
+from autoresearch_kernel.gate import GateConfig, estimate_noise
 from autoresearch_kernel.integrity import Checks
 from autoresearch_kernel.loop import Loop, LoopConfig
 from autoresearch_kernel.runfolder import RunFolder
@@ -28,9 +29,14 @@ from loop_fixture import ScriptedProposer, make_repo
 SECRET = "sk-test-0123456789abcdef"
 
 
+# The fixture's noise is NOISE = 0.001 per seed: the gate is told so (prior_sd) instead of the cpu profile's
+# default, 0.0156, next to which its small gains would all be noise.
+FIXTURE_GATE = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, prior_sd=0.001)
+
+
 def config(repo, tag="t", **overrides):
     settings = dict(repo=repo, tag=tag, baseline_seeds=(0, 1), timeout_s=60, pause_seconds=0.3, fix_attempts=1,
-                    gate=GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0))
+                    gate=FIXTURE_GATE)
     settings.update(overrides)
     return LoopConfig(**settings)
 
@@ -49,16 +55,19 @@ def no_kernels_left():
 
 
 # -- scenario 1: keep, discard, crash and its fix, invalid reply, confirmation kept and discarded ----------
-# baseline seeds 0 and 1 give 1.000 and 1.001: best 1.0005, noise std 0.000707, margin 0.001414, and a gain
-# up to 0.002828 is confirmed on seed 1 (where the fixture adds NOISE) before it is kept.
+# Baseline seeds 0 and 1 give 1.000 and 1.001: best 1.0005. The noise pools their spread (1 dof) with the prior
+# 0.001 (4 dof): sd 0.000949, upper bound 0.001672; a single run's margin against the 2 baseline runs is
+# 2 * 0.001672 * sqrt(1/2 + 1) = 0.004096, against a kept single run 2 * 0.001672 * sqrt(2) = 0.004730.
+# A first run between one standard error and twice the margin is confirmed on seed 1 (where the fixture adds
+# NOISE), and the mean of the two runs decides.
 MAIN_SCRIPT = [
     ("VALUE 1.0 -> 0.9", {"VALUE": 0.9}),          # 3 keep
     ("VALUE 0.9 -> 1.5", {"VALUE": 1.5}),          # 4 discard
     ("raise", {"FAIL": True}),                     # 5 crash -> a fix is asked for, with the traceback
     ("fixed and better", {"FAIL": False, "VALUE": 0.8}),  # 6 fix, keep
     "not an edit",                                 # invalid: no commit, no experiment
-    ("slightly better", {"VALUE": 0.798}),         # 7 confirm (gain 0.002), 8 confirm run 0.799: keep
-    ("lucky seed", {"VALUE": 0.796, "NOISE": 0.01}),  # 9 confirm, 10 on seed 1: 0.806: discard
+    ("slightly better", {"VALUE": 0.794}),         # 7 confirm (gain 0.006), 8 on seed 1: 0.795: keep, mean 0.7945
+    ("lucky seed", {"VALUE": 0.790, "NOISE": 0.01}),  # 9 confirm (gain 0.0045), 10 on seed 1: 0.800: discard
 ]
 
 
@@ -86,14 +95,28 @@ def test_rows_record_every_outcome(main_run):
         (3, "candidate", "keep"), (4, "candidate", "discard"), (5, "candidate", "crash"), (6, "fix", "keep"),
         (7, "candidate", "keep"), (8, "confirm", "keep"), (9, "candidate", "discard"), (10, "confirm", "discard"),
     ]
-    assert rows[1].best == pytest.approx(1.0005) and rows[1].noise_std == pytest.approx(0.000707, abs=1e-6)
-    assert all(r.margin == pytest.approx(0.001414, abs=1e-6) for r in rows[2:])
+    assert rows[1].best == pytest.approx(1.0005) and rows[1].noise_std == pytest.approx(0.001672, abs=1e-6)
+    # against the 2 baseline runs, against one kept run (3 .. 6), two runs against one (7, 8), two against two
+    assert [r.margin for r in rows[2:]] == pytest.approx(
+        [0.004096, 0.004730, 0.004730, 0.004730, 0.004096, 0.004096, 0.003011, 0.003011], abs=2e-6)
     assert rows[4].val_bpb is None and "RuntimeError: scripted failure" in rows[4].failure
-    assert rows[7].best == pytest.approx(0.7985)  # the mean of the candidate's two runs
+    assert rows[7].best == pytest.approx(0.7945)  # the mean of the candidate's two runs
     assert rows[5].description == "fixed and better" and rows[5].prompt_tokens == 100
     assert rows[7].prompt_tokens == 0  # a confirmation run costs no proposal
     assert [r.seed for r in rows[2:]] == [0, 0, 0, 0, 0, 1, 0, 1]
     assert all((main_run["folder"] / r.notebook).exists() for r in rows)
+
+
+def test_the_best_is_the_mean_of_its_runs_not_its_luckier_draw(main_run):
+    """Experiment 7 drew 0.794 on seed 0 and 0.795 on its confirmation: the best is their mean, and the next
+    candidate is measured against that mean of two runs (with the smaller margin two runs earn)."""
+    first, confirmation, lucky, its_confirmation = main_run["rows"][6:10]
+    assert (first.val_bpb, confirmation.val_bpb) == (0.794, 0.795)
+    assert first.best == confirmation.best == pytest.approx(0.7945)
+    assert lucky.best == pytest.approx(0.7945) and "vs the best's 2" in lucky.failure
+    assert "-0.000500 against a margin of 0.003011" in its_confirmation.failure  # mean 0.795 against 0.7945
+    # the two confirmed pairs joined the noise: 3 dof measured, 4 from the default
+    assert "on 6 dof" in lucky.failure and lucky.noise_std < first.noise_std
 
 
 def test_branch_holds_the_kept_commits_and_discards_stay_reachable(main_run):
@@ -119,7 +142,7 @@ def test_crash_fix_gets_the_crashed_notebook_and_the_traceback(main_run):
     assert main_run["proposer"].feedbacks == ["keep", "discard", "crash", "keep", "keep", "discard"]
     # the proposer sees what was tried, invalid replies included
     assert [h.status for h in contexts[-1].history] == ["keep", "discard", "crash", "keep", "invalid", "keep"]
-    assert contexts[-1].best_val_bpb == pytest.approx(0.7985)
+    assert contexts[-1].best_val_bpb == pytest.approx(0.7945)
 
 
 def test_invalid_reply_is_recorded_without_commit_or_experiment(main_run):
@@ -145,7 +168,7 @@ def test_events_and_status_follow_the_phases(main_run):
     assert sum(len(e.rows) for e in main_run["events"]) == 10
     assert sum(e.invalid is not None for e in main_run["events"]) == 1
     status = runstate.read_status(main_run["repo"], "t")
-    assert status.phase == "stopped" and status.best == pytest.approx(0.7985) and status.proposals == 7
+    assert status.phase == "stopped" and status.best == pytest.approx(0.7945) and status.proposals == 7
     assert not runstate.is_running(main_run["repo"], "t")
     assert no_kernels_left() == []
 
@@ -261,6 +284,23 @@ def test_abort_kills_the_run_now_and_resume_settles_it(tmp_path):
     assert git.Repo(repo).commit("refs/autoresearch/t/discarded/2")
 
 
+def test_a_gain_within_the_noise_of_a_thin_estimate_is_not_kept(tmp_path):
+    """With the cpu profile's default noise (sd 0.0156) and one degree of freedom measured (two baseline seeds),
+    a run 0.0055 better than the baseline's mean is within the noise: discarded at once. The margin rule the
+    loop had (2 x the two seeds' sd of 0.000707 = 0.001414) kept it."""
+    repo = make_repo(tmp_path / "project")
+    thin = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0)  # no prior_sd: the profile's default
+    with Loop(config(repo, gate=thin, max_experiments=1),
+              proposer=ScriptedProposer([("a little better", {"VALUE": 0.995})])) as loop:
+        loop.run()
+    rows = results.read_rows(loop.results_path)
+    assert [(r.kind, r.status) for r in rows] == [("baseline", "keep"), ("baseline", "keep"), ("candidate", "discard")]
+    noise = estimate_noise([[1.0, 1.001]], "cpu", thin)
+    assert noise.measured_dof == 1 and rows[-1].noise_std == pytest.approx(noise.upper, abs=1e-6)
+    assert rows[-1].margin == pytest.approx(2 * noise.upper * math.sqrt(1 / 2 + 1), abs=1e-6)
+    assert rows[-1].margin > 0.05 and "+0.005500 against" in rows[-1].failure
+
+
 def test_baseline_crash_stops_with_a_clear_error(tmp_path):
     repo = make_repo(tmp_path / "project")
     notebook = repo / "notebooks" / "train_template.ipynb"
@@ -287,6 +327,7 @@ LOOP_PROCESS = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
     from loop_fixture import ScriptedProposer
+    from autoresearch_kernel.gate import GateConfig
     from autoresearch_kernel.loop import Loop, LoopConfig
     repo, mode, seeds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     steps = [("slow", {{"SLEEP": 8, "VALUE": 0.5}})] if mode == "mid-run" else [("worse", {{"VALUE": 2.0}})]
@@ -295,10 +336,11 @@ LOOP_PROCESS = textwrap.dedent("""
         if mode == "after-row" and any(row.status == "discard" for row in event.rows):
             os._exit(9)
 
-    config = LoopConfig(repo=repo, tag="t", baseline_seeds=tuple(range(seeds)), timeout_s=60, max_experiments=1)
+    config = LoopConfig(repo=repo, tag="t", baseline_seeds=tuple(range(seeds)), timeout_s=60, max_experiments=1,
+                        gate={gate})
     with Loop(config, proposer=ScriptedProposer(steps), on_event=die_after_the_row) as loop:
         loop.run()
-""").format(tests=str(Path(__file__).parent))
+""").format(tests=str(Path(__file__).parent), gate=repr(FIXTURE_GATE))
 
 
 def orphans(folder):

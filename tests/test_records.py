@@ -1,5 +1,9 @@
 """The run's record in memory: appended rows are on disk and in the lists; numbers count the run in flight."""
-from autoresearch_kernel import results
+import math
+
+import pytest
+
+from autoresearch_kernel import gate, results
 from autoresearch_kernel.records import Records, same_result
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runfolder import RunFolder
@@ -33,3 +37,23 @@ def test_the_next_number_counts_the_experiment_in_flight(tmp_path):
     pending = Pending(numbers=[3], kind="candidate", commit="c" * 40, parent="p" * 40, description="x")
     assert records.next_number(pending) == 4 and records.next_number(None) == 3
     assert len(results.read_rows(tmp_path / "results.tsv")) == 2
+
+
+def test_the_gates_inputs_come_from_every_repeated_run_and_the_last_kept_commits_runs(tmp_path):
+    """The best's runs are the kept commit's runs (one per seed); the noise pools each commit measured on more
+    than one seed, a discarded candidate's confirmation included, and counts a same-seed re-run once."""
+    config = gate.GateConfig(prior_sd=0.01, prior_weight=2.0)
+    records = Records(RunFolder(tmp_path), "cpu", config)
+    assert records.best_runs() == [] and records.margin() is None
+    records.append([row(1, "baseline", commit="b"), row(1, "baseline", seed=1, value=1.02, commit="b")])
+    assert records.best_runs() == [1.0, 1.02]
+    records.append([row(3, value=0.97, status="discard", commit="d"),
+                    row(3, "confirm", value=0.99, seed=1, status="discard", commit="d")])
+    records.append([row(5, value=0.90, commit="k"), row(5, "confirm", value=0.92, seed=1, commit="k"),
+                    row(5, "confirm", value=0.92, seed=1, commit="k")])  # the same seed again: no new draw
+    assert records.best_runs() == [0.90, 0.92]
+    noise = records.noise()
+    assert noise.measured_dof == 3
+    assert noise.sd == pytest.approx(gate.NoiseEstimate.pooled([[1.0, 1.02], [0.97, 0.99], [0.9, 0.92]], 0.01, 2.0).sd)
+    assert records.noise_std() == noise.upper
+    assert records.margin(2) == pytest.approx(config.z * noise.upper * math.sqrt(1 / 2 + 1 / 2))
