@@ -10,7 +10,8 @@ from sandbox_fixture import sandbox_notebook
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
 from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, Usage, make_proposer
-from autoresearch_kernel.proposers.mutate import Effects, MutateProposer, find_constants
+from autoresearch_kernel.proposers.constants import Effects, find_constants
+from autoresearch_kernel.proposers.mutate import MutateProposer
 
 
 def one_constant(line):

@@ -10,7 +10,7 @@ from sandbox_fixture import sandbox_notebook
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
 from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, make_proposer
-from autoresearch_kernel.proposers.mutate import find_constants, literal_value
+from autoresearch_kernel.proposers.constants import find_constants, literal_value
 from autoresearch_kernel.proposers.optuna_search import STUDY_FILE, OptunaProposer
 
 

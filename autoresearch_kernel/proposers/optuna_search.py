@@ -1,6 +1,6 @@
 """The optuna proposer: Optuna's samplers (TPE by default, or CMA-ES) search the sandbox's numeric constants.
 
-What it searches: the constants the mutate proposer steps (`mutate.find_constants`: `NAME = number` lines of the
+What it searches: the constants the mutate proposer steps (`constants.find_constants`: `NAME = number` lines of the
 agent's cells that run under the context's profile), each within a range around a centre and inside mutate's
 hard bounds (`hard_bounds`, `granule`): powers of two by whole exponents, other integers in their granularity,
 fractions additively, other floats on a log scale. One proposal is one `study.ask()`: every searched constant
@@ -37,17 +37,8 @@ from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.notebook import clean_notebook
 from autoresearch_kernel.proposers import base
 from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
-from autoresearch_kernel.proposers.mutate import (
-    Constant,
-    Effects,
-    find_constants,
-    format_float,
-    granule,
-    hard_bounds,
-    literal_value,
-    notebook_profile,
-    replace_literal,
-)
+from autoresearch_kernel.proposers.constants import Constant, Effects, find_constants, literal_value, notebook_profile
+from autoresearch_kernel.proposers.mutate import format_float, granule, hard_bounds, replace_literal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would drown the loop's own log
 
