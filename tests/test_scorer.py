@@ -146,3 +146,12 @@ def test_one_warm_process_serves_every_request(data, scorer, tmp_path):
     pid = scorer._process.pid
     second = scorer.score(tmp_path / "run.program.pt2")
     assert first.ok and second.ok and first.val_bpb == second.val_bpb and scorer._process.pid == pid
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cpu", "cpu"), ("cuda:1", "cuda:1"), ("mps", "mps")])
+def test_the_scorer_measures_where_the_experiment_trained(device, expected):
+    from autoresearch_kernel.integrity.guard import scoring_device
+
+    assert scoring_device(device) == expected
+    assert scoring_device("auto") == ("cuda" if torch.cuda.is_available() else
+                                      "mps" if torch.backends.mps.is_available() else "cpu")

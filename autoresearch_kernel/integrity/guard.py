@@ -103,12 +103,12 @@ class Guard(Checks):
         if self.scored_outside is None:
             self.scored_outside = any("harness.finish(" in c.source for c in contract_cells(self._base))
         if self.scored_outside:
-            self._device = "cuda" if loop.config.device.startswith("cuda") else "cpu"
+            scorer_device = scoring_device(loop.config.device)
+            self._device = scorer_device.split(":")[0]
             jail = None
             if loop.jailed:  # read-only: the data (validation included) and the experiments' folders
                 data = Path(self._data_dir) / self._profile
                 jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda")
-            scorer_device = loop.config.device if loop.config.device.startswith("cuda") else self._device
             self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.run_folder.scorer_log)
         self._started = True
 
@@ -222,6 +222,16 @@ class Guard(Checks):
         if self._log is not None:
             with open(self._log, "a", encoding="utf-8") as log:
                 log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{results.one_line(line, 500)}\n")
+
+
+def scoring_device(device: str) -> str:
+    """Where the scorer measures: where the experiment trained (`auto` resolved as harness.start resolves it),
+    so that an exported program runs on the device, and under the precision, it was traced for."""
+    if device != "auto":
+        return device
+    from autoresearch_kernel.harness.experiment import pick_device
+
+    return pick_device("auto").type
 
 
 def _failed(result, name: str, message: str):

@@ -106,7 +106,9 @@ class Scorer:
         start = f"import sys; sys.path.insert(0, {str(package_root())!r}); " \
                 "from autoresearch_kernel.integrity.scorer import main; sys.exit(main())"
         command = [sys.executable, "-I", "-X", f"pycache_prefix={pycache}", "-c", start,
-                   "--data-dir", str(self.data_dir or ""), "--profile", self.profile, "--device", self.device]
+                   "--data-dir", str(self.data_dir or ""), "--profile", self.profile,
+                   # cuda:N is pinned through CUDA_VISIBLE_DEVICES below, so the child sees it as cuda
+                   "--device", "cuda" if self.device.startswith("cuda") else self.device]
         if self.jail is not None:
             command = self.jail.command(command)
         cuda = self.device.startswith("cuda") or self.device == "cpu"
