@@ -13,10 +13,10 @@ is a no-op).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 from autoresearch_kernel import gate, results
+from autoresearch_kernel.harness.metrics import finite_figure
 from autoresearch_kernel.proposers import HistoryEntry, Usage
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runfolder import RunFolder
@@ -171,7 +171,5 @@ def crash_row(number: int, kind: str, commit: str, parent: str, description: str
 
 def _figure(metrics: dict, name: str) -> float | None:
     """A finite number from the kernel's metrics, or None (the kernel may have written anything)."""
-    value = metrics.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    value = finite_figure(metrics.get(name))
+    return None if value is None else float(value)

@@ -64,3 +64,11 @@ def _finite_or_none(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def finite_figure(value) -> int | float | None:
+    """`value` when it is a finite number, else None: what the loop takes from a metrics.json the kernel wrote
+    (an experiment may have written anything there)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,12 +244,9 @@ def append_summary(notebook: Path, metrics: dict, seconds: float) -> None:
     from types import SimpleNamespace
 
     from autoresearch_kernel.harness.finish import SUMMARY_NAMES, summary
+    from autoresearch_kernel.harness.metrics import finite_figure
 
-    def number(value):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return value if ok else None
-
-    block = summary(SimpleNamespace(**{name: number(metrics.get(name)) for name in SUMMARY_NAMES}))
+    block = summary(SimpleNamespace(**{name: finite_figure(metrics.get(name)) for name in SUMMARY_NAMES}))
     try:
         executed = nbformat.read(notebook, as_version=4)
         executed.cells.append(nbformat.v4.new_markdown_cell(
