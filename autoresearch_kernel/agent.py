@@ -208,7 +208,7 @@ def _read_the_edit(repo: Path, tag: str):
         state = runstate.load_state(workspace.folder.path)
         kept = state.kept or workspace.head()
         base = workspace.read_sandbox(kept)
-        pending = workspace.read_sandbox(state.pending.commit) if state.pending else None
+        pending = workspace.read_sandbox(state.flights[0].commit) if state.flights else None
         edit = read_edit(workspace.worktree, base, checked_out=pending)
         return kept, pending, edit[1] if edit else None
     finally:

@@ -1,7 +1,7 @@
 """Launching one experiment: the jail or not, the folder it writes, the parameters it is told, the runner.
 
-The loop decides what to run (a commit, a seed, an experiment number); this module knows how: the sandbox
-notebook as committed in the run's worktree, executed by `runner.run_notebook` in its own folder
+The loop decides what to run (a commit, a seed, an experiment number) and on which lane; this module knows
+how: the sandbox notebook as committed (the loop writes it to runs/<tag>/candidates/), executed by `runner.run_notebook` in its own folder
 runs/<tag>/notebooks/<n>-<commit>/ (the one place it may write), inside the bubblewrap jail with the
 training split and the notebook read-only, under the run's wall-clock limit.
 """
@@ -13,9 +13,10 @@ from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.harness.data import training_files
 from autoresearch_kernel.harness.parameters import ExperimentParameters
 from autoresearch_kernel.integrity import jail
+from autoresearch_kernel.lanes import Job, Lane
+from autoresearch_kernel.runfolder import RunFolder
 from autoresearch_kernel.runner import RunResult, run_notebook
 from autoresearch_kernel.settings import LoopConfig
-from autoresearch_kernel.workspace import Workspace
 
 # Proposers whose edits are the project's own code (not a model's): they may run without the jail, with a
 # warning, where bubblewrap is missing. Every other proposer's code runs jailed or not at all.
@@ -37,20 +38,22 @@ def choose_sandbox(config: LoopConfig) -> tuple[bool, str]:
         "or pass --no-sandbox to run it unsandboxed at your own risk")
 
 
-def run_experiment(config: LoopConfig, workspace: Workspace, data_dir: str, jailed: bool, number: int,
-                   commit: str, seed: int, cancel) -> RunResult:
-    """Execute the committed sandbox once on `seed` (the worktree holds `commit`); `cancel` aborts it."""
-    folder = workspace.folder.experiment(number, commit)  # the one folder the experiment may write
-    shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
-    folder.mkdir(parents=True)
-    output = folder / f"{folder.name}.ipynb"
-    device = config.device
+def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed: bool, job: Job, lane: Lane,
+                   cancel) -> RunResult:
+    """Execute the job's committed notebook (written by the loop to `folder.candidate`) once, on the lane's
+    device and thread share; `cancel` aborts it."""
+    notebook = folder.candidate(job.number, job.commit)
+    output_folder = folder.experiment(job.number, job.commit)  # the one folder the experiment may write
+    shutil.rmtree(output_folder, ignore_errors=True)  # what an interrupted attempt left
+    output_folder.mkdir(parents=True)
+    output = output_folder / f"{output_folder.name}.ipynb"
+    device = lane.device
     parameters = ExperimentParameters(
         profile=config.profile,
         data_dir=data_dir,
         # the runner narrows CUDA_VISIBLE_DEVICES to the assigned GPU, which the kernel sees as cuda
         device="cuda" if device.startswith("cuda:") else device,
-        seed=seed,
+        seed=job.seed,
         budget_seconds=float(config.budget_seconds),
         budget_tokens=int(config.budget_tokens),
         metrics_path=str(output.with_suffix(".metrics.json")),
@@ -58,10 +61,10 @@ def run_experiment(config: LoopConfig, workspace: Workspace, data_dir: str, jail
     )
     cell_jail = None
     if jailed:  # read-only: the candidate and the training split; writable: its own folder
-        readonly = (workspace.sandbox, *training_files(data_dir, config.profile))
-        cell_jail = jail.Jail(readonly=readonly, writable=(folder,), gpu=device.startswith("cuda"))
+        readonly = (notebook, *training_files(data_dir, config.profile))
+        cell_jail = jail.Jail(readonly=readonly, writable=(output_folder,), gpu=device.startswith("cuda"))
     return run_notebook(
-        workspace.sandbox, output, parameters.for_papermill(), timeout_s=config.run_timeout(),
-        cwd=folder, device=device if device.startswith("cuda") or device == "cpu" else None,
-        cancel=cancel, jail=cell_jail,
+        notebook, output, parameters.for_papermill(), timeout_s=config.run_timeout(),
+        cwd=output_folder, device=device if device.startswith("cuda") or device == "cpu" else None,
+        cancel=cancel, jail=cell_jail, threads=lane.threads,
     )

@@ -1,23 +1,26 @@
-"""The experiment loop: propose, check, commit, run, verify, decide, record, keep or revert; forever.
+"""The experiment loop: propose, check, commit, run on a free lane, score, decide, record, keep or revert; forever.
 
-One `Loop` object serves the CLI, the dashboard and the tests. One step:
+One `Loop` object serves the CLI, the dashboard and the tests. Its work, experiment by experiment:
 
     baseline (until done): run the unmodified notebook on each baseline seed; their mean is the first best
-    propose   the proposer edits the last kept notebook (or, after a crash, the crashed one with its
-              traceback); a reply that does not apply is recorded in invalid.tsv: no commit, no experiment
-    commit    one commit on autoresearch/<tag>, in the run's own worktree
+    propose   the proposer edits the best notebook (or, after a crash, the crashed one with its traceback),
+              told what is running now; a reply that does not apply is recorded in invalid.tsv
+    commit    one commit on top of the best, in git only (the branch and worktree move when one is kept)
     CHECK     checks.check_candidate: a fast pre-filter; a reason refuses it before anything runs (a crash row)
-    run       runner.run_notebook in the jail (integrity/jail.py) under the wall-clock limit; the executed
-              notebook and all the run wrote in its own folder runs/<tag>/notebooks/<n>-<commit>/
-    SCORE     checks.score: the scorer measures the exported model outside the jail (the only metric)
-    decide    gate.decide_by_means: the candidate's mean against the best's, in standard errors of the pooled
-              noise; a run identical to its parent's is a no-op; a borderline gain is re-run first ("confirm")
-    record    the rows appended to results.tsv (atomically), then keep (branch stays) or revert
+    run       on a free lane (lanes.py): in the jail, under the wall-clock limit, on the lane's device, in
+              its own folder runs/<tag>/notebooks/<n>-<commit>/ (locally, or as a Ray task on some node)
+    SCORE     the scorer measures the exported model outside the jail (the only metric)
+    decide    in the order runs finish (settle.py): the gate's decision against the best of that moment; a
+              borderline gain is re-run first ("confirm"); a candidate that beats the best after the best
+              moved on from its parent is re-applied onto the new best and run again ("rebase")
+    record    the rows appended to results.tsv (atomically), then keep (branch moves) or revert
 
-The parts live next door, one job each: the settings and their stored copy (`settings`), the run's rows in
-memory and the rows built from runs (`records`), the live status and events (`events`), launching one
-experiment in the jail (`launch`), resuming after a stop (`recovery`, `runstate`). A SIGKILL anywhere leaves results.tsv, the branch and state.json in a state
-that `Loop(LoopConfig.resumed(repo, tag))` completes, with the settings the run was started with.
+With one lane (the default) this is the sequential loop it always was: each experiment, its confirmation
+runs included, ends before the next proposal. The parts live next door, one job each: the settings
+(`settings`), the run's rows in memory (`records`), the live status (`events`), the lanes and their
+scheduler (`lanes`), launching one experiment (`launch`), deciding and recording one (`settle`), resuming
+after a stop (`recovery`, `runstate`). A SIGKILL anywhere leaves results.tsv, the branch and state.json in a
+state that `Loop(LoopConfig.resumed(repo, tag))` completes, with the settings the run was started with.
 """
 from __future__ import annotations
 
@@ -28,30 +31,29 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from autoresearch_kernel import gate, records, results, runstate, settings
+from autoresearch_kernel import records, runstate, settings
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
 from autoresearch_kernel.events import Event, Reporter
 from autoresearch_kernel.harness.prepare import default_data_dir
 from autoresearch_kernel.integrity import Candidate, Checks, Guard
+from autoresearch_kernel.lanes import Job, Lane, Lanes, Outcome, local_executor, plan_lanes
 from autoresearch_kernel.launch import choose_sandbox, run_experiment
-from autoresearch_kernel.proposers import Proposal, ProposalContext, Proposer, Usage, make_proposer, usage_of
+from autoresearch_kernel.proposers import ProposalContext, Proposer, make_proposer, usage_of
 from autoresearch_kernel.recovery import recover
 from autoresearch_kernel.results import Row
-from autoresearch_kernel.runner import RunResult
-from autoresearch_kernel.runstate import FixRequest, LoopStatus, Pending
+from autoresearch_kernel.runstate import LaneStatus, LoopStatus, Pending
 from autoresearch_kernel.settings import LoopConfig
+from autoresearch_kernel.settle import Settler
 from autoresearch_kernel.workspace import Workspace
 
 __all__ = ["Checks", "Event", "Loop", "LoopConfig"]
 
 PROGRAM = "program.md"  # the human's instructions, read from the run's worktree
-FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal sees
-# Statuses whose runs are never needed again: their weights are deleted (GPU ones are large).
-REVERTED_WITHOUT_WEIGHTS = ("discard", "noop")
+POLL_SECONDS = 0.2  # how often the loop looks at its lanes, its stop and abort requests
 
 
 class _Cancel:
-    """The runner's cancel flag: set by `Loop.abort()` or by an `abort` file from another process."""
+    """The runs' cancel flag: set by `Loop.abort()` or by an `abort` file from another process."""
 
     def __init__(self, flag: threading.Event, abort_file: Path):
         self.flag, self.abort_file = flag, abort_file
@@ -64,6 +66,7 @@ class Loop:
     """The keep/revert loop of one run tag. Holds the tag's lock from construction to `close()`.
 
     Thread use: `run()` (or `step()`) in one thread; `stop()`, `abort()`, `status` and `close()` from any.
+    The runs themselves go on in the lanes' threads (each waits on its jailed process or its Ray task).
     """
 
     def __init__(
@@ -82,6 +85,8 @@ class Loop:
         self._lock = runstate.TagLock(self.folder)
         self._lock.acquire(config.tag)
         self._stop, self._abort = threading.Event(), threading.Event()
+        self._paused_until = 0.0
+        self.scheduler: Lanes | None = None
         self.status = LoopStatus(tag=config.tag, pid=os.getpid(), started_at=time.time(),
                                  budget_seconds=config.budget_seconds, budget_tokens=config.budget_tokens,
                                  timeout_s=config.run_timeout())
@@ -91,6 +96,7 @@ class Loop:
             self.proposer = proposer or make_proposer(config.proposer, **config.options_for_proposer(self.folder))
             self.jailed, self.sandbox_warning = choose_sandbox(config)
             self.checks = checks or Guard()
+            self.lanes = plan_lanes(config.lanes, config.devices, config.device)
             for path in (self.run_folder.stop, self.run_folder.abort):  # left by an earlier process: not for us
                 path.unlink(missing_ok=True)
             settings.store(self.run_folder, config, self.data_dir, changes)
@@ -99,11 +105,13 @@ class Loop:
             self.state = runstate.load_state(self.folder)
             recover(self.workspace, self.state, self.records)
             self._save()
+            self.settler = Settler(self)
+            self.scheduler = Lanes(self.lanes, self._executor(), self._cancel())
+            self._show_lanes()
             changed = ", ".join(f"{c['setting']} {c['was']!r} -> {c['now']!r}" for c in changes)
             self._set_phase("idle", ("resumed" + (f" with {changed}" if changed else "")) if config.resume else "started")
         except BaseException:
-            self.workspace.close()
-            self._lock.release()
+            self._release()
             raise
 
     @property
@@ -114,13 +122,23 @@ class Loop:
     def on_event(self, observer: Callable[[Event], None] | None) -> None:
         self._reporter.on_event = observer
 
+    def _executor(self):
+        if self.config.executor == "ray":
+            from autoresearch_kernel.ray_executor import RayExecutor  # Ray is an optional extra
+
+            return RayExecutor(self.config, self.run_folder, self.data_dir, self.jailed, self.lanes)
+        return local_executor(
+            lambda job, lane, cancel: run_experiment(self.config, self.run_folder, self.data_dir, self.jailed,
+                                                     job, lane, cancel),
+            lambda result: self.checks.score(result))
+
     # -- control (any thread) -----------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop after the experiment in progress (its rows are written)."""
+        """Stop once the experiments in flight are finished (their rows are written); start no new ones."""
         self._stop.set()
 
     def abort(self) -> None:
-        """Kill the experiment in progress now and stop; a resume runs it again."""
+        """Kill the experiments in flight now and stop; a resume runs them again."""
         self._abort.set()
         self._stop.set()
 
@@ -129,12 +147,19 @@ class Loop:
         return self._stop.is_set() or self.run_folder.stop.exists() or self._cancel().is_set()
 
     def close(self) -> None:
-        """Release the tag (the loop cannot be used afterwards)."""
+        """Release the tag (the loop cannot be used afterwards). Runs still in flight are killed first."""
+        if self.scheduler is not None and self.scheduler.busy:
+            self._abort.set()
         for path in (self.run_folder.stop, self.run_folder.abort):
             path.unlink(missing_ok=True)
         if self.status.phase not in ("error",):
             self._set_phase("stopped", self.status.message)
         self.checks.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
         self.workspace.close()
         self._lock.release()
 
@@ -146,89 +171,165 @@ class Loop:
 
     # -- the endless run ----------------------------------------------------------------------------------
     def run(self) -> str:
-        """Steps until stopped, aborted, interrupted or `max_experiments` proposals; returns why it ended.
-
-        A Ctrl-C (KeyboardInterrupt) aborts the experiment in progress cleanly, like `abort()`.
+        """Runs experiments on every lane until stopped, aborted, interrupted or `max_experiments` proposals;
+        returns why it ended. Stop lets the experiments in flight finish; abort kills them (a resume runs
+        them again). A Ctrl-C (KeyboardInterrupt) aborts cleanly, like `abort()`.
         """
         try:
-            while not self.stopping:
-                limit = self.config.max_experiments
-                if limit is not None and self.status.proposals >= limit and not self._unfinished():
-                    return self._ended("max experiments reached")
-                self.step()
-            return self._ended("aborted" if self._cancel().is_set() else "stopped on request")
+            while True:
+                started = self._fill_lanes(owed_only=self.stopping)
+                if not self.scheduler.busy:
+                    if self.stopping:
+                        return self._ended("aborted" if self._cancel().is_set() else "stopped on request")
+                    if self._limit_reached() and not self._owed():
+                        return self._ended("max experiments reached")
+                    if not started:
+                        self._stop.wait(POLL_SECONDS)  # paused, or nothing runnable yet
+                    continue
+                self._collect()
         except KeyboardInterrupt:
-            self._abort.set()
+            self._abort_flights()
             return self._ended("interrupted")
         except AutoresearchError as error:
+            self._abort_flights()
             self._set_phase("error", str(error))
             raise
         except Exception as error:  # a bug or a broken disk: say so where the dashboard looks, then fail
+            self._abort_flights()
             self._set_phase("error", f"{type(error).__name__}: {error}; resume the tag once it is fixed")
             raise
+
+    def step(self) -> list[Row]:
+        """One unit of work, to its end: a baseline seed, the experiments a stop left in flight, or one
+        proposal and its experiment (confirmations and re-applications included). Returns the rows appended."""
+        before = len(self.records.rows)
+        self._fill_lanes(limit=1)
+        while self.scheduler.busy:
+            self._collect()
+            if not self._cancel().is_set():
+                self._fill_lanes(owed_only=True)
+        return self.records.rows[before:]
 
     def _ended(self, why: str) -> str:
         self._set_phase("stopped", why)
         return why
 
-    def step(self) -> list[Row]:
-        """One unit of work: a baseline seed, or one proposal and its experiment. Returns the rows appended."""
-        self.checks.before_experiment(self)
-        missing = self.records.missing_seeds(self.config.baseline_seeds)
+    def _limit_reached(self) -> bool:
+        limit = self.config.max_experiments
+        return limit is not None and self.status.proposals >= limit
+
+    def _owed(self) -> bool:
+        """Work that does not count as a proposal: baseline seeds to run, runs owed by experiments in flight."""
+        return bool(self._missing_seeds()) or any(f.owes_run() for f in self.state.flights)
+
+    def _abort_flights(self) -> None:
+        """Kill what runs and wait for the lanes to give it back (the flights stay for a resume)."""
+        self._abort.set()
+        while self.scheduler.busy:
+            self.scheduler.next_finished(POLL_SECONDS)
+
+    # -- filling the lanes --------------------------------------------------------------------------------
+    def _fill_lanes(self, owed_only: bool = False, limit: int | None = None) -> int:
+        """Start work on free lanes: runs owed by experiments in flight first, then baseline seeds, then new
+        proposals (not while stopping). Returns how many runs it started."""
+        started = 0
+        while self.scheduler.free() and not self._cancel().is_set() and (limit is None or started < limit):
+            self.checks.before_experiment(self)
+            flight = self._next_owed() or (None if owed_only else self._next_new())
+            if flight is None:
+                break
+            if flight.interrupts > self.config.max_interrupts:  # recorded as a crash, not run again
+                self.settler.interrupted(flight)
+                continue
+            self._start(flight, self.scheduler.free()[0])
+            started += 1
+        return started
+
+    def _next_owed(self) -> Pending | None:
+        running = self.scheduler.numbers_running()
+        return next((f for f in self.state.flights if f.owes_run() and f.numbers[len(f.runs)] not in running), None)
+
+    def _next_new(self) -> Pending | None:
+        missing = self._missing_seeds()
         if missing:
-            return self._baseline(missing[0])
-        if self.state.pending is not None:  # cut short earlier: run it (again)
-            return self._finish_pending()
-        return self._propose_and_run()
+            return self.add_flight(Pending(numbers=[], kind="baseline", commit=self.state.kept,
+                                            parent=self.state.kept, description=f"baseline (seed {missing[0]})",
+                                            seed=missing[0]))
+        if any(f.kind == "baseline" for f in self.state.flights):
+            return None  # the best is not known before the baseline's seeds are in
+        if self._limit_reached() or time.monotonic() < self._paused_until:
+            return None
+        return self._propose()
 
-    def _unfinished(self) -> bool:
-        """Work that does not count as a proposal: baseline seeds to run, an interrupted experiment."""
-        return bool(self.records.missing_seeds(self.config.baseline_seeds)) or self.state.pending is not None
+    def _missing_seeds(self) -> list[int]:
+        running = {f.seed for f in self.state.flights if f.kind == "baseline"}
+        return [s for s in self.records.missing_seeds(self.config.baseline_seeds) if s not in running]
 
-    # -- baseline -----------------------------------------------------------------------------------------
-    def _baseline(self, seed: int) -> list[Row]:
-        number = self.records.next_number(self.state.pending)
-        commit = self.state.kept or self.workspace.head()
-        self.state.kept = commit
+    def add_flight(self, flight: Pending) -> Pending:
+        flight.numbers = [self.records.next_number(self.state.flights)]
+        flight.queued_at = time.time()
+        self.state.flights.append(flight)
         self._save()
-        description = f"baseline (seed {seed})"
-        self._set_phase("running", description, experiment=number, kind="baseline", description=description)
-        result = self._run(number, commit, seed)
-        if result is None:
+        return flight
+
+    def _start(self, flight: Pending, lane: Lane) -> None:
+        number = flight.numbers[len(flight.runs)]
+        kind = "confirm" if flight.runs else flight.kind
+        seed = flight.seed if flight.seed is not None else records.seed_for(self.config.baseline_seeds, len(flight.runs))
+        notebook = self.run_folder.candidate(number, flight.commit)  # what the jail reads: no checkout needed
+        notebook.parent.mkdir(parents=True, exist_ok=True)
+        notebook.write_text(self.workspace.sandbox_text(flight.commit), encoding="utf-8")
+        flight.started = len(flight.runs) + 1
+        self._save()
+        self.scheduler.start(Job(number, flight.commit, seed, kind, flight.queued_at), lane)
+        self._show_lanes()
+        message = "confirming on another seed" if kind == "confirm" else ""
+        self._set_phase("running", message, experiment=number, kind=kind, description=flight.description)
+
+    def _collect(self) -> list[Row]:
+        """Wait a moment for a run to finish; decide and record what it settles."""
+        outcome = self.scheduler.next_finished(POLL_SECONDS)
+        if outcome is None:
             return []
-        row = self._row_from(result, number, "baseline", commit, commit, seed, description)
-        values = self.records.baseline_values() + [row.val_bpb]
-        if not result.ok:
-            row = dataclasses.replace(row, status="crash")
-        elif len(values) == len(self.config.baseline_seeds):
-            noise = self.records.noise(with_rows=[row])  # this seed's run counts too
-            decision = gate.baseline_decision(values, noise, self.config.gate)
-            row = dataclasses.replace(row, margin=decision.margin, best=decision.best, noise_std=noise.upper)
-        self._append([row])
-        self.workspace.reset_to(commit)
-        if not result.ok:
-            raise AutoresearchError(
-                f"the unmodified notebook crashed on baseline seed {seed} ({row.failure}); see "
-                f"{self.folder / row.notebook}; fix the notebook or the data, then resume the tag"
-            )
-        return [row]
+        self._show_lanes()
+        return self._finished(outcome)
+
+    def _finished(self, outcome: Outcome) -> list[Row]:
+        flight = self.state.flight_of(outcome.job.number)
+        result = outcome.result
+        if result.status == "aborted":  # nothing to record: the run waits for a resume
+            self._set_phase("stopped" if not self.scheduler.busy else "running",
+                            "aborted: the experiments in flight will run again on resume")
+            return []
+        if result.ok and not self.scheduler.busy:
+            self._set_phase("evaluating", "deciding")
+        usage = flight.usage if not flight.runs else {}
+        row = records.row_from(result, self.run_folder, outcome.job.number, outcome.job.kind, flight.commit,
+                               flight.parent, outcome.job.seed, flight.description, self.sandbox_mark(),
+                               records.Usage(**usage), records.where_from(outcome, outcome.job.queued_at))
+        row = dataclasses.replace(row, proposer="" if flight.kind == "baseline" else self.proposer_name(flight))
+        excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
+        return self.settler.run_finished(flight, row, excerpt)
 
     # -- one proposal -------------------------------------------------------------------------------------
-    def _propose_and_run(self) -> list[Row]:
+    def _propose(self) -> Pending | None:
+        """Ask the proposer for a candidate and commit it: a flight, or None (invalid reply, paused)."""
         fix = self.state.fix
         kind = "fix" if fix else "candidate"
-        base = self.workspace.read_sandbox(fix.commit if fix else None)
+        base = self.workspace.read_sandbox(fix.commit if fix else self.state.kept)
         context = ProposalContext(
             program=self._program(), notebook=base, history=self.records.history(),
             failure=fix.failure if fix else None, best_val_bpb=self.records.best(),
             profile=self.config.profile, device=self.config.device,
+            running=[f.description for f in self.state.flights if f.kind != "baseline"],
         )
-        self._set_phase("proposing", "asking for a fix" if fix else "", experiment=None, kind=kind, description="")
+        self._set_phase("proposing", "asking for a fix" if fix else "", kind=kind)
         try:
             proposal = self.proposer.propose(context)
         except ProposerUnavailable as error:
-            self._pause(str(error))
-            return []
+            self._paused_until = time.monotonic() + self.config.pause_seconds
+            self._set_phase("paused", f"proposer unavailable, retrying in {self.config.pause_seconds:.0f} s: {error}")
+            return None
         except ProposalError as error:
             self.status.proposals += 1
             if fix and fix.attempts_left > 1:  # an unusable fix reply spends one attempt
@@ -236,8 +337,8 @@ class Loop:
             else:
                 self.state.fix = None
             self._save()
-            self._record_invalid(str(error), usage_of(error), kind)
-            return []
+            self.record_invalid(str(error), usage_of(error), kind)
+            return None
         self.status.proposals += 1
         # attempts a crash of this candidate may still get: a fresh idea gets the configured number
         fixes_left = fix.attempts_left - 1 if fix else self.config.fix_attempts
@@ -246,146 +347,48 @@ class Loop:
         self.state.fix = None
         self._set_phase("checking", "", description=proposal.description)
         try:
-            commit = self.workspace.commit_sandbox(proposal.notebook, proposal.description)
+            commit = self.workspace.commit_sandbox(proposal.notebook, proposal.description, parent=self.state.kept)
         except ProposalError as error:
             self._save()
-            self._record_invalid(str(error), proposal.usage, kind, proposal.description)
-            return []
-        self.state.pending = Pending(numbers=[self.records.next_number(None)], kind=kind, commit=commit,
-                                     parent=self.state.kept, description=proposal.description,
-                                     usage=dataclasses.asdict(proposal.usage), fixes_left=fixes_left)
-        self._save()
-        return self._finish_pending(proposal)
-
-    def _finish_pending(self, proposal: Proposal | None = None) -> list[Row]:
-        """Run the pending candidate's remaining runs, decide, record, keep or revert."""
-        pending = self.state.pending
-        candidate = Candidate(pending.numbers[0], pending.kind, pending.commit, pending.parent,
-                              pending.description, self.workspace.sandbox, self.workspace)
-        proposal = proposal or Proposal(pending.description, self.workspace.read_sandbox(pending.commit),
-                                        Usage(**pending.usage))
-        best_runs, noise = self.records.best_runs(), self.records.noise()  # the candidate's own runs not pooled
-        done = runstate.pending_rows(pending)
-
-        def crash(reason: str) -> gate.Decision:
-            return gate.Decision("crash", None, self.records.best(), self.records.margin(), None, reason)
-
-        if pending.interrupts > self.config.max_interrupts:
-            return self._settle(candidate, proposal, done, crash(
-                "interrupted: the loop stopped during this experiment more than once"), fixable=False)
-        reason = self.checks.check_candidate(candidate) if not done else None  # CHECK before running
-        if reason:
-            return self._settle(candidate, proposal, done, crash(f"integrity: {reason}"), fixable=False)
-        excerpt = ""
-        while True:
-            decision = self._decide(best_runs, noise, done, pending.parent) if done else None
-            if decision is not None and decision.status != "confirm":
-                return self._settle(candidate, proposal, done, decision, excerpt=excerpt)
-            if len(done) == len(pending.numbers):
-                pending.numbers.append(self.records.next_number(pending))
-                self._save()
-            number, seed = pending.numbers[len(done)], self._seed_for(len(done))
-            kind = "confirm" if done else pending.kind
-            self._set_phase("running", "confirming on another seed" if done else "", experiment=number, kind=kind,
-                            description=pending.description)
-            result = self._run(number, pending.commit, seed)
-            if result is None:  # aborted: the pending experiment waits for a resume
-                return []
-            row = self._row_from(result, number, kind, pending.commit, pending.parent, seed, pending.description,
-                                 proposal.usage if not done else Usage())
-            excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
-            done.append(row)
-            pending.runs = [dataclasses.asdict(r) for r in done]
+            self.record_invalid(str(error), proposal.usage, kind, proposal.description)
+            return None
+        twin = self.settler.twin_in_flight(commit)
+        if twin is not None:
             self._save()
-
-    def _decide(self, best_runs: list[float], noise: gate.NoiseEstimate, done: list[Row], parent: str) -> gate.Decision:
-        """The gate's decision on the runs so far; a first run identical to its parent's on that seed is a no-op."""
-        first = done[0]
-        parent_run = self.records.parent_run(parent, first.seed)
-        if parent_run is not None and records.same_result(first, parent_run):
-            return gate.noop_decision(self.records.best(), first.val_bpb, self.records.margin(), first.seed)
-        return gate.decide_by_means(best_runs, [r.val_bpb for r in done], noise, self.config.gate)
-
-    def _settle(self, candidate: Candidate, proposal: Proposal, done: list[Row], decision: gate.Decision,
-                fixable: bool = True, excerpt: str = "") -> list[Row]:
-        """Write the candidate's rows with the final status, then keep or revert, then forget the pending."""
-        status, pending = decision.status, self.state.pending
-        noise_std = self.records.noise_std()
-        runs = done or [dataclasses.replace(records.crash_row(
-            candidate.number, candidate.kind, candidate.commit, candidate.parent, candidate.description,
-            self._seed_for(0), decision.reason, proposal.usage, self._sandbox_mark()), proposer=self.proposer.name)]
-        rows = [dataclasses.replace(row, status=status, margin=decision.margin, best=decision.best,
-                                    noise_std=noise_std, failure=row.failure or ("" if status == "keep" else decision.reason),
-                                    proposer=proposal.proposer or row.proposer)  # hybrid: who made this one
-                for row in runs]
-        rows = self._append(rows)
-        self._apply(candidate.commit, candidate.number, status)
-        if status in REVERTED_WITHOUT_WEIGHTS:
-            for row in rows:
-                for suffix in (".checkpoint.pt", ".program.pt2"):
-                    (self.folder / row.notebook).with_suffix(suffix).unlink(missing_ok=True)
-        if status == "crash" and fixable and pending.fixes_left > 0:
-            failure = results.redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
-            self.state.fix = FixRequest(candidate.commit, candidate.description, failure, pending.fixes_left)
-        self.state.pending = None
-        self._save()
-        self.proposer.feedback(proposal, status, decision.value)
-        return rows
-
-    def _apply(self, commit: str, number: int, status: str) -> None:
-        """Keep: the branch stays on the commit. Otherwise keep it under a ref and go back to the last kept."""
-        if status == "keep":
-            self.workspace.reset_to(commit)  # also cleans whatever the run left in the worktree
-            self.state.kept = commit
-        else:
-            self.workspace.discard(commit, number, self.state.kept)
+            self.record_invalid(f"duplicate: the same notebook is already running as experiment {twin.numbers[0]} "
+                                f"({twin.description})", proposal.usage, kind, proposal.description)
+            return None
+        flight = Pending(numbers=[], kind=kind, commit=commit, parent=self.state.kept,
+                         description=proposal.description, usage=dataclasses.asdict(proposal.usage),
+                         fixes_left=fixes_left, proposer=proposal.proposer or self.proposer.name)
+        number = self.records.next_number(self.state.flights)
+        reason = self.checks.check_candidate(Candidate(number, kind, commit, self.state.kept, proposal.description,
+                                                       self.workspace.sandbox, self.workspace))
+        if reason:  # CHECK before running: recorded as a crash, never run
+            self.settler.refused(self.add_flight(flight), f"integrity: {reason}")
+            return None
+        return self.add_flight(flight)
 
     # -- pieces -------------------------------------------------------------------------------------------
-    def _run(self, number: int, commit: str, seed: int) -> RunResult | None:
-        """Execute the committed notebook; None when the run was aborted (nothing to record)."""
-        result = run_experiment(self.config, self.workspace, self.data_dir, self.jailed, number, commit, seed,
-                                self._cancel())
-        if result.status == "aborted":
-            self._save()
-            self.workspace.reset_to(self.workspace.head())
-            self._set_phase("stopped", "aborted: the experiment will run again on resume")
-            return None
-        if result.ok:
-            self._set_phase("evaluating", "the scorer measures the model outside the jail")
-        return self.checks.score(result)
+    def proposer_name(self, flight: Pending) -> str:
+        return flight.proposer or self.proposer.name
 
-    def _row_from(self, result: RunResult, number: int, kind: str, commit: str, parent: str, seed: int,
-                  description: str, usage: Usage = Usage()) -> Row:
-        row = records.row_from(result, self.run_folder, number, kind, commit, parent, seed, description,
-                               self._sandbox_mark(), usage)
-        return dataclasses.replace(row, proposer="" if kind == "baseline" else self.proposer.name)
-
-    def _sandbox_mark(self) -> str:
+    def sandbox_mark(self) -> str:
         return "bwrap" if self.jailed else "none"
 
-    def _seed_for(self, run_index: int) -> int:
-        return records.seed_for(self.config.baseline_seeds, run_index)
-
-    def _append(self, rows: list[Row]) -> list[Row]:
+    def append(self, rows: list[Row]) -> list[Row]:
         rows = self.records.append(rows)
         self._reporter.emit(rows=tuple(rows))
         return rows
 
-    def _record_invalid(self, message: str, usage: Usage, kind: str, description: str = "") -> None:
-        row = Row("", None, None, "invalid", description or "(no description)",
+    def record_invalid(self, message: str, usage, kind: str, description: str = "", status: str = "invalid") -> None:
+        row = Row("", None, None, status, description or "(no description)",
                   experiment=len(self.records.invalid) + 1, kind=kind, parent=self.state.kept[:7],
                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                   cost_usd=usage.cost_usd, failure=message, proposer=self.proposer.name)
         row = self.records.append_invalid(row)
-        self.status.message = f"invalid proposal: {results.one_line(message, 120)}"
+        self.status.message = f"invalid proposal: {row.failure[:120]}"
         self._reporter.emit(invalid=row)
-
-    def _pause(self, reason: str) -> None:
-        """The proposer's endpoint keeps failing: wait, visibly, then let the next step ask again."""
-        self._set_phase("paused", f"proposer unavailable, retrying in {self.config.pause_seconds:.0f} s: {reason}")
-        deadline = time.monotonic() + self.config.pause_seconds
-        while time.monotonic() < deadline and not self.stopping:
-            time.sleep(min(0.2, self.config.pause_seconds))
 
     def _program(self) -> str:
         path = self.workspace.worktree / PROGRAM
@@ -396,6 +399,21 @@ class Loop:
 
     def _save(self) -> None:
         runstate.save_state(self.folder, self.state)
+
+    def save(self) -> None:
+        self._save()
+
+    def _show_lanes(self) -> None:
+        """The lanes in the live status: what runs on each (the dashboard draws them)."""
+        shown = []
+        for lane in self.lanes:
+            job = self.scheduler.running.get(lane.index) if self.scheduler else None
+            flight = self.state.flight_of(job.number) if job else None
+            shown.append(dataclasses.asdict(LaneStatus(
+                lane.index + 1, lane.device, self.scheduler.node if self.scheduler else "",
+                job.number if job else None, job.kind if job else "", flight.description if flight else "",
+                self.scheduler.started.get(lane.index, 0.0), self.config.run_timeout())))
+        self.status.lanes = shown
 
     def _set_phase(self, phase: str, message: str | None = None, **fields) -> None:
         self._reporter.set_phase(phase, message, **fields)

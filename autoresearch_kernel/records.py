@@ -94,9 +94,9 @@ class Records:
             return None
         return gate.margin_for_means(self.noise(), len(best_runs), candidate_runs, self.gate_config)
 
-    def next_number(self, pending: Pending | None) -> int:
+    def next_number(self, flights: list[Pending] = ()) -> int:
         """A number no row and no run in flight has: two rows with one number cannot happen."""
-        used = [r.experiment for r in self.rows] + (pending.numbers if pending else [])
+        used = [r.experiment for r in self.rows] + [n for flight in flights for n in flight.numbers]
         return max(used, default=0) + 1
 
     def written(self, numbers: list[int]) -> list[Row]:
@@ -142,8 +142,10 @@ def seed_for(seeds: tuple[int, ...], run_index: int) -> int:
 
 
 def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commit: str, parent: str, seed: int,
-             description: str, sandbox: str, usage: Usage = Usage()) -> Row:
-    """The row of one finished run: "keep" when it produced a val_bpb (the loop settles the status), else "crash"."""
+             description: str, sandbox: str, usage: Usage = Usage(), where: dict | None = None) -> Row:
+    """The row of one finished run: "keep" when it produced a val_bpb (the loop settles the status), else "crash".
+
+    `where`: the lane, device, node and times of the run (`where_from`)."""
     metrics = result.metrics or {}  # written by the kernel: figures only, and only when they are numbers
     value = _figure(metrics, "val_bpb") if result.ok else None
     memory = _figure(metrics, "peak_vram_mb")
@@ -158,7 +160,19 @@ def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commi
         notebook=str(result.output_path.relative_to(folder.path)),
         failure=result.failure or ("" if ok else "crash: the run reported no val_bpb"),
         sandbox=sandbox,
+        **(where or {}),
     )
+
+
+def where_from(outcome, queued_at: float) -> dict:
+    """The row fields that say where and when a run (a lanes.Outcome) ran."""
+    return dict(lane=outcome.lane.index + 1, device=outcome.lane.device, node=outcome.node,
+                queued_at=iso_time(queued_at), started_at=iso_time(outcome.started_at),
+                finished_at=iso_time(outcome.finished_at))
+
+
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch)) if epoch else ""
 
 
 def crash_row(number: int, kind: str, commit: str, parent: str, description: str, seed: int, reason: str,

@@ -1,12 +1,12 @@
 """Resuming a run after any kind of stop: branch, worktree and state.json brought in line with results.tsv.
 
-A SIGKILL can land anywhere in a step. What is on disk then says what to do:
-- a row of the experiment in flight is in results.tsv: only the keep/revert after it was lost, so do that;
-- no row yet: the experiment was cut short; it runs again (`Pending.interrupts` counts how often, and the
-  loop records it as a crash past `max_interrupts`);
+A SIGKILL can land anywhere. What is on disk then says what to do, for each experiment in flight:
+- its rows are in results.tsv: only the keep/revert after them was lost, so do that;
+- no row yet: the experiment was cut short; its unfinished run runs again (`Pending.interrupts` counts how
+  often, and the loop records it as a crash past `max_interrupts`); runs it had finished are kept;
 - experiments of this run that a killed loop left running (papermill, in a session of its own) are killed,
   so that they do not write into the notebook folder a resume is about to use;
-- the worktree is reset to the commit the next step starts from, clean.
+- the worktree is reset to the last kept commit, clean (experiments run from copies, not from it).
 """
 from __future__ import annotations
 
@@ -28,19 +28,20 @@ def recover(workspace: Workspace, state: State, records: Records) -> None:
     if last:
         state.kept = state.kept if state.kept.startswith(last) else workspace.resolve(last)
     elif not state.kept:
-        state.kept = workspace.head() if state.pending is None else state.pending.parent
-    pending = state.pending
-    if pending is not None:
-        written = records.written(pending.numbers)
+        state.kept = state.flights[0].parent if state.flights else workspace.head()
+    for flight in list(state.flights):
+        written = records.written(flight.numbers)
         if written:  # the rows made it to disk; only the keep/revert after them did not
-            state.pending = None
-            if written[0].status != "keep":
-                workspace.discard(pending.commit, pending.numbers[0], state.kept)
-        else:
-            pending.interrupts += 1
-    target = state.pending.commit if state.pending else state.kept
-    if workspace.head() != target or workspace.is_dirty():
-        workspace.reset_to(target)
+            state.flights.remove(flight)
+            if written[0].status == "keep" and flight.kind != "baseline":
+                state.kept = flight.commit
+            elif written[0].status != "keep":
+                workspace.discard(flight.commit, flight.numbers[0], state.kept)
+        elif flight.started > len(flight.runs):  # a run of it was cut short (not one still waiting for a lane)
+            flight.interrupts += 1
+            flight.started = len(flight.runs)
+    if workspace.head() != state.kept or workspace.is_dirty():
+        workspace.reset_to(state.kept)
 
 
 def kill_orphans(notebooks: Path) -> None:

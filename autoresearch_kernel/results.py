@@ -10,8 +10,9 @@ truncates it away before appending). The file lives under `runs/<tag>/`, which g
 in the loop's worktree can never erase history.
 
 Invalid proposals (no commit, no experiment) go to a sibling file of the same shape, `invalid.tsv`, so that
-results.tsv keeps the reference's three statuses, and a fourth of ours: "noop", a candidate whose result is
-identical to its parent's on the same seed (nothing was measured; reverted like a discard).
+results.tsv keeps the reference's three statuses, and two of ours: "noop", a candidate whose result is
+identical to its parent's on the same seed (nothing was measured; reverted like a discard), and "stale", a
+candidate that beat the best after the best had moved on from its parent (lanes; see loop.py).
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ import pandas as pd
 
 from autoresearch_kernel.redaction import redact
 
-STATUSES = ("keep", "discard", "crash", "noop")  # noop: identical to its parent's run, nothing measured
-KINDS = ("baseline", "candidate", "confirm", "fix")
+# noop: identical to its parent's run, nothing measured. stale: it beat the best, but the best had moved on
+# from its parent while it ran (lanes); its change was re-applied onto the new best (a "rebase") or did not apply
+STATUSES = ("keep", "discard", "crash", "noop", "stale")
+KINDS = ("baseline", "candidate", "confirm", "fix", "rebase")
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Row:
     commit: str  # 7-char hash of the committed notebook ("" for an invalid proposal)
     val_bpb: float | None  # None for a crash: written as 0.000000
     memory_gb: float | None  # peak memory; None for a crash: written as 0.0
-    status: str  # keep | discard | crash | noop (invalid in invalid.tsv)
+    status: str  # keep | discard | crash | noop | stale (invalid in invalid.tsv)
     description: str
     # ours
     experiment: int = 0  # row number within the run, 1-based, never reused
@@ -60,6 +63,11 @@ class Row:
     finished_at: str = ""  # local ISO time the row was written
     sandbox: str = ""  # bwrap: the experiment ran in the jail; none: unsandboxed (--no-sandbox, or no bwrap)
     proposer: str = ""  # who proposed it: mutate | llm | agent (a coding agent through `autoresearch step`)
+    lane: int = 0  # the lane it ran on, 1-based (0: never ran)
+    device: str = ""  # the device it was given: cpu | cuda:N | ...
+    node: str = ""  # the machine it ran on (this host's name, or a Ray node's address)
+    queued_at: str = ""  # local ISO times: committed (runnable), started on its lane
+    started_at: str = ""
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
@@ -109,6 +117,11 @@ def format_row(row: Row) -> str:
         row.finished_at or time.strftime("%Y-%m-%dT%H:%M:%S"),
         row.sandbox,
         row.proposer,
+        str(int(row.lane)),
+        row.device,
+        row.node,
+        row.queued_at,
+        row.started_at,
     ]
     return "\t".join(cells) + "\n"
 
@@ -208,7 +221,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     frame = pd.read_csv(
         io.StringIO(_complete_text(path)),
         sep="\t",
-        dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str},
+        dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str, "node": str},
         keep_default_na=False,
         na_values={"val_bpb": [""], "best": [""], "noise_std": [""], "cost_usd": [""]},
     )
@@ -231,14 +244,14 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
             values[name] = None if value is None or value == "" or pd.isna(value) else float(value)
         if crashed:
             values["val_bpb"] = values["memory_gb"] = None
-        for name in ("experiment", "seed", "prompt_tokens", "completion_tokens"):
+        for name in ("experiment", "seed", "prompt_tokens", "completion_tokens", "lane"):
             if name in values:
                 values[name] = int(values[name] or 0)
         for name in ("wall_seconds", "training_seconds", "tokens_m", "margin"):
             if name in values:
                 values[name] = float(values[name] or 0.0)
         for name in ("commit", "parent", "description", "failure", "notebook", "kind", "finished_at", "sandbox",
-                     "proposer"):
+                     "proposer", "device", "node", "queued_at", "started_at"):
             if name in values:
                 values[name] = str(values[name])
         rows.append(Row(**values))

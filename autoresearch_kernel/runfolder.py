@@ -11,6 +11,8 @@ finds them from the repository and the tag alone, so every module names them thr
                loop.lock       held by the process that runs the loop (runstate.py)
                stop, abort     requests to the running loop (runstate.py)
                notebooks/      one folder per executed notebook: <n>-<commit>/
+               candidates/     the committed notebook each experiment runs, <n>-<commit>.ipynb (read-only
+                               in its jail; written from git by the loop, so lanes need no checkout)
                worktree/       the run branch's git worktree (workspace.py)
                integrity.log   what the integrity checks found; scorer.log: the scorer's own log
                progress.png    the report's chart
@@ -50,6 +52,7 @@ class RunFolder:
     stop = _File("stop")
     abort = _File("abort")
     notebooks = _File("notebooks")
+    candidates = _File("candidates")
     worktree = _File("worktree")
     integrity_log = _File("integrity.log")
     scorer_log = _File("scorer.log")
@@ -63,3 +66,7 @@ class RunFolder:
     def experiment(self, number: int, commit: str) -> Path:
         """The one folder an experiment may write: notebooks/<n>-<short commit>/."""
         return self.notebooks / f"{number:04d}-{commit[:7]}"
+
+    def candidate(self, number: int, commit: str) -> Path:
+        """The notebook experiment `number` executes: the commit's sandbox, outside its writable folder."""
+        return self.candidates / f"{number:04d}-{commit[:7]}.ipynb"

@@ -3,8 +3,8 @@
 Everything here lives in `runs/<tag>/`, next to results.tsv, so that another process (the dashboard, a
 second terminal, the loop itself after a kill) can read and steer a run without importing the loop:
 
-- `state.json`: the experiment in flight (committed, maybe partly run, row not yet written) and a pending
-  crash fix. results.tsv stays the source of truth for finished experiments; this file only says what was
+- `state.json`: the experiments in flight (committed, maybe partly run, rows not yet written; one per lane
+  at most, plus those waiting for a lane) and a pending crash fix. results.tsv stays the source of truth for finished experiments; this file only says what was
   under way, so that a resume neither loses nor repeats a row.
 - `status.json`: the live phase (proposing / running / ...), rewritten at every change; `read_status`.
 - `loop.lock`: an flock held by the process that runs the loop; the kernel drops it when that process
@@ -36,17 +36,26 @@ PHASES = ("starting", "idle", "proposing", "checking", "running", "evaluating", 
 
 @dataclass
 class Pending:
-    """The experiment in flight: committed, its runs so far, its rows not yet in results.tsv."""
+    """An experiment in flight: committed, its runs so far, its rows not yet in results.tsv."""
 
     numbers: list[int]  # experiment numbers reserved for its runs (the first, then confirmations)
-    kind: str  # candidate | fix
+    kind: str  # baseline | candidate | fix | rebase
     commit: str  # full hash of the candidate commit
     parent: str  # full hash of the kept commit it was built on
     description: str
     usage: dict = field(default_factory=dict)  # proposers.Usage as a dict
     runs: list[dict] = field(default_factory=list)  # finished runs as Row dicts, status not final yet
     interrupts: int = 0  # how often a resume found it unfinished
+    started: int = 0  # runs started on a lane; more than `runs`: one was cut short (a resume counts it)
     fixes_left: int = 0  # fix proposals it gets if it crashes
+    seed: int | None = None  # a baseline seed's run: the seed (candidates take theirs from the run's index)
+    rebase_of: int | None = None  # a rebase: the number of the stale candidate whose change it re-applies
+    queued_at: float = 0.0  # epoch seconds its next run became runnable
+    proposer: str = ""  # who proposed it (the hybrid's llm or optuna; else the loop's proposer)
+
+    def owes_run(self) -> bool:
+        """A number is reserved for a run that has not finished (the first, a confirmation, a re-run)."""
+        return len(self.runs) < len(self.numbers)
 
 
 @dataclass
@@ -62,8 +71,11 @@ class FixRequest:
 @dataclass
 class State:
     kept: str = ""  # full hash of the last kept commit ("" before the baseline)
-    pending: Pending | None = None
+    flights: list[Pending] = field(default_factory=list)  # in the order they were committed
     fix: FixRequest | None = None
+
+    def flight_of(self, number: int) -> Pending | None:
+        return next((f for f in self.flights if number in f.numbers), None)
 
 
 @dataclass
@@ -74,7 +86,7 @@ class LoopStatus:
     phase: str = "starting"
     pid: int = 0
     experiment: int | None = None  # number of the run in progress
-    kind: str = ""  # baseline | candidate | confirm | fix
+    kind: str = ""  # baseline | candidate | confirm | fix | rebase
     description: str = ""
     message: str = ""  # one line: the last thing worth saying (a pause's reason, an error)
     phase_since: float = 0.0  # epoch seconds when this phase began
@@ -86,7 +98,22 @@ class LoopStatus:
     best: float | None = None
     noise_std: float | None = None
     margin: float | None = None
+    lanes: list[dict] = field(default_factory=list)  # per lane: LaneStatus as a dict (what runs where)
     updated_at: float = 0.0
+
+
+@dataclass
+class LaneStatus:
+    """One lane as the dashboard shows it: its device, and the run on it (number None: idle)."""
+
+    lane: int  # 1-based
+    device: str
+    node: str = ""
+    experiment: int | None = None
+    kind: str = ""
+    description: str = ""
+    started_at: float = 0.0  # epoch seconds
+    timeout_s: float = 0.0
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -111,9 +138,10 @@ def load_state(folder: Path) -> State:
         return State()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        pending = Pending(**data["pending"]) if data.get("pending") else None
+        # a state.json of a version without lanes held one experiment in flight, as "pending"
+        flights = data.get("flights", [data["pending"]] if data.get("pending") else [])
         fix = FixRequest(**data["fix"]) if data.get("fix") else None
-        return State(kept=data.get("kept", ""), pending=pending, fix=fix)
+        return State(kept=data.get("kept", ""), flights=[Pending(**f) for f in flights], fix=fix)
     except (ValueError, TypeError, AttributeError) as error:    # not JSON, or not the shape of a State
         raise WorkspaceError(
             f"{path} is unreadable ({type(error).__name__}: {error}); results.tsv still holds every finished "

@@ -29,7 +29,8 @@ YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline
 # What a resume started from a form sends: limits of this process only; everything else is the run's own.
 RESUMABLE = ("max_experiments", "timeout_s")
 NOT_STORED = ("repo", "tag", "resume")  # where and whether to resume: not settings of the run
-SECRET_OPTIONS = ("api_key",)  # never written to disk (the proposer reads the key from the environment)
+SECRET_OPTIONS = ("api_key",)
+EXECUTORS = ("local", "ray")  # never written to disk (the proposer reads the key from the environment)
 
 
 @dataclass
@@ -55,6 +56,10 @@ class LoopConfig:
     pause_seconds: float = 60.0  # after ProposerUnavailable, wait this long before asking again
     max_interrupts: int = 1  # an experiment cut short more often than this is recorded as a crash
     sandbox: bool = True  # run experiments in the bubblewrap jail; False only on the user's explicit say
+    lanes: int | None = None  # experiments in flight at once; None: one per --devices entry, else 1
+    devices: str | None = None  # cuda:0,cuda:1,... | all (every GPU); None: every lane uses `device`
+    executor: str = "local"  # local: lanes on this machine | ray: each run a Ray task on some node
+    ray_address: str | None = None  # ray: the cluster to join (None: RAY_ADDRESS, or a local one)
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
@@ -63,6 +68,8 @@ class LoopConfig:
             self.gate = gate.GateConfig(**self.gate)
         if self.budget_seconds and self.budget_tokens:
             raise AutoresearchError("give either a seconds budget or a tokens budget, not both")
+        if self.executor not in EXECUTORS:
+            raise AutoresearchError(f"unknown executor {self.executor!r}: use {' or '.join(EXECUTORS)}")
         if not self.baseline_seeds or len(set(self.baseline_seeds)) != len(self.baseline_seeds):
             raise AutoresearchError(f"baseline seeds must be distinct and at least one: {self.baseline_seeds}")
 
@@ -207,6 +214,12 @@ OPTIONS = (
     Option("profile", "--profile", "cpu | gpu: as the data was prepared (default: cpu)"),
     Option("data_dir", "--data-dir", "prepared data folder (default: $AUTORESEARCH_DATA_DIR or "
            "~/.cache/autoresearch_kernel)"),
+    Option("lanes", "--lanes", "experiments in flight at once (default: one per --devices entry, else 1)", int),
+    Option("devices", "--devices", "the lanes' devices: cuda:0,cuda:1,... or all (default: --device for every "
+           "lane; CPU lanes share the cores)"),
+    Option("executor", "--executor", "local (default) | ray: run each experiment as a Ray task on the cluster",
+           choices=EXECUTORS),
+    Option("ray_address", "--ray-address", "ray: the cluster's address (default: $RAY_ADDRESS, else a local one)"),
     Option("sandbox", "--no-sandbox", "run experiments without the bubblewrap jail (only where it cannot be had; "
            "rows are marked)", switch=False),
 )

@@ -195,20 +195,36 @@ class Workspace:
         return _diff(self.repo, commit)
 
     # -- writing ------------------------------------------------------------------------------------------
-    def commit_sandbox(self, notebook: nbformat.NotebookNode, message: str) -> str:
-        """Write the candidate notebook (outputs cleared) and commit it; returns the full hash.
+    def commit_sandbox(self, notebook: nbformat.NotebookNode, message: str, parent: str | None = None) -> str:
+        """Commit the candidate notebook (outputs cleared) on top of `parent` (default: the branch's head);
+        returns the full hash. Neither the branch nor the worktree moves: with lanes several candidates are
+        in flight at once, and each runs from its own copy (`sandbox_text`); keeping one moves the branch.
 
         Raises ProposalError when the candidate changes nothing: there is no experiment to run.
         """
+        parent = self.resolve(parent or "HEAD")
         text = canonical(notebook)
-        current = self.sandbox.read_text(encoding="utf-8") if self.sandbox.exists() else ""
-        if text == current:
+        if text == self.sandbox_text(parent):
             raise ProposalError("the proposal changes nothing in the notebook")
-        self.sandbox.write_text(text, encoding="utf-8")
-        self.repo.git.add("--", SANDBOX)
-        message = " ".join(message.split()) or "(no description)"
-        self.repo.git(c="commit.gpgsign=false").commit("-m", message, "--no-verify", "--quiet", env=AUTHOR)
-        return self.head()
+        index = self.folder.path / f".candidate-index.{os.getpid()}"
+        candidate = self.folder.path / f".candidate.{os.getpid()}.ipynb"
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        try:  # plumbing on an index of its own: the worktree's index and files stay as they are
+            candidate.write_text(text, encoding="utf-8")
+            blob = self.repo.git.hash_object("-w", str(candidate))
+            env = {"GIT_INDEX_FILE": str(index)}
+            self.repo.git.read_tree(parent, env=env)
+            self.repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{SANDBOX}", env=env)
+            tree = self.repo.git.write_tree(env=env)
+            message = " ".join(message.split()) or "(no description)"
+            return self.repo.git.commit_tree(tree, "-p", parent, "-m", message, env=AUTHOR)
+        finally:
+            index.unlink(missing_ok=True)
+            candidate.unlink(missing_ok=True)
+
+    def sandbox_text(self, commit: str) -> str:
+        """The sandbox notebook's file at `commit`, exactly as committed."""
+        return self.repo.git.show(f"{self.resolve(commit)}:{SANDBOX}", strip_newline_in_stdout=False)
 
     def discard(self, commit: str, number: int, kept: str) -> str:
         """Keep `commit` reachable under its discarded ref, then reset the branch to `kept`. Returns the ref."""

@@ -35,7 +35,7 @@ def test_the_next_number_counts_the_experiment_in_flight(tmp_path):
     records = Records(RunFolder(tmp_path))
     records.append([row(1, "baseline"), row(2, "baseline", seed=1)])
     pending = Pending(numbers=[3], kind="candidate", commit="c" * 40, parent="p" * 40, description="x")
-    assert records.next_number(pending) == 4 and records.next_number(None) == 3
+    assert records.next_number([pending]) == 4 and records.next_number([]) == 3
     assert len(results.read_rows(tmp_path / "results.tsv")) == 2
 
 

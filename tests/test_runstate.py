@@ -22,14 +22,14 @@ def a_state():
     pending = Pending(numbers=[3, 4], kind="candidate", commit="c" * 40, parent="p" * 40, description="a change",
                       usage={"prompt_tokens": 10, "completion_tokens": 2, "cost_usd": None},
                       runs=[dataclasses.asdict(run)], interrupts=1, fixes_left=1)
-    return State(kept="p" * 40, pending=pending, fix=FixRequest("f" * 40, "broke it", "Traceback ...", 1))
+    return State(kept="p" * 40, flights=[pending], fix=FixRequest("f" * 40, "broke it", "Traceback ...", 1))
 
 
 def test_state_round_trips_through_state_json(tmp_path):
     state = a_state()
     runstate.save_state(tmp_path, state)
     assert runstate.load_state(tmp_path) == state
-    assert runstate.pending_rows(runstate.load_state(tmp_path).pending)[0].val_bpb == 0.9
+    assert runstate.pending_rows(runstate.load_state(tmp_path).flights[0])[0].val_bpb == 0.9
     assert [p.name for p in tmp_path.iterdir()] == [runstate.STATE]      # the aside file was renamed over
 
 
@@ -109,3 +109,10 @@ def test_a_loop_resumes_once_the_unreadable_state_is_moved_aside(tmp_path):
     (folder / runstate.STATE).rename(folder / "state.json.bad")
     with Loop(resume, proposer=ScriptedProposer([]), checks=Checks()) as loop:
         assert loop.state.kept == head
+
+
+def test_a_state_json_from_before_lanes_reads_its_one_experiment_as_a_flight(tmp_path):
+    old = dataclasses.asdict(a_state())
+    old["pending"] = old.pop("flights")[0]
+    runstate.write_json(tmp_path / runstate.STATE, old)
+    assert runstate.load_state(tmp_path) == a_state()

@@ -32,8 +32,13 @@ def test_commit_keep_and_discard(project):
     assert workspace.repo.commit(first).message.strip() == "VALUE 1.0 -> 0.9"
     assert workspace.repo.commit(first).parents[0].hexsha == base
     assert "+VALUE = 0.9" in workspace.diff(first)
-    # keep: the branch stays; a second candidate builds on it and is discarded
+    # committing moves neither the branch nor the worktree (lanes run several candidates at once)
+    assert workspace.head() == base and "VALUE = 1.0" in workspace.sandbox.read_text()
+    assert "VALUE = 0.9" in workspace.sandbox_text(first)
+    # keep: the branch moves to it; a second candidate builds on it and is discarded
+    workspace.reset_to(first)
     second = workspace.commit_sandbox(set_constant(workspace.read_sandbox(), "VALUE", 2.0), "worse")
+    assert workspace.repo.commit(second).parents[0].hexsha == first
     ref = workspace.discard(second, 2, kept=first)
     assert workspace.head() == first
     assert git.Repo(project).commit(ref).hexsha == second
@@ -48,8 +53,7 @@ def test_commit_clears_outputs(project):
     notebook = set_constant(workspace.read_sandbox(), "VALUE", 0.5)
     notebook.cells[1].outputs = [nbformat.v4.new_output("stream", text="noise")]
     notebook.cells[1].execution_count = 7
-    workspace.commit_sandbox(notebook, "with outputs")
-    stored = workspace.read_sandbox()
+    stored = workspace.read_sandbox(workspace.commit_sandbox(notebook, "with outputs"))
     assert stored.cells[1].outputs == [] and stored.cells[1].execution_count is None
 
 
@@ -73,6 +77,7 @@ def test_resume_recreates_a_deleted_worktree_and_cleans_a_dirty_one(project):
 
     workspace = Workspace.open(project, "t4")
     kept = workspace.commit_sandbox(set_constant(workspace.read_sandbox(), "VALUE", 0.9), "kept")
+    workspace.reset_to(kept)
     shutil.rmtree(workspace.worktree)
     again = Workspace.open(project, "t4", resume=True)
     assert again.head() == kept
@@ -132,6 +137,7 @@ def test_no_hook_of_the_repository_runs_in_the_loops_git(tmp_path):
     notebook = workspace.read_sandbox()
     notebook.cells[-1].source += "\n# changed"
     commit = workspace.commit_sandbox(notebook, "a change")
+    workspace.reset_to(commit)  # a keep
     workspace.discard(commit, 1, workspace.resolve(commit + "~1"))
     workspace.close()
     assert not marker.exists()

@@ -63,6 +63,8 @@ class ProposalContext:
     # known (a proposer then assumes the parameters cell's defaults, what a plain run would use).
     profile: str | None = None          # cpu | gpu
     device: str | None = None           # auto | cpu | cuda | cuda:N | mps
+    # With lanes: the experiments running now (their descriptions), so as not to propose the same thing again.
+    running: list[str] = field(default_factory=list)
 
 
 @dataclass

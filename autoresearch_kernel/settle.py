@@ -1,0 +1,181 @@
+"""Deciding and recording experiments, in the order their runs finish: the gate, the stale rule, keep or revert.
+
+A run finished on some lane. Its experiment (a `runstate.Pending`, "a flight") is then:
+- a baseline seed: its row is written; the seed that completes the baseline also writes the first best;
+- a candidate whose parent is still the best: decided by the gate as always (keep, discard, noop, crash, or
+  "confirm": one more run on another seed, which a lane picks up next);
+- a candidate whose parent is no longer the best (another lane's candidate was kept while it ran) that
+  beats the best: not kept as it is, since it was never measured together with what was kept meanwhile.
+  Its change is re-applied onto the current best (merge.py, a cell-level three-way merge) and committed as
+  a "rebase" experiment, whose run decides; the original is recorded as "stale" with a pointer to it. A
+  change that does not apply, or is already in the best, is recorded as stale and that is all;
+- anything else that lost is decided as usual: it did not beat the best, whatever the best is now.
+
+Then the rows are appended to results.tsv, the branch keeps or reverts, the flight leaves state.json, and
+the proposer hears the outcome. The loop owns the lanes and the proposals; this module owns the verdicts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from autoresearch_kernel import gate, records, results
+from autoresearch_kernel.errors import AutoresearchError, ProposalError
+from autoresearch_kernel.integrity import Candidate
+from autoresearch_kernel.merge import merge_notebooks
+from autoresearch_kernel.proposers import Proposal, Usage
+from autoresearch_kernel.results import Row
+from autoresearch_kernel.runstate import FixRequest, Pending, pending_rows
+from autoresearch_kernel.workspace import short
+
+FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal sees
+# Statuses whose runs are never needed again: their weights are deleted (GPU ones are large).
+REVERTED_WITHOUT_WEIGHTS = ("discard", "noop", "stale")
+
+
+class Settler:
+    """The verdicts of one loop (it reads and writes the loop's state, records and workspace)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    @property
+    def state(self):
+        return self.loop.state
+
+    @property
+    def records(self) -> records.Records:
+        return self.loop.records
+
+    # -- a run finished -------------------------------------------------------------------------------------
+    def run_finished(self, flight: Pending, row: Row, excerpt: str) -> list[Row]:
+        """Record the run in the flight; settle the flight when its runs decide it. Returns the rows written."""
+        flight.runs.append(dataclasses.asdict(row))
+        self.loop.save()
+        if flight.kind == "baseline":
+            return self._baseline(flight, row)
+        decision = self._decide(flight)
+        if flight.parent != self.state.kept and decision.status in ("keep", "confirm"):
+            return self._stale(flight, decision)
+        if decision.status == "confirm":  # one more run, on the next seed: a lane takes it next
+            flight.numbers.append(self.records.next_number(self.state.flights))
+            flight.queued_at = time.time()
+            self.loop.save()
+            return []
+        return self.settle(flight, decision, excerpt=excerpt)
+
+    def interrupted(self, flight: Pending) -> list[Row]:
+        return self.settle(flight, self._crash("interrupted: the loop stopped during this experiment more than "
+                                               "once"), fixable=False)
+
+    def refused(self, flight: Pending, reason: str) -> list[Row]:
+        return self.settle(flight, self._crash(reason), fixable=False)
+
+    def _crash(self, reason: str) -> gate.Decision:
+        return gate.Decision("crash", None, self.records.best(), self.records.margin(), None, reason)
+
+    def _decide(self, flight: Pending) -> gate.Decision:
+        """The gate on the runs so far, against the best of this moment; a first run identical to its parent's
+        run on that seed is a no-op."""
+        done = pending_rows(flight)
+        parent_run = self.records.parent_run(flight.parent, done[0].seed)
+        if parent_run is not None and records.same_result(done[0], parent_run):
+            return gate.noop_decision(self.records.best(), done[0].val_bpb, self.records.margin(), done[0].seed)
+        return gate.decide_by_means(self.records.best_runs(), [r.val_bpb for r in done], self.records.noise(),
+                                    self.loop.config.gate)
+
+    # -- the verdicts -----------------------------------------------------------------------------------------
+    def _baseline(self, flight: Pending, row: Row) -> list[Row]:
+        values = self.records.baseline_values() + [row.val_bpb]
+        if row.status == "crash":
+            pass
+        elif len(values) == len(self.loop.config.baseline_seeds):
+            noise = self.records.noise(with_rows=[row])  # this seed's run counts too
+            decision = gate.baseline_decision(values, noise, self.loop.config.gate)
+            row = dataclasses.replace(row, margin=decision.margin, best=decision.best, noise_std=noise.upper)
+        self.loop.append([row])
+        self._forget(flight)
+        if row.status == "crash":
+            raise AutoresearchError(
+                f"the unmodified notebook crashed on baseline seed {row.seed} ({row.failure}); see "
+                f"{self.loop.folder / row.notebook}; fix the notebook or the data, then resume the tag")
+        return [row]
+
+    def _stale(self, flight: Pending, decision: gate.Decision) -> list[Row]:
+        """It beat the best, but the best moved on from its parent while it ran: re-apply its change there."""
+        kept, workspace = self.state.kept, self.loop.workspace
+        moved = f"stale: the best moved on from {short(flight.parent)} to {short(kept)} while it ran"
+        merged = merge_notebooks(workspace.read_sandbox(flight.parent), workspace.read_sandbox(kept),
+                                 workspace.read_sandbox(flight.commit))
+        rebase = None
+        if merged is None:
+            reason = f"{moved}, and its change does not apply there"
+        else:
+            try:
+                commit = workspace.commit_sandbox(merged, flight.description, parent=kept)
+            except ProposalError:
+                commit, reason = None, f"{moved}, and its change is already in it"
+            if commit is not None:
+                number = self.records.next_number(self.state.flights)
+                refused = self.loop.checks.check_candidate(Candidate(
+                    number, "rebase", commit, kept, flight.description, workspace.sandbox, workspace))
+                if refused:
+                    reason = f"{moved}; its change re-applied there is refused: {refused}"
+                else:
+                    rebase = self.loop.add_flight(Pending(
+                        numbers=[], kind="rebase", commit=commit, parent=kept, description=flight.description,
+                        rebase_of=flight.numbers[0], proposer=flight.proposer))
+                    reason = f"{moved}; re-applied there as experiment {rebase.numbers[0]}"
+        verdict = gate.Decision("stale", decision.value, self.records.best(), decision.margin, decision.gain, reason)
+        # the proposer hears the outcome of the re-applied run (same description), not of this one
+        return self.settle(flight, verdict, fixable=False, tell=rebase is None)
+
+    def settle(self, flight: Pending, decision: gate.Decision, fixable: bool = True, excerpt: str = "",
+               tell: bool = True) -> list[Row]:
+        """Write the flight's rows with the final status, then keep or revert, then forget the flight."""
+        status, loop = decision.status, self.loop
+        usage = Usage(**flight.usage)
+        runs = pending_rows(flight) or [dataclasses.replace(records.crash_row(
+            flight.numbers[0], flight.kind, flight.commit, flight.parent, flight.description,
+            records.seed_for(loop.config.baseline_seeds, 0), decision.reason, usage, loop.sandbox_mark()),
+            proposer=loop.proposer_name(flight))]
+        noise_std = self.records.noise_std()
+        rows = [dataclasses.replace(row, status=status, margin=decision.margin, best=decision.best,
+                                    noise_std=noise_std,
+                                    failure=row.failure or ("" if status == "keep" else decision.reason))
+                for row in runs]
+        rows = loop.append(rows)
+        self._apply(flight, status)
+        if status in REVERTED_WITHOUT_WEIGHTS:
+            for row in rows:
+                for suffix in (".checkpoint.pt", ".program.pt2"):
+                    (loop.folder / row.notebook).with_suffix(suffix).unlink(missing_ok=True)
+        if status == "crash" and fixable and flight.fixes_left > 0:
+            failure = results.redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
+            self.state.fix = FixRequest(flight.commit, flight.description, failure, flight.fixes_left)
+        self._forget(flight)
+        if tell:
+            proposal = Proposal(flight.description, loop.workspace.read_sandbox(flight.commit), usage,
+                                proposer=flight.proposer)
+            loop.proposer.feedback(proposal, status, decision.value)
+        return rows
+
+    def _apply(self, flight: Pending, status: str) -> None:
+        """Keep: the branch moves to the commit (its parent is the best). Otherwise keep it under a ref."""
+        if status == "keep":
+            self.loop.workspace.reset_to(flight.commit)  # also cleans whatever was left in the worktree
+            self.state.kept = flight.commit
+        else:
+            self.loop.workspace.discard(flight.commit, flight.numbers[0], self.state.kept)
+
+    def _forget(self, flight: Pending) -> None:
+        self.state.flights.remove(flight)
+        self.loop.save()
+        for number in flight.numbers:
+            self.loop.run_folder.candidate(number, flight.commit).unlink(missing_ok=True)
+
+    def twin_in_flight(self, commit: str) -> Pending | None:
+        """An experiment in flight that runs the same notebook as `commit` (the same tree in git)."""
+        tree = self.loop.workspace.repo.commit(commit).tree.hexsha
+        return next((f for f in self.state.flights if f.kind != "baseline"
+                     and self.loop.workspace.repo.commit(f.commit).tree.hexsha == tree), None)
