@@ -133,7 +133,7 @@ class Lanes:
     def _run(self, job: Job, lane: Lane, started: float) -> None:
         try:
             result = self.execute(job, lane, self.cancel)
-            node = getattr(result, "node", None) or self.node
+            node = result.node or self.node
             self._finished.put(Outcome(job, lane, result, node, started, time.time()))
         except BaseException as error:  # a bug in an executor: the loop re-raises it in its own thread
             error.lane = lane  # type: ignore[attr-defined]

@@ -49,6 +49,7 @@ class RunResult:
     error_name: str | None = None
     error_message: str | None = None
     traceback_tail: str | None = None
+    node: str = ""  # the machine it ran on, when not this one (a Ray node)
 
     @property
     def ok(self) -> bool:
