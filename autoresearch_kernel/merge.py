@@ -87,7 +87,13 @@ def merge3(base: Sequence[T], ours: Sequence[T], theirs: Sequence[T],
 
 def _changes(base: Sequence[T], side: Sequence[T]) -> list[Change]:
     matcher = SequenceMatcher(None, list(base), list(side), autojunk=False)
-    return [(i1, i2, list(side[j1:j2])) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+    changes: list[Change] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "replace" and i2 - i1 == j2 - j1:  # n items edited in place: n changes, each its own
+            changes += [(i, i + 1, [side[j]]) for i, j in zip(range(i1, i2), range(j1, j2))]
+        elif tag != "equal":
+            changes.append((i1, i2, list(side[j1:j2])))
+    return changes
 
 
 def _overlap(a: Change, b: Change) -> bool:

@@ -1,7 +1,7 @@
 """A tiny project for the loop's tests: a git repository whose sandbox notebook runs in about a second.
 
 The sandbox keeps the notebook contract (the parameters cell, METRICS_PATH) but trains nothing: it writes a
-metrics.json whose val_bpb is `VALUE + NOISE * SEED`, so every decision of the loop is deterministic.
+metrics.json whose val_bpb is `VALUE - BONUS + NOISE * SEED`, so every decision of the loop is deterministic.
 Other constants make it misbehave on demand: `SLEEP` (a timeout), `DIE` (kernel death through os._exit),
 `FAIL` (an exception). `ScriptedProposer` edits those constants, one scripted step per proposal.
 """
@@ -29,7 +29,8 @@ VALUE = 1.0     # the val_bpb this notebook reports on seed 0
 NOISE = 0.001   # val_bpb grows by this per seed: the baseline's spread
 SLEEP = 0       # seconds to sleep (a timeout when past the limit)
 DIE = False     # end the kernel with os._exit (kernel death)
-FAIL = False    # raise an exception"""
+FAIL = False    # raise an exception
+BONUS = 0.0     # subtracted from val_bpb: a second lever on another line (lanes re-apply changes line by line)"""
 BODY = """\
 import json, os, time
 time.sleep(SLEEP)
@@ -39,10 +40,10 @@ if FAIL:
     raise RuntimeError("scripted failure")
 secrets = sorted(name for name in os.environ if "KEY" in name or "TOKEN" in name)"""
 REPORT = """\
-json.dump({"status": "ok", "failure": None, "val_bpb": VALUE + NOISE * SEED, "training_seconds": 0.5,
+json.dump({"status": "ok", "failure": None, "val_bpb": VALUE - BONUS + NOISE * SEED, "training_seconds": 0.5,
            "total_seconds": 1.0, "peak_vram_mb": 2048.0, "total_tokens_M": 0.25, "num_steps": 3,
            "seed": SEED, "env_secrets": secrets}, open(METRICS_PATH, "w"))
-print("val_bpb:", VALUE + NOISE * SEED)"""
+print("val_bpb:", VALUE - BONUS + NOISE * SEED)"""
 
 
 def sandbox_notebook() -> nbformat.NotebookNode:
