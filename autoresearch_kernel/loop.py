@@ -5,6 +5,8 @@ One `Loop` object serves the CLI, the dashboard and the tests. One step:
     baseline (until done): run the unmodified notebook on each baseline seed; their mean is the first best
     propose   the proposer edits the last kept notebook (or, after a crash, the crashed one with its
               traceback); a reply that does not apply is recorded in invalid.tsv: no commit, no experiment
+    novelty   memory.py: a candidate that runs code already run (this run or an earlier one) is recorded in
+              invalid.tsv as a duplicate pointing at that experiment, not run; the proposer is asked again
     commit    one commit on autoresearch/<tag>, in the run's own worktree
     CHECK     checks.check_candidate: a fast pre-filter; a reason refuses it before anything runs (a crash row)
     run       runner.run_notebook in the jail (integrity/jail.py) under the wall-clock limit; the executed
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from autoresearch_kernel import gate, records, results, runstate, settings
+from autoresearch_kernel import gate, memory, records, results, runstate, settings
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
 from autoresearch_kernel.events import Event, Reporter
 from autoresearch_kernel.harness.prepare import default_data_dir
@@ -48,6 +50,8 @@ PROGRAM = "program.md"  # the human's instructions, read from the run's worktree
 FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal sees
 # Statuses whose runs are never needed again: their weights are deleted (GPU ones are large).
 REVERTED_WITHOUT_WEIGHTS = ("discard", "noop")
+# Duplicates in a row after which the run stops: a proposer that only repeats itself would spin forever.
+MAX_DUPLICATES = 20
 
 
 class _Cancel:
@@ -101,6 +105,8 @@ class Loop:
             self._save()
             changed = ", ".join(f"{c['setting']} {c['was']!r} -> {c['now']!r}" for c in changes)
             self._set_phase("idle", ("resumed" + (f" with {changed}" if changed else "")) if config.resume else "started")
+            self.memory = memory.Memory.open(self.workspace.root)  # every run's ideas, for novelty and prompts
+            self._duplicates = 0  # duplicates in a row (see MAX_DUPLICATES)
         except BaseException:
             self.workspace.close()
             self._lock.release()
@@ -135,6 +141,7 @@ class Loop:
         if self.status.phase not in ("error",):
             self._set_phase("stopped", self.status.message)
         self.checks.close()
+        self.memory.close()
         self.workspace.close()
         self._lock.release()
 
@@ -221,7 +228,7 @@ class Loop:
         context = ProposalContext(
             program=self._program(), notebook=base, history=self.records.history(),
             failure=fix.failure if fix else None, best_val_bpb=self.records.best(),
-            profile=self.config.profile, device=self.config.device,
+            profile=self.config.profile, device=self.config.device, memory=self.memory.digest(),
         )
         self._set_phase("proposing", "asking for a fix" if fix else "", experiment=None, kind=kind, description="")
         try:
@@ -244,6 +251,8 @@ class Loop:
         if fixes_left is None:  # the default: one fix, from a proposer that can read a traceback
             fixes_left = 1 if self.proposer.fixes_crashes else 0
         self.state.fix = None
+        if self._duplicate(proposal, kind):
+            return []
         self._set_phase("checking", "", description=proposal.description)
         try:
             commit = self.workspace.commit_sandbox(proposal.notebook, proposal.description)
@@ -368,16 +377,37 @@ class Loop:
 
     def _append(self, rows: list[Row]) -> list[Row]:
         rows = self.records.append(rows)
+        self.memory.remember(self.config.tag)  # the idea memory reads them back from results.tsv
         self._reporter.emit(rows=tuple(rows))
         return rows
 
-    def _record_invalid(self, message: str, usage: Usage, kind: str, description: str = "") -> None:
-        row = Row("", None, None, "invalid", description or "(no description)",
+    def _duplicate(self, proposal: Proposal, kind: str) -> bool:
+        """The novelty check: a candidate that would run code already run (memory.py) is not run. It is
+        recorded in invalid.tsv pointing at the earlier experiment, the proposer is told its value, and the
+        next step asks again. True when it was a duplicate."""
+        duplicate = self.memory.duplicate_of(self.config.tag, self.state.kept, proposal.notebook)
+        if duplicate is None:
+            self._duplicates = 0
+            return False
+        self._duplicates += 1
+        self._save()
+        self._record_invalid(duplicate.failure, proposal.usage, kind, proposal.description, status="duplicate",
+                             val_bpb=duplicate.value)
+        self.proposer.feedback(proposal, "duplicate", duplicate.value)
+        if self._duplicates >= MAX_DUPLICATES:
+            raise AutoresearchError(f"the proposer repeated experiments already run {self._duplicates} times in a "
+                                    f"row (last: {duplicate.earlier.pointer()}): change the proposer or its "
+                                    "options (seed, constants), then resume the tag")
+        return True
+
+    def _record_invalid(self, message: str, usage: Usage, kind: str, description: str = "",
+                        status: str = "invalid", val_bpb: float | None = None) -> None:
+        row = Row("", val_bpb, None, status, description or "(no description)",
                   experiment=len(self.records.invalid) + 1, kind=kind, parent=self.state.kept[:7],
                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                   cost_usd=usage.cost_usd, failure=message, proposer=self.proposer.name)
         row = self.records.append_invalid(row)
-        self.status.message = f"invalid proposal: {results.one_line(message, 120)}"
+        self.status.message = f"{status} proposal: {results.one_line(message, 120)}"
         self._reporter.emit(invalid=row)
 
     def _pause(self, reason: str) -> None:
