@@ -9,7 +9,8 @@ exit code, so an agent can read the result without parsing prose:
     0   keep      the edit beat the best by more than the margin; the branch moved to it
     10  discard   it ran and was not better; the worktree is back at the last kept version
     11  crash     it did not run to a score (error, timeout, refused by the pre-filter); reverted as well
-    12  refused   nothing ran: nothing changed, both sandbox files changed, the tag is busy, no baseline yet
+    12  refused   nothing ran: nothing changed, both sandbox files changed, the tag is busy, no baseline yet,
+                  or the edit runs code already run (a duplicate: the reason names that experiment)
     2   error     a usage error or a problem for the human (no such tag, data changed, ...)
 
 `status_lines` is `autoresearch status`: the best so far, the recent rows, what is running now.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import nbformat
 
-from autoresearch_kernel import report, results, runstate
+from autoresearch_kernel import memory, report, results, runstate
 from autoresearch_kernel.errors import ProposerUnavailable, StepRefused, WorkspaceError
 from autoresearch_kernel.integrity import Checks
 from autoresearch_kernel.loop import Loop, LoopConfig
@@ -177,7 +178,7 @@ def step(repo: str | Path, tag: str, description: str, checks: Checks | None = N
     proposer = AgentProposer(description, edit)
     with open_loop(config, proposer, checks) as loop:
         try:
-            previous_best, earlier = loop.status.best, []
+            previous_best, earlier, refusals = loop.status.best, [], len(loop.records.invalid)
             new = loop.step()
             if pending is not None and edit is not None and not _same(edit, pending):
                 # a step killed mid-experiment left its candidate; it ran first, now the agent's new edit
@@ -185,12 +186,15 @@ def step(repo: str | Path, tag: str, description: str, checks: Checks | None = N
                 new = loop.step() if not _same(edit, loop.workspace.read_sandbox()) else []
                 if not new:
                     raise StepRefused(f"the interrupted experiment {earlier[0].experiment} was finished and "
-                                      f"{earlier[0].status}; your edit is the same as the kept version now")
+                                      f"{earlier[0].status}; " + (_duplicate_reason(loop, refusals)
+                                                                  or "your edit is the same as the kept version now"))
             kept = loop.workspace.head()
         finally:
             worktree = loop.workspace.worktree
     if after is not None:
         after(worktree)
+    if not new and _duplicate_reason(loop, refusals):  # the loop's novelty check: nothing ran (memory.py)
+        return StepOutcome("refused", reason=_duplicate_reason(loop, refusals))
     if not new:  # the experiment was aborted (an `abort` file): it waits for the next step
         return StepOutcome("refused", reason="the experiment was aborted before it finished; step again to run it")
     outcome = StepOutcome(new[0].status, tuple(new), previous_best, kept, earlier=tuple(earlier))
@@ -199,6 +203,12 @@ def step(repo: str | Path, tag: str, description: str, checks: Checks | None = N
         outcome.traceback = traceback_tail(loop.folder / new[-1].notebook) if new[-1].notebook else ""
         outcome.traceback = outcome.traceback or ""
     return outcome
+
+
+def _duplicate_reason(loop: Loop, since: int) -> str | None:
+    """Why the step's edit was not run when the loop found it runs code already run (invalid.tsv's failure)."""
+    found = [row.failure for row in loop.records.invalid[since:] if row.status == "duplicate"]
+    return found[-1] if found else None
 
 
 def _read_the_edit(repo: Path, tag: str):
@@ -251,15 +261,11 @@ def status_lines(repo: str | Path, tag: str, recent: int = RECENT_ROWS) -> list[
         lines.append("running: nothing")
     lines.append(f"recent ({min(recent, len(rows))} of {len(rows)} rows):")
     lines += [results.console_line(row) for row in rows[-recent:]]
-    lines += _idea_digest(repo, tag)
+    lines += _idea_digest(repo)
     return lines
 
 
-def _idea_digest(repo: Path, tag: str) -> list[str]:
-    """The idea memory's digest, once the project has one (autoresearch_kernel/memory.py); none yet."""
-    try:
-        from autoresearch_kernel import memory  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    digest = getattr(memory, "digest", None)
-    return ["ideas tried (memory):", *digest(repo, tag)] if callable(digest) else []
+def _idea_digest(repo: Path) -> list[str]:
+    """What every run of the repository tried (the idea memory's digest, memory.py); nothing before the first idea."""
+    text = memory.digest(repo)
+    return ["ideas tried (memory, every run):", *text.splitlines()] if text else []

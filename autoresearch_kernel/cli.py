@@ -86,7 +86,8 @@ def _loop(args: argparse.Namespace) -> None:
         for row in event.rows:
             print(results.console_line(row), flush=True)
         if event.invalid is not None:
-            print(f"   -  -------  invalid: {results.one_line(event.invalid.failure, 150)}", flush=True)
+            said = "" if event.invalid.status == "duplicate" else "invalid: "  # a duplicate's failure says so
+            print(f"   -  -------  {said}{results.one_line(event.invalid.failure, 150)}", flush=True)
         if event.phase == "paused":
             print(f"paused: {event.status.message}", flush=True)
 

@@ -33,6 +33,10 @@ class ProposerUnavailable(AutoresearchError):
     """The LLM endpoint keeps failing (network, rate limit, server error) after retries: the loop pauses."""
 
 
+class IdeaMemoryError(AutoresearchError):
+    """The idea memory (runs/memory.sqlite) cannot be written: locked by another process too long, or a full disk."""
+
+
 class StepRefused(AutoresearchError):
     """An agent's `autoresearch step` cannot go ahead: nothing changed, both sandbox files changed, the tag is
     busy or its baseline is not done. Nothing was committed or run."""

@@ -4,7 +4,10 @@ One `Loop` object serves the CLI, the dashboard and the tests. Its work, experim
 
     baseline (until done): run the unmodified notebook on each baseline seed; their mean is the first best
     propose   the proposer edits the best notebook (or, after a crash, the crashed one with its traceback),
-              told what is running now; a reply that does not apply is recorded in invalid.tsv
+              told what is running now and what every run tried (the idea memory's digest); a reply that
+              does not apply is recorded in invalid.tsv
+    novelty   memory.py: a candidate that runs code already run (this run or an earlier one, or running
+              now) is recorded in invalid.tsv as a duplicate pointing at that experiment, not run
     commit    one commit on top of the best, in git only (the branch and worktree move when one is kept)
     CHECK     checks.check_candidate: a fast pre-filter; a reason refuses it before anything runs (a crash row)
     run       on a free lane (lanes.py): in the jail, under the wall-clock limit, on the lane's device, in
@@ -31,14 +34,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from autoresearch_kernel import records, runstate, settings
+from autoresearch_kernel import memory, records, runstate, settings
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
 from autoresearch_kernel.events import Event, Reporter
 from autoresearch_kernel.harness.prepare import default_data_dir
 from autoresearch_kernel.integrity import Candidate, Checks, Guard
 from autoresearch_kernel.lanes import Job, Lane, Lanes, Outcome, local_executor, plan_lanes
 from autoresearch_kernel.launch import choose_sandbox, run_experiment
-from autoresearch_kernel.proposers import ProposalContext, Proposer, make_proposer, usage_of
+from autoresearch_kernel.proposers import Proposal, ProposalContext, Proposer, make_proposer, usage_of
 from autoresearch_kernel.recovery import recover
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runstate import LaneStatus, LoopStatus, Pending
@@ -50,6 +53,8 @@ __all__ = ["Checks", "Event", "Loop", "LoopConfig"]
 
 PROGRAM = "program.md"  # the human's instructions, read from the run's worktree
 POLL_SECONDS = 0.2  # how often the loop looks at its lanes, its stop and abort requests
+# Duplicates in a row after which the run stops: a proposer that only repeats itself would spin forever.
+MAX_DUPLICATES = 20
 
 
 class _Cancel:
@@ -86,7 +91,9 @@ class Loop:
         self._lock.acquire(config.tag)
         self._stop, self._abort = threading.Event(), threading.Event()
         self._paused_until = 0.0
+        self._duplicates = 0  # duplicates in a row (see MAX_DUPLICATES)
         self.scheduler: Lanes | None = None
+        self.memory: memory.Memory | None = None
         self.status = LoopStatus(tag=config.tag, pid=os.getpid(), started_at=time.time(),
                                  budget_seconds=config.budget_seconds, budget_tokens=config.budget_tokens,
                                  timeout_s=config.run_timeout())
@@ -100,6 +107,7 @@ class Loop:
             for path in (self.run_folder.stop, self.run_folder.abort):  # left by an earlier process: not for us
                 path.unlink(missing_ok=True)
             settings.store(self.run_folder, config, self.data_dir, changes)
+            self.memory = memory.Memory.open(self.workspace.root)  # every run's ideas, for novelty and prompts
             self.records = records.Records(self.run_folder, config.profile, config.gate)
             self._reporter = Reporter(self.run_folder, self.status, self.records, on_event)
             self.state = runstate.load_state(self.folder)
@@ -160,6 +168,8 @@ class Loop:
     def _release(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        if self.memory is not None:
+            self.memory.close()
         self.workspace.close()
         self._lock.release()
 
@@ -322,6 +332,7 @@ class Loop:
             failure=fix.failure if fix else None, best_val_bpb=self.records.best(),
             profile=self.config.profile, device=self.config.device,
             running=[f.description for f in self.state.flights if f.kind != "baseline"],
+            memory=self.memory.digest(),
         )
         self._set_phase("proposing", "asking for a fix" if fix else "", kind=kind)
         try:
@@ -345,6 +356,8 @@ class Loop:
         if fixes_left is None:  # the default: one fix, from a proposer that can read a traceback
             fixes_left = 1 if self.proposer.fixes_crashes else 0
         self.state.fix = None
+        if self._duplicate(proposal, kind):
+            return None
         self._set_phase("checking", "", description=proposal.description)
         try:
             commit = self.workspace.commit_sandbox(proposal.notebook, proposal.description, parent=self.state.kept)
@@ -353,10 +366,10 @@ class Loop:
             self.record_invalid(str(error), proposal.usage, kind, proposal.description)
             return None
         twin = self.settler.twin_in_flight(commit)
-        if twin is not None:
+        if twin is not None:  # not in the memory yet: it has no row
             self._save()
-            self.record_invalid(f"duplicate: the same notebook is already running as experiment {twin.numbers[0]} "
-                                f"({twin.description})", proposal.usage, kind, proposal.description)
+            self.record_invalid(f"duplicate of experiment {twin.numbers[0]} ({twin.description}), running now",
+                                proposal.usage, kind, proposal.description, status="duplicate")
             return None
         flight = Pending(numbers=[], kind=kind, commit=commit, parent=self.state.kept,
                          description=proposal.description, usage=dataclasses.asdict(proposal.usage),
@@ -378,16 +391,37 @@ class Loop:
 
     def append(self, rows: list[Row]) -> list[Row]:
         rows = self.records.append(rows)
+        self.memory.remember(self.config.tag)  # the idea memory reads them back from results.tsv
         self._reporter.emit(rows=tuple(rows))
         return rows
 
-    def record_invalid(self, message: str, usage, kind: str, description: str = "", status: str = "invalid") -> None:
-        row = Row("", None, None, status, description or "(no description)",
+    def _duplicate(self, proposal: Proposal, kind: str) -> bool:
+        """The novelty check: a candidate that would run code already run (memory.py) is not run. It is
+        recorded in invalid.tsv pointing at the earlier experiment, the proposer is told its value, and the
+        next proposal is asked for. True when it was a duplicate."""
+        duplicate = self.memory.duplicate_of(self.config.tag, self.state.kept, proposal.notebook)
+        if duplicate is None:
+            self._duplicates = 0
+            return False
+        self._duplicates += 1
+        self._save()
+        self.record_invalid(duplicate.failure, proposal.usage, kind, proposal.description, status="duplicate",
+                            val_bpb=duplicate.value)
+        self.proposer.feedback(proposal, "duplicate", duplicate.value)
+        if self._duplicates >= MAX_DUPLICATES:
+            raise AutoresearchError(f"the proposer repeated experiments already run {self._duplicates} times in a "
+                                    f"row (last: {duplicate.earlier.pointer()}): change the proposer or its "
+                                    "options (seed, constants), then resume the tag")
+        return True
+
+    def record_invalid(self, message: str, usage, kind: str, description: str = "", status: str = "invalid",
+                       val_bpb: float | None = None) -> None:
+        row = Row("", val_bpb, None, status, description or "(no description)",
                   experiment=len(self.records.invalid) + 1, kind=kind, parent=self.state.kept[:7],
                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                   cost_usd=usage.cost_usd, failure=message, proposer=self.proposer.name)
         row = self.records.append_invalid(row)
-        self.status.message = f"invalid proposal: {row.failure[:120]}"
+        self.status.message = f"{status} proposal: {row.failure[:120]}"
         self._reporter.emit(invalid=row)
 
     def _program(self) -> str:

@@ -12,7 +12,10 @@ in the loop's worktree can never erase history.
 Invalid proposals (no commit, no experiment) go to a sibling file of the same shape, `invalid.tsv`, so that
 results.tsv keeps the reference's three statuses, and two of ours: "noop", a candidate whose result is
 identical to its parent's on the same seed (nothing was measured; reverted like a discard), and "stale", a
-candidate that beat the best after the best had moved on from its parent (lanes; see loop.py).
+candidate that beat the best after the best had moved on from its parent (lanes; see settle.py).
+invalid.tsv's statuses are "invalid" (a reply that does not apply) and "duplicate" (a candidate that would
+run code already run, memory.py, or running now; its val_bpb is the earlier experiment's, its failure names
+that experiment).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from autoresearch_kernel.redaction import redact
 # noop: identical to its parent's run, nothing measured. stale: it beat the best, but the best had moved on
 # from its parent while it ran (lanes); its change was re-applied onto the new best (a "rebase") or did not apply
 STATUSES = ("keep", "discard", "crash", "noop", "stale")
+NOT_RUN = ("invalid", "duplicate")  # invalid.tsv's statuses: proposals that produced no experiment
 KINDS = ("baseline", "candidate", "confirm", "fix", "rebase")
 
 
@@ -186,8 +190,8 @@ def append(path: str | os.PathLike, *rows: Row) -> None:
     if not rows:
         return
     for row in rows:
-        if row.status not in STATUSES + ("invalid",):
-            raise ValueError(f"unknown status {row.status!r}: use one of {STATUSES}")
+        if row.status not in STATUSES + NOT_RUN:
+            raise ValueError(f"unknown status {row.status!r}: use one of {STATUSES + NOT_RUN}")
     path = ensure_file(path)
     _repair_torn_tail(path)
     data = "".join(format_row(row) for row in rows).encode("utf-8")
@@ -238,10 +242,11 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
     rows = []
     for record in frame.to_dict("records"):
         values = {name: record[name] for name in COLUMNS if name in record}
-        crashed = values["status"] == "crash"
         for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd"):
             value = values.get(name)
             values[name] = None if value is None or value == "" or pd.isna(value) else float(value)
+        # a crash, or a proposal that ran nothing and points at no value, is written 0.000000: no value
+        crashed = values["status"] == "crash" or (values["status"] in NOT_RUN and not values["val_bpb"])
         if crashed:
             values["val_bpb"] = values["memory_gb"] = None
         for name in ("experiment", "seed", "prompt_tokens", "completion_tokens", "lane"):

@@ -23,6 +23,7 @@ SLOW_MODULES = {
     "test_loop_lanes",         # two lanes on real kernels: stale candidates, stop, abort and resume
     "test_loop_notebook",      # the controller notebook through papermill
     "test_loop_profile",       # loops under the gpu profile
+    "test_memory_loop",        # the idea memory in loops on real kernels
     "test_prepare_notebook",   # the prepare notebook through papermill
     "test_scorer",             # exports and the warm scoring process
     "test_runner",             # papermill kernels: timeouts, kernel deaths

@@ -131,6 +131,21 @@ def test_changes_already_tried_are_not_proposed_again():
     assert description.startswith("MATRIX_LR 0.04 -> ")
 
 
+def test_a_duplicate_counts_as_tried_and_teaches_the_steps_nothing():
+    """The loop refused the step as a repeat of an earlier run's (memory.py): the next proposal is another one,
+    and the step size and direction stay as they were (nothing was measured)."""
+    notebook = one_constant("MATRIX_LR = 0.04")
+    proposer = MutateProposer()
+    first = propose(proposer, notebook)
+    proposer.feedback(first, "duplicate", 1.2)
+    assert proposer.steps == {}
+    history = [HistoryEntry(1, first.description, "duplicate", 1.2)]
+    assert propose(proposer, notebook, history).description != first.description
+    replayed = MutateProposer()
+    propose(replayed, notebook, history)
+    assert replayed.steps == {}
+
+
 def test_no_change_is_proposed_twice_and_an_exhausted_space_is_a_proposal_error():
     # 2**2 may move within 2**0 .. 2**6: at most six other values, none proposed twice, then nothing is left.
     proposer, notebook, history = MutateProposer(), one_constant("BATCH_SIZE = 2**2"), []

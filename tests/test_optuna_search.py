@@ -103,6 +103,19 @@ def test_values_told_back_reach_the_study_and_a_crash_fails_its_trial(tmp_path):
     assert len(anchor) == 1 and anchor[0].value == 1.0                 # the kept notebook, worth the best
 
 
+def test_a_duplicate_is_told_the_earlier_value_and_a_repeated_crash_fails(tmp_path):
+    """The loop did not run it: an earlier experiment ran these very parameters, so its value is the trial's."""
+    proposer, notebook = OptunaProposer(tmp_path), sandbox_notebook()
+    climb(proposer, notebook, ["duplicate", "duplicate"], value=lambda n: [1.25, None][n])
+    proposed = [t for t in trials(tmp_path) if t.user_attrs.get("description", "").startswith("optuna: ")]
+    assert [(t.state, t.value) for t in proposed] == [(TrialState.COMPLETE, 1.25), (TrialState.FAIL, None)]
+    # a loop killed between the invalid.tsv row and the feedback: the history tells it
+    waiting = propose(proposer, notebook)
+    propose(proposer, notebook, [HistoryEntry(3, waiting.description, "duplicate", 1.5)])
+    told = next(t for t in trials(tmp_path) if t.user_attrs.get("description") == waiting.description)
+    assert told.state == TrialState.COMPLETE and told.value == 1.5
+
+
 def test_without_a_value_the_result_is_read_from_the_history(tmp_path):
     # A loop that does not pass val_bpb yet: the trial waits, and the next proposal tells it from the history.
     proposer, notebook = OptunaProposer(tmp_path), sandbox_notebook()

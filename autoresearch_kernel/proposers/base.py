@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
-from autoresearch_kernel.results import STATUSES  # noqa: F401  (the statuses the loop feeds back: results.tsv's)
+from autoresearch_kernel.results import NOT_RUN, STATUSES  # noqa: F401  (the statuses the loop feeds back)
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class HistoryEntry:
 
     number: int
     description: str
-    status: str                 # keep | discard | crash | noop (invalid proposals appear as "invalid")
+    status: str                 # keep | discard | crash | noop; invalid | duplicate: nothing ran (NOT_RUN)
     val_bpb: float | None
 
 
@@ -65,6 +65,7 @@ class ProposalContext:
     device: str | None = None           # auto | cpu | cuda | cuda:N | mps
     # With lanes: the experiments running now (their descriptions), so as not to propose the same thing again.
     running: list[str] = field(default_factory=list)
+    memory: str = ""                    # the idea memory's digest: what every run of the repository tried
 
 
 @dataclass
@@ -87,8 +88,10 @@ class Proposer(Protocol):
         ...
 
     def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
-        """How the proposal went: keep | discard | crash, and the gate's value (the mean of its runs) when
-        there is one. A loop that passes no val_bpb still works: the next context's history carries it."""
+        """How the proposal went: keep | discard | crash | noop, and the gate's value (the mean of its runs)
+        when there is one. A loop that passes no val_bpb still works: the next context's history carries it.
+        "duplicate": it was not run, since it runs code already run; val_bpb is that earlier experiment's
+        value (None when it crashed)."""
         ...
 
 
@@ -98,13 +101,13 @@ PLATEAU_AFTER = 10
 
 
 def experiments_since_keep(history: list[HistoryEntry]) -> int:
-    """How many experiments in a row, counted back from the latest, were not kept (invalid replies ran nothing
-    and do not count)."""
+    """How many experiments in a row, counted back from the latest, were not kept (invalid replies and
+    duplicates ran nothing and do not count)."""
     count = 0
     for entry in reversed(history):
         if entry.status == "keep":
             break
-        count += entry.status != "invalid"
+        count += entry.status not in NOT_RUN
     return count
 
 

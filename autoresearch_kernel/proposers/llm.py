@@ -1,7 +1,8 @@
 """The LLM proposer: one chat completion per proposal through the `openai` client, any compatible endpoint.
 
 The prompt is program.md (as the system message) and, as the user message, the sandbox in percent format,
-the results so far (so ideas are not repeated), and for a crash fix the failure excerpt. The reply format is
+the results so far (so ideas are not repeated), the idea memory's digest of every run of the repository
+(memory.py), and for a crash fix the failure excerpt. The reply format is
 `edits.py`'s; only the message's `content` is read, so reasoning a server returns beside it
 (`reasoning_content`) never reaches the parser. A reply that does not parse or apply is re-asked once with the
 error; a second bad reply raises `ProposalError` carrying the usage spent.
@@ -116,6 +117,8 @@ def format_history(history: list[HistoryEntry], limit: int) -> str:
         lines.append(f"| {entry.number} | {entry.status} | {bpb} | {entry.description} |")
     if len(shown) < len(history):
         lines.append(f"({len(history) - len(shown)} earlier experiments are not shown.)")
+    if any(entry.status == "duplicate" for entry in shown):
+        lines.append("(duplicate: not run, since it repeated code already run; its val_bpb is that experiment's.)")
     return "\n".join(lines)
 
 
@@ -137,6 +140,10 @@ def build_prompt(context: ProposalContext, history_limit: int = 100, plateau_aft
         f"```python\n{notebook_to_text(context.notebook)}```",
         f"## Results so far\n{best}{format_history(context.history, history_limit)}",
     ]
+    if context.memory:
+        parts.append("## Idea memory: what every run of this repository tried\n"
+                     "A candidate that runs code already run, in this run or an earlier one, is refused as a "
+                     f"duplicate without running.\n\n{context.memory}")
     if context.failure:
         excerpt = context.failure[-FAILURE_CHARS:]
         parts.append(

@@ -23,7 +23,8 @@ are read from the notebook itself, so they follow the agent's edits.
 How it adapts: per constant, a step size and a preferred direction. A keep grows the step and keeps the
 direction; a discard shrinks it and flips the direction; a crash shrinks it harder. After a keep, the same constant is
 stepped again first. A change already tried
-(same constant, same old and new value, from the results so far or this session) is not proposed again.
+(same constant, same old and new value, from the results so far or this session) is not proposed again; one the
+loop refused as a duplicate of an earlier run's (memory.py) counts as tried and teaches the steps nothing.
 The choice is seeded, so the same seed and results give the same proposal. On resume (no feedback yet),
 the state is rebuilt from the descriptions in the results so far.
 """
@@ -37,7 +38,7 @@ import re
 from dataclasses import dataclass
 
 from autoresearch_kernel.notebook import clean_notebook
-from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
+from autoresearch_kernel.proposers.base import NOT_RUN, HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
 from autoresearch_kernel.proposers.constants import (
     CONSTANT,
     NUMBER,
@@ -186,6 +187,8 @@ class MutateProposer:
 
     # -- state ---------------------------------------------------------------------------------------------
     def _learn(self, name: str, old: str, new: str, status: str) -> None:
+        if status in NOT_RUN:  # a duplicate ran nothing: the change is in `tried`, there is no result to adapt to
+            return
         step = self.steps.setdefault(name, Step())
         direction = 1 if literal_value(new) > literal_value(old) else -1
         if status == "keep":

@@ -9,7 +9,10 @@ A trial that changes nothing the notebook computes (mutate's `Effects`: TOTAL_BA
 pass) would re-run its parent: it is told the best so far (what the parent measures) and another is asked.
 
 Where the study lives: `<study_path>/optuna.db` (SQLite; the loop passes its run folder), so a resumed loop
-resumes the search. `feedback` tells the trial the gate's value (the mean of its runs) and a crash as FAIL.
+resumes the search. `feedback` tells the trial the gate's value (the mean of its runs) and a crash as FAIL. A
+duplicate (the loop refused to run code already run, memory.py) is told the earlier experiment's value: it
+measured these very parameters, so the sampler learns what a run would have taught it (a repeat of a crash
+fails as that crash did).
 A loop that passes no value leaves the trial running; the next proposal finds its result in the history.
 
 Regions: the ranges make a region, one study per region (`region-1`, `region-2`, ...) in that one file, so
@@ -193,13 +196,13 @@ class OptunaProposer:
                              "computes; widen the search (fewer --constants) or use another proposer", Usage())
 
     def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
-        """Tell the trial its value (or FAIL for a crash). Without a value the next proposal reads it from the
-        history."""
+        """Tell the trial its value (or FAIL for a crash); a duplicate the earlier experiment's. Without a value
+        the next proposal reads it from the history."""
         found = self._running(proposal.description)
         if found is None:
             return
         study, trial = found
-        if status == "crash":
+        if status == "crash" or (status == "duplicate" and val_bpb is None):
             study.tell(trial.number, state=TrialState.FAIL)
         elif val_bpb is not None and math.isfinite(val_bpb):
             study.tell(trial.number, float(val_bpb))
@@ -282,7 +285,7 @@ class OptunaProposer:
                 if not runs:
                     continue
                 values = [e.val_bpb for e in runs if e.val_bpb is not None and math.isfinite(e.val_bpb)]
-                if runs[0].status == "crash":
+                if runs[0].status == "crash" or (runs[0].status == "duplicate" and not values):
                     study.tell(trial.number, state=TrialState.FAIL)
                 elif runs[0].status == "invalid" or not values:  # it never ran: nothing to learn
                     study.tell(trial.number, state=TrialState.PRUNED)
