@@ -219,7 +219,7 @@ def _read_the_edit(repo: Path, tag: str):
         kept = state.kept or workspace.head()
         base = workspace.read_sandbox(kept)
         pending = workspace.read_sandbox(state.flights[0].commit) if state.flights else None
-        edit = read_edit(workspace.worktree, base, checked_out=pending)
+        edit = read_edit(workspace.worktree, base)
         return kept, pending, edit[1] if edit else None
     finally:
         workspace.close()

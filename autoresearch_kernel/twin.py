@@ -38,12 +38,11 @@ def write_twin(worktree: Path, notebook: nbformat.NotebookNode) -> Path:
     return path
 
 
-def read_edit(worktree: Path, base: nbformat.NotebookNode, checked_out: nbformat.NotebookNode | None = None
-              ) -> tuple[str, nbformat.NotebookNode] | None:
+def read_edit(worktree: Path, base: nbformat.NotebookNode) -> tuple[str, nbformat.NotebookNode] | None:
     """The agent's edit of `base` (the last kept notebook) as (the file it edited, the edited notebook).
 
     The twin counts as edited when it differs from `base`'s twin, the notebook when it differs from
-    `checked_out` (what git put in the worktree: `base`, or the candidate of a step that was killed), both in
+    `base` (what git keeps in the worktree: the loop never checks a candidate out before keeping it), both in
     what the twin shows (cell types, sources, tags): saving the notebook in Jupyter changes metadata, not the
     experiment. None when neither was edited. Raises StepRefused when both were, differently, or when the
     notebook cannot be read.
@@ -56,11 +55,11 @@ def read_edit(worktree: Path, base: nbformat.NotebookNode, checked_out: nbformat
     try:
         notebook = nbformat.read(worktree / SANDBOX, as_version=4)
     except FileNotFoundError:
-        notebook = checked_out or base  # deleted: the twin (or nothing) is the edit
+        notebook = base  # deleted: the twin (or nothing) is the edit
     except Exception as error:  # half-written JSON from an editor: say so rather than guess
         raise StepRefused(f"{SANDBOX} is not a readable notebook ({type(error).__name__}); restore it with "
                           f"`git checkout -- {SANDBOX}` and edit {TWIN} instead") from None
-    notebook_changed = twin_text(notebook).strip() != twin_text(checked_out or base).strip()
+    notebook_changed = twin_text(notebook).strip() != twin_text(base).strip()
     if twin_changed and notebook_changed:
         if twin.strip() == twin_text(notebook).strip():  # the same edit in both (e.g. a paired editor)
             return TWIN, rebuild(base, twin)

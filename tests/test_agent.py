@@ -75,7 +75,7 @@ def edit(old, new, path=TWIN):
     return [path, old, new]
 
 
-HARNESS_LINE = 'print("val_bpb:", VALUE + NOISE * SEED)'
+HARNESS_LINE = 'print("val_bpb:", VALUE - BONUS + NOISE * SEED)'
 MAIN_ACTIONS = [
     {"message": "no edit"},                                                               # refused
     # gains well beyond the cpu profile's default noise (sd 0.0156), so that each keep is kept at once
