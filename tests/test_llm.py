@@ -6,7 +6,7 @@ from sandbox_fixture import sandbox_notebook
 
 from autoresearch_kernel.errors import ProposalError, ProposerUnavailable
 from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, Usage, make_proposer, usage_of
-from autoresearch_kernel.proposers.llm import LLMProposer
+from autoresearch_kernel.proposers.llm import LLMProposer, build_prompt
 
 PROGRAM = "# program.md\nLower val_bpb. Edit only the agent's cells."
 GOOD = """Description: raise the matrix learning rate
@@ -211,3 +211,9 @@ def test_missing_model_or_key_is_a_clear_error(monkeypatch):
         LLMProposer()
     with pytest.raises(ProposerUnavailable, match="set OPENAI_API_KEY"):
         LLMProposer(model="gpt")
+
+
+def test_the_prompt_lists_what_runs_on_other_lanes():
+    prompt = build_prompt(context(running=["DEPTH 4 -> 8", "add a warmup"]))
+    assert "## Running now" in prompt and "- DEPTH 4 -> 8\n- add a warmup" in prompt
+    assert "## Running now" not in build_prompt(context())

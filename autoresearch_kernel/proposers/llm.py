@@ -144,6 +144,10 @@ def build_prompt(context: ProposalContext, history_limit: int = 100, plateau_aft
         parts.append("## Idea memory: what every run of this repository tried\n"
                      "A candidate that runs code already run, in this run or an earlier one, is refused as a "
                      f"duplicate without running.\n\n{context.memory}")
+    if context.running:
+        parts.append("## Running now (on other lanes)\n"
+                     "These experiments have not finished; do not propose them again:\n"
+                     + "\n".join(f"- {description}" for description in context.running))
     if context.failure:
         excerpt = context.failure[-FAILURE_CHARS:]
         parts.append(
