@@ -3,11 +3,9 @@
 One `Loop` object serves the CLI, the dashboard and the tests. Its work, experiment by experiment:
 
     baseline (until done): run the unmodified notebook on each baseline seed; their mean is the first best
-    propose   the proposer edits the best notebook (or, after a crash, the crashed one with its traceback),
-              told what is running now and what every run tried (the idea memory's digest); a reply that
-              does not apply is recorded in invalid.tsv
-    novelty   memory.py: a candidate that runs code already run (this run or an earlier one, or running
-              now) is recorded in invalid.tsv as a duplicate pointing at that experiment, not run
+    propose   (intake.py) the proposer edits the best notebook (or, after a crash, the crashed one), told
+              what runs now and what every run tried (the idea memory); a reply that does not apply, or a
+              duplicate of an experiment already run or running, is recorded in invalid.tsv, not run
     commit    one commit on top of the best, in git only (the branch and worktree move when one is kept)
     CHECK     checks.check_candidate: a fast pre-filter; a reason refuses it before anything runs (a crash row)
     run       on a free lane (lanes.py): in the jail, under the wall-clock limit, on the lane's device, in
@@ -21,7 +19,8 @@ One `Loop` object serves the CLI, the dashboard and the tests. Its work, experim
 With one lane (the default) this is the sequential loop it always was: each experiment, its confirmation
 runs included, ends before the next proposal. The parts live next door, one job each: the settings
 (`settings`), the run's rows in memory (`records`), the live status (`events`), the lanes and their
-scheduler (`lanes`), launching one experiment (`launch`), deciding and recording one (`settle`), resuming
+scheduler (`lanes`), taking in proposals (`intake`), launching one experiment (`launch`), deciding and
+recording one (`settle`), resuming
 after a stop (`recovery`, `runstate`). A SIGKILL anywhere leaves results.tsv, the branch and state.json in a
 state that `Loop(LoopConfig.resumed(repo, tag))` completes, with the settings the run was started with.
 """
@@ -35,13 +34,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autoresearch_kernel import memory, records, runstate, settings
-from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
+from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.events import Event, Reporter
 from autoresearch_kernel.harness.prepare import default_data_dir
-from autoresearch_kernel.integrity import Candidate, Checks, Guard
+from autoresearch_kernel.intake import Intake
+from autoresearch_kernel.integrity import Checks, Guard
 from autoresearch_kernel.lanes import Job, Lane, Lanes, Outcome, local_executor, plan_lanes
 from autoresearch_kernel.launch import choose_sandbox, run_experiment
-from autoresearch_kernel.proposers import Proposal, ProposalContext, Proposer, make_proposer, usage_of
+from autoresearch_kernel.proposers import Proposer, make_proposer
 from autoresearch_kernel.recovery import recover
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runstate import LaneStatus, LoopStatus, Pending
@@ -51,10 +51,7 @@ from autoresearch_kernel.workspace import Workspace
 
 __all__ = ["Checks", "Event", "Loop", "LoopConfig"]
 
-PROGRAM = "program.md"  # the human's instructions, read from the run's worktree
 POLL_SECONDS = 0.2  # how often the loop looks at its lanes, its stop and abort requests
-# Duplicates in a row after which the run stops: a proposer that only repeats itself would spin forever.
-MAX_DUPLICATES = 20
 
 
 class _Cancel:
@@ -90,8 +87,6 @@ class Loop:
         self._lock = runstate.TagLock(self.folder)
         self._lock.acquire(config.tag)
         self._stop, self._abort = threading.Event(), threading.Event()
-        self._paused_until = 0.0
-        self._duplicates = 0  # duplicates in a row (see MAX_DUPLICATES)
         self.scheduler: Lanes | None = None
         self.memory: memory.Memory | None = None
         self.status = LoopStatus(tag=config.tag, pid=os.getpid(), started_at=time.time(),
@@ -113,11 +108,11 @@ class Loop:
             self.state = runstate.load_state(self.folder)
             recover(self.workspace, self.state, self.records)
             self._save()
-            self.settler = Settler(self)
+            self.settler, self.intake = Settler(self), Intake(self)
             self.scheduler = Lanes(self.lanes, self._executor(), self._cancel())
             self._show_lanes()
             changed = ", ".join(f"{c['setting']} {c['was']!r} -> {c['now']!r}" for c in changes)
-            self._set_phase("idle", ("resumed" + (f" with {changed}" if changed else "")) if config.resume else "started")
+            self.set_phase("idle", ("resumed" + (f" with {changed}" if changed else "")) if config.resume else "started")
         except BaseException:
             self._release()
             raise
@@ -161,7 +156,7 @@ class Loop:
         for path in (self.run_folder.stop, self.run_folder.abort):
             path.unlink(missing_ok=True)
         if self.status.phase not in ("error",):
-            self._set_phase("stopped", self.status.message)
+            self.set_phase("stopped", self.status.message)
         self.checks.close()
         self._release()
 
@@ -202,11 +197,11 @@ class Loop:
             return self._ended("interrupted")
         except AutoresearchError as error:
             self._abort_flights()
-            self._set_phase("error", str(error))
+            self.set_phase("error", str(error))
             raise
         except Exception as error:  # a bug or a broken disk: say so where the dashboard looks, then fail
             self._abort_flights()
-            self._set_phase("error", f"{type(error).__name__}: {error}; resume the tag once it is fixed")
+            self.set_phase("error", f"{type(error).__name__}: {error}; resume the tag once it is fixed")
             raise
 
     def step(self) -> list[Row]:
@@ -221,7 +216,7 @@ class Loop:
         return self.records.rows[before:]
 
     def _ended(self, why: str) -> str:
-        self._set_phase("stopped", why)
+        self.set_phase("stopped", why)
         return why
 
     def _limit_reached(self) -> bool:
@@ -267,9 +262,7 @@ class Loop:
                                             seed=missing[0]))
         if any(f.kind == "baseline" for f in self.state.flights):
             return None  # the best is not known before the baseline's seeds are in
-        if self._limit_reached() or time.monotonic() < self._paused_until:
-            return None
-        return self._propose()
+        return None if self._limit_reached() else self.intake.next()
 
     def _missing_seeds(self) -> list[int]:
         running = {f.seed for f in self.state.flights if f.kind == "baseline"}
@@ -294,7 +287,7 @@ class Loop:
         self.scheduler.start(Job(number, flight.commit, seed, kind, flight.queued_at), lane)
         self._show_lanes()
         message = "confirming on another seed" if kind == "confirm" else ""
-        self._set_phase("running", message, experiment=number, kind=kind, description=flight.description)
+        self.set_phase("running", message, experiment=number, kind=kind, description=flight.description)
 
     def _collect(self) -> list[Row]:
         """Wait a moment for a run to finish; decide and record what it settles."""
@@ -308,11 +301,11 @@ class Loop:
         flight = self.state.flight_of(outcome.job.number)
         result = outcome.result
         if result.status == "aborted":  # nothing to record: the run waits for a resume
-            self._set_phase("stopped" if not self.scheduler.busy else "running",
+            self.set_phase("stopped" if not self.scheduler.busy else "running",
                             "aborted: the experiments in flight will run again on resume")
             return []
         if result.ok and not self.scheduler.busy:
-            self._set_phase("evaluating", "deciding")
+            self.set_phase("evaluating", "deciding")
         usage = flight.usage if not flight.runs else {}
         row = records.row_from(result, self.run_folder, outcome.job.number, outcome.job.kind, flight.commit,
                                flight.parent, outcome.job.seed, flight.description, self.sandbox_mark(),
@@ -320,67 +313,6 @@ class Loop:
         row = dataclasses.replace(row, proposer="" if flight.kind == "baseline" else self.proposer_name(flight))
         excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
         return self.settler.run_finished(flight, row, excerpt)
-
-    # -- one proposal -------------------------------------------------------------------------------------
-    def _propose(self) -> Pending | None:
-        """Ask the proposer for a candidate and commit it: a flight, or None (invalid reply, paused)."""
-        fix = self.state.fix
-        kind = "fix" if fix else "candidate"
-        base = self.workspace.read_sandbox(fix.commit if fix else self.state.kept)
-        context = ProposalContext(
-            program=self._program(), notebook=base, history=self.records.history(),
-            failure=fix.failure if fix else None, best_val_bpb=self.records.best(),
-            profile=self.config.profile, device=self.config.device,
-            running=[f.description for f in self.state.flights if f.kind != "baseline"],
-            memory=self.memory.digest(),
-        )
-        self._set_phase("proposing", "asking for a fix" if fix else "", kind=kind)
-        try:
-            proposal = self.proposer.propose(context)
-        except ProposerUnavailable as error:
-            self._paused_until = time.monotonic() + self.config.pause_seconds
-            self._set_phase("paused", f"proposer unavailable, retrying in {self.config.pause_seconds:.0f} s: {error}")
-            return None
-        except ProposalError as error:
-            self.status.proposals += 1
-            if fix and fix.attempts_left > 1:  # an unusable fix reply spends one attempt
-                self.state.fix = dataclasses.replace(fix, attempts_left=fix.attempts_left - 1)
-            else:
-                self.state.fix = None
-            self._save()
-            self.record_invalid(str(error), usage_of(error), kind)
-            return None
-        self.status.proposals += 1
-        # attempts a crash of this candidate may still get: a fresh idea gets the configured number
-        fixes_left = fix.attempts_left - 1 if fix else self.config.fix_attempts
-        if fixes_left is None:  # the default: one fix, from a proposer that can read a traceback
-            fixes_left = 1 if self.proposer.fixes_crashes else 0
-        self.state.fix = None
-        if self._duplicate(proposal, kind):
-            return None
-        self._set_phase("checking", "", description=proposal.description)
-        try:
-            commit = self.workspace.commit_sandbox(proposal.notebook, proposal.description, parent=self.state.kept)
-        except ProposalError as error:
-            self._save()
-            self.record_invalid(str(error), proposal.usage, kind, proposal.description)
-            return None
-        twin = self.settler.twin_in_flight(commit)
-        if twin is not None:  # not in the memory yet: it has no row
-            self._save()
-            self.record_invalid(f"duplicate of experiment {twin.numbers[0]} ({twin.description}), running now",
-                                proposal.usage, kind, proposal.description, status="duplicate")
-            return None
-        flight = Pending(numbers=[], kind=kind, commit=commit, parent=self.state.kept,
-                         description=proposal.description, usage=dataclasses.asdict(proposal.usage),
-                         fixes_left=fixes_left, proposer=proposal.proposer or self.proposer.name)
-        number = self.records.next_number(self.state.flights)
-        reason = self.checks.check_candidate(Candidate(number, kind, commit, self.state.kept, proposal.description,
-                                                       self.workspace.sandbox, self.workspace))
-        if reason:  # CHECK before running: recorded as a crash, never run
-            self.settler.refused(self.add_flight(flight), f"integrity: {reason}")
-            return None
-        return self.add_flight(flight)
 
     # -- pieces -------------------------------------------------------------------------------------------
     def proposer_name(self, flight: Pending) -> str:
@@ -394,39 +326,6 @@ class Loop:
         self.memory.remember(self.config.tag)  # the idea memory reads them back from results.tsv
         self._reporter.emit(rows=tuple(rows))
         return rows
-
-    def _duplicate(self, proposal: Proposal, kind: str) -> bool:
-        """The novelty check: a candidate that would run code already run (memory.py) is not run. It is
-        recorded in invalid.tsv pointing at the earlier experiment, the proposer is told its value, and the
-        next proposal is asked for. True when it was a duplicate."""
-        duplicate = self.memory.duplicate_of(self.config.tag, self.state.kept, proposal.notebook)
-        if duplicate is None:
-            self._duplicates = 0
-            return False
-        self._duplicates += 1
-        self._save()
-        self.record_invalid(duplicate.failure, proposal.usage, kind, proposal.description, status="duplicate",
-                            val_bpb=duplicate.value)
-        self.proposer.feedback(proposal, "duplicate", duplicate.value)
-        if self._duplicates >= MAX_DUPLICATES:
-            raise AutoresearchError(f"the proposer repeated experiments already run {self._duplicates} times in a "
-                                    f"row (last: {duplicate.earlier.pointer()}): change the proposer or its "
-                                    "options (seed, constants), then resume the tag")
-        return True
-
-    def record_invalid(self, message: str, usage, kind: str, description: str = "", status: str = "invalid",
-                       val_bpb: float | None = None) -> None:
-        row = Row("", val_bpb, None, status, description or "(no description)",
-                  experiment=len(self.records.invalid) + 1, kind=kind, parent=self.state.kept[:7],
-                  prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                  cost_usd=usage.cost_usd, failure=message, proposer=self.proposer.name)
-        row = self.records.append_invalid(row)
-        self.status.message = f"{status} proposal: {row.failure[:120]}"
-        self._reporter.emit(invalid=row)
-
-    def _program(self) -> str:
-        path = self.workspace.worktree / PROGRAM
-        return path.read_text(encoding="utf-8") if path.exists() else ""
 
     def _cancel(self) -> _Cancel:
         return _Cancel(self._abort, self.run_folder.abort)
@@ -449,5 +348,8 @@ class Loop:
                 self.scheduler.started.get(lane.index, 0.0), self.config.run_timeout())))
         self.status.lanes = shown
 
-    def _set_phase(self, phase: str, message: str | None = None, **fields) -> None:
+    def set_phase(self, phase: str, message: str | None = None, **fields) -> None:
         self._reporter.set_phase(phase, message, **fields)
+
+    def emit(self, **what) -> None:
+        self._reporter.emit(**what)

@@ -173,9 +173,3 @@ class Settler:
         self.loop.save()
         for number in flight.numbers:
             self.loop.run_folder.candidate(number, flight.commit).unlink(missing_ok=True)
-
-    def twin_in_flight(self, commit: str) -> Pending | None:
-        """An experiment in flight that runs the same notebook as `commit` (the same tree in git)."""
-        tree = self.loop.workspace.repo.commit(commit).tree.hexsha
-        return next((f for f in self.state.flights if f.kind != "baseline"
-                     and self.loop.workspace.repo.commit(f.commit).tree.hexsha == tree), None)

@@ -11,7 +11,8 @@ from test_loop import config
 
 from autoresearch_kernel import agent, results
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.loop import MAX_DUPLICATES, Loop, LoopConfig
+from autoresearch_kernel.intake import MAX_DUPLICATES
+from autoresearch_kernel.loop import Loop, LoopConfig
 from autoresearch_kernel.memory import Memory, memory_path
 
 
