@@ -9,12 +9,15 @@ Rows are runs, not ideas: the baseline's seeds are runs of the unmodified notebo
 "keep" but are no decision), and a borderline candidate is re-run on more seeds ("confirm" rows). So the
 counts are of candidates, with the baseline runs counted apart; every run is still drawn on the chart.
 A "noop" candidate (its result bit-identical to its parent's: nothing was measured) is neither a keep nor a
-discard and is counted apart too. Rows may say `sandbox` "none" (the experiment ran without its jail): the
-report warns about them. Files written before those marks existed read the same as before.
+discard and is counted apart too, and so is a "stale" one (lanes: it beat the best, but the best had moved
+on from its parent while it ran): its change, re-applied onto the new best, runs again as an experiment of
+kind "rebase", which is decided and counted as a candidate of its own. Rows may say `sandbox` "none" (the
+experiment ran without its jail): the report warns about them. Files written before those marks existed read the same as before.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,10 @@ from autoresearch_kernel import gate, results
 BASELINE = "baseline"
 CONFIRM = "confirm"
 NOOP = "noop"
+STALE = "stale"
+REBASE = "rebase"
+# settle.py's words in a stale row's `failure` when its change was re-applied as another experiment
+REBASED_AS = re.compile(r"re-applied there as experiment (\d+)")
 UNSANDBOXED = "none"  # the `sandbox` column's value for an experiment that ran without the jail
 
 
@@ -45,9 +52,10 @@ class Summary:
     discard: int
     crash: int
     noop: int  # candidates whose result was bit-identical to their parent's: no measurement
+    stale: int  # candidates that beat a best which had moved on: decided again as a rebase, or not applicable
     unsandboxed: int  # runs (rows) that ran without the sandbox
     runs: int  # rows in the file: every executed notebook
-    keep_rate: float | None  # keeps / candidates decided on a measurement (noops left out); None when none
+    keep_rate: float | None  # keeps / candidates decided on a measurement (noops, stales left out); None: none
     baseline: float | None  # the first best (the baseline's mean in our files, its first row in the reference's)
     best: float | None
     change_percent: float | None  # (best - baseline) / baseline * 100: negative is better
@@ -66,11 +74,13 @@ class Summary:
         return f"{plural(self.baseline_runs, 'baseline run')} ({values})"
 
     def counts_phrase(self) -> str:
-        """`3 experiments: keep 0, discard 3, crash 0, keep rate 0%` (noops named only when there are some)."""
+        """`3 experiments: keep 0, discard 3, crash 0, keep rate 0%` (noops and stales named only when there are
+        some)."""
         noop = f", noop {self.noop}" if self.noop else ""
+        stale = f", stale {self.stale}" if self.stale else ""
         rate = f", keep rate {self.keep_rate:.0%}" if self.keep_rate is not None else ""
         return (f"{plural(self.experiments, 'experiment')}: keep {self.keep}, discard {self.discard}, "
-                f"crash {self.crash}{noop}{rate}")
+                f"crash {self.crash}{noop}{stale}{rate}")
 
     def lines(self) -> list[str]:
         first = ", ".join(part for part in (self.baseline_phrase(), self.counts_phrase()) if part)
@@ -107,6 +117,12 @@ def outcome(status: str, kind: str) -> str:
     """A row's status as a reader should take it: a baseline seed is written "keep" (the reference's three
     statuses) but is no decision, so it reads "baseline"; a crashed seed still reads "crash"."""
     return BASELINE if kind == BASELINE and status != "crash" else status
+
+
+def rebased_as(failure: str) -> int | None:
+    """The experiment that re-applied a stale row's change, from the row's `failure`; None when it was not."""
+    match = REBASED_AS.search(failure)
+    return int(match.group(1)) if match else None
 
 
 def baseline_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -147,6 +163,7 @@ def summary(frame: pd.DataFrame) -> Summary:
     return Summary(
         baseline_runs=len(seeds), baseline_noise=gate.noise_floor(list(measured)),
         experiments=len(ideas), keep=keep, discard=discard, crash=crash, noop=int(counts.get(NOOP, 0)),
+        stale=int(counts.get(STALE, 0)),
         unsandboxed=len(unsandboxed_rows(frame)), runs=len(frame),
         keep_rate=keep / decided if decided else None,
         baseline=baseline, best=last,
@@ -193,14 +210,17 @@ def _to_next_run(x: pd.Series, y: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def chart_title(counts: Summary) -> str:
-    """`2 baseline runs, 3 experiments: 0 kept, 0 crashed`."""
+    """`2 baseline runs, 3 experiments: 0 kept, 0 crashed` (`, 1 stale` when some were)."""
     seeds = f"{plural(counts.baseline_runs, 'baseline run')}, " if counts.baseline_runs else ""
-    return f"{seeds}{plural(counts.experiments, 'experiment')}: {counts.keep} kept, {counts.crash} crashed"
+    stale = f", {counts.stale} stale" if counts.stale else ""
+    return f"{seeds}{plural(counts.experiments, 'experiment')}: {counts.keep} kept, {counts.crash} crashed{stale}"
 
 
 def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
     """The reference's chart: discarded grey dots, kept green dots labelled, the running best as a step line;
-    the baseline's seeds as blue diamonds of their own, noops as grey crosses.
+    the baseline's seeds as blue diamonds of their own, noops as grey crosses; with lanes, stale candidates as
+    open orange triangles and kept rebases (a stale change re-applied onto the new best) as green dots ringed
+    in orange, so that a reader sees which keeps came through re-applying.
 
     Crash rows (val_bpb 0.0) are left out. With `band`, the gate's noise margin is shaded under the best.
     Draws on `ax` (a new figure when None) and returns the axes.
@@ -212,15 +232,20 @@ def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
     x = _numbers(frame, "experiment")
     value = _numbers(frame, "val_bpb")
     status = frame["status"] if len(frame) else pd.Series(dtype=str)
-    drawn = status.isin(["keep", "discard", NOOP]) & (value > 0)
+    drawn = status.isin(["keep", "discard", NOOP, STALE]) & (value > 0)
     seed = drawn & (kinds(frame) == BASELINE)
-    discarded, kept, noop = (drawn & ~seed & (status == name) for name in ("discard", "keep", NOOP))
+    discarded, kept, noop, stale = (drawn & ~seed & (status == name) for name in ("discard", "keep", NOOP, STALE))
+    rebased = kept & (kinds(frame) == REBASE)
     for shown, style in [
         (discarded, dict(s=14, color="#bbbbbb", label="discarded", zorder=2)),
         (noop, dict(s=18, marker="x", color="#999999", label="no-op (same as parent)", zorder=2)),
+        (stale, dict(s=34, marker="^", facecolors="none", edgecolors="tab:orange", linewidth=1.2,
+                     label="stale (best moved on)", zorder=3)),
         (seed, dict(s=30, marker="D", color="tab:blue", edgecolor="black", linewidth=0.5, label="baseline seeds",
                     zorder=3)),
-        (kept, dict(s=30, color="#2ca02c", edgecolor="black", linewidth=0.5, label="kept", zorder=3)),
+        (kept & ~rebased, dict(s=30, color="#2ca02c", edgecolor="black", linewidth=0.5, label="kept", zorder=3)),
+        (rebased, dict(s=42, color="#2ca02c", edgecolor="tab:orange", linewidth=1.5, label="kept after re-applying",
+                       zorder=3)),
     ]:
         if shown.any():  # an empty series would still take a line in the legend
             ax.scatter(x[shown], value[shown], **style)

@@ -6,6 +6,7 @@ a real child process on a real git repository.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -20,9 +21,9 @@ import pytest
 from autoresearch_kernel import cli, report, results, runstate
 from autoresearch_kernel.dashboard import CONSOLE_LOG, Dashboard, Settings, Snapshot
 from autoresearch_kernel.dashboard.snapshot import console_error, experiment_detail, llm_usage, results_path
-from autoresearch_kernel.dashboard.view import chart_png, status_lines, table_rows
+from autoresearch_kernel.dashboard.view import DashboardView, chart_png, lane_lines, status_lines, table_rows
 from autoresearch_kernel.runner import kill_tree
-from autoresearch_kernel.runstate import LoopStatus
+from autoresearch_kernel.runstate import LaneStatus, LoopStatus
 from loop_fixture import make_repo
 
 REFERENCE_TSV = Path(__file__).with_name("reference_results.tsv")  # the reference project's five columns
@@ -68,6 +69,86 @@ def test_settings_become_the_cli_loop_command():
     offline = Settings(repo="/r", tag="t", model="ignored", budget=30).loop_argv(resume=False)
     assert "--model" not in offline and "--resume" not in offline
     assert offline[offline.index("--budget-seconds") + 1] == "30.0"
+
+
+def test_the_forms_lanes_reach_the_loop_command_only_when_more_than_one():
+    parser = cli.build_parser()
+    two = Settings(repo="/r", tag="t", lanes=2, devices="cuda:0,cuda:1").loop_argv(resume=False)
+    parsed = parser.parse_args(two[3:])
+    assert (parsed.lanes, parsed.devices) == (2, "cuda:0,cuda:1")
+    one = Settings(repo="/r", tag="t").loop_argv(resume=False)
+    assert "--lanes" not in one and "--devices" not in one  # a one-lane form builds the command it always built
+    assert Settings(repo="/r", tag="t", lanes=1).loop_argv(resume=False) == one
+    view = DashboardView(Settings(repo="/r", tag="t"), [], "")
+    assert view.lanes.value == 1 and (view.lanes.min, view.lanes.max) == (1, 64)
+    assert "ark-lanes-field" in view.lanes._dom_classes and "ark-devices" in view.devices._dom_classes
+    view.lanes.value, view.devices.value = 3, " all "
+    assert view.settings("/r").options()["lanes"] == 3 and view.settings("/r").options()["devices"] == "all"
+
+
+def lanes_status(now: float) -> LoopStatus:
+    """Two lanes: the first runs experiment 7 since 30 s on another machine, the second is idle."""
+    lanes = [LaneStatus(1, "cuda:0", "gpu-box", 7, "rebase", "LR <0.04>", started_at=now - 30, timeout_s=600),
+             LaneStatus(2, "cuda:1", "here")]
+    return LoopStatus(tag="t", phase="running", experiment=7, kind="rebase", description="LR <0.04>",
+                      phase_since=now - 30, started_at=now - 300, lanes=[dataclasses.asdict(lane) for lane in lanes])
+
+
+def test_lanes_show_what_runs_where_with_a_bar_each():
+    now = 10_000.0
+    status = lanes_status(now)
+    html = lane_lines(status, 120.0, now, host="here")
+    first, second = html.split("</div>")[:2]
+    assert "lane 1" in first and "cuda:0 on gpu-box" in first  # another machine is named
+    assert "#7 (rebase): LR &lt;0.04&gt;" in first  # escaped
+    assert 'style="width:25%"' in first and "30s, about 1m30s left" in first
+    assert "lane 2" in second and "cuda:1" in second and "here" not in second and "idle" in second
+    assert 'class="ark-lane-bar"' not in second
+    assert "longer than the usual 20s" in lane_lines(status, 20.0, now, host="here")
+    unknown = lane_lines(status, None, now, host="here").split("</div>")[0]  # no run finished, no budget yet
+    assert 'style="width:0%"' in unknown and unknown.endswith("30s")
+
+    frame = pd.DataFrame({"experiment": [1], "status": ["keep"], "kind": ["baseline"], "wall_seconds": [120.0]})
+    lines = status_lines(Snapshot("t", frame, status, running=True, stop_requested=True), now=now, host="here")
+    assert lines.lanes == html and lines.progress == 0.0  # each lane has its bar: no single one
+    assert "1 of 2 lanes busy" in lines.phase and "experiment 7" not in lines.phase
+    assert "stopping after the running experiments" in lines.phase and "left of this experiment" not in lines.times
+    view = DashboardView(Settings(repo="/r", tag="t"), [], "")
+    view.show_status(lines)
+    assert "ark-lanes" in view.lanes_view._dom_classes and view.lanes_view.value == html
+    assert view.lanes_view.layout.display == "" and view.progress.layout.display == "none"
+    assert "running experiments" in view.stop.description
+
+
+def test_one_lane_keeps_the_single_progress_bar():
+    now = 10_000.0
+    status = lanes_status(now)
+    status.lanes = status.lanes[:1]
+    assert lane_lines(status, 120.0, now) == ""
+    frame = pd.DataFrame({"experiment": [1], "status": ["keep"], "kind": ["baseline"], "wall_seconds": [120.0]})
+    lines = status_lines(Snapshot("t", frame, status, running=True, stop_requested=True), now=now)
+    assert lines.lanes == "" and lines.progress == pytest.approx(0.25)
+    assert "experiment 7 (rebase): LR &lt;0.04&gt;" in lines.phase and "stopping after this experiment" in lines.phase
+    assert "about 1m30s left of this experiment" in lines.times
+    view = DashboardView(Settings(repo="/r", tag="t"), [], "")
+    view.show_status(lines)
+    assert view.lanes_view.layout.display == "none" and view.progress.layout.display == ""
+
+
+def test_stale_and_rebase_rows_are_tabulated_and_counted():
+    frame = pd.DataFrame({
+        "commit": ["a000001", "a000002", "a000003", "a000004"], "val_bpb": [1.0, 0.98, 0.97, 0.975],
+        "status": ["keep", "keep", "stale", "keep"], "experiment": [1, 2, 3, 4],
+        "description": ["baseline (seed 0)", "idea", "other", "other"],
+        "kind": ["baseline", "candidate", "candidate", "rebase"],
+        "failure": ["", "", "stale: the best moved on from a000001 to a000002 while it ran; re-applied there as "
+                    "experiment 4", ""],
+    })
+    table = [label.replace("\u00a0", " ") for label, _ in table_rows(frame)]
+    assert table[2].split()[3:] == ["stale", "[re-applied", "as", "#4]", "other"]
+    assert table[3].split()[3:] == ["keep", "[rebase]", "other"]
+    lines = status_lines(Snapshot("t", frame, None, running=False))
+    assert "keep <b>2</b> · discard <b>0</b> · crash <b>0</b> · stale <b>1</b>" in lines.counts
 
 
 def test_reference_results_tsv_is_counted_and_tabulated():

@@ -19,17 +19,19 @@ REFERENCE = (
     "e5f6g7h\t0.990000\t44.1\tkeep\tdepth 9\n"
 )
 BASE = dict(memory_gb=1.0, margin=0.002, noise_std=0.001)
+FIRST_ROWS = (  # two baseline seeds, then a kept idea: how the runs below begin
+    Row("aaaaaaa", 1.000, status="keep", description="baseline (seed 0)", experiment=1, kind="baseline", **BASE),
+    Row("aaaaaaa", 1.002, status="keep", description="baseline (seed 1)", experiment=2, kind="baseline",
+        best=1.001, **BASE),
+    Row("bbbbbbb", 0.990, status="keep", description="MATRIX_LR 0.04 -> 0.05", experiment=3, best=0.990, **BASE),
+)
 
 
 @pytest.fixture
 def ours(tmp_path):
     path = tmp_path / "results.tsv"
     results.append(
-        path,
-        Row("aaaaaaa", 1.000, status="keep", description="baseline (seed 0)", experiment=1, kind="baseline", **BASE),
-        Row("aaaaaaa", 1.002, status="keep", description="baseline (seed 1)", experiment=2, kind="baseline",
-            best=1.001, **BASE),
-        Row("bbbbbbb", 0.990, status="keep", description="MATRIX_LR 0.04 -> 0.05", experiment=3, best=0.990, **BASE),
+        path, *FIRST_ROWS,
         Row("ccccccc", 1.100, status="discard", description="DEPTH 4 -> 2", experiment=4, best=0.990, **BASE),
         Row("ddddddd", None, status="crash", description="boom", experiment=5, best=0.990, **BASE),
         Row("eeeeeee", 0.9799, status="keep", description="WARMDOWN 0.5 -> 0.6", experiment=6, best=0.980, **BASE),
@@ -158,6 +160,52 @@ def test_noop_and_unsandboxed_rows_are_counted_apart(nothing_kept):
     assert {c.get_label(): len(c.get_offsets()) for c in ax.collections}["no-op (same as parent)"] == 1
     bwrap_only = report.summary(results.load(with_marks(path, statuses={}, sandbox={})))
     assert bwrap_only.unsandboxed == 0 and len(bwrap_only.lines()) == 2
+
+
+@pytest.fixture
+def with_lanes(tmp_path):
+    """Two lanes: idea 4 beat the best after idea 3 had moved it, and was re-applied as 6 (kept); idea 7 beat
+    a moved best too, and its change did not apply there."""
+    path = tmp_path / "results.tsv"
+    moved = "stale: the best moved on from aaaaaaa to bbbbbbb while it ran"
+    results.append(
+        path, *FIRST_ROWS,
+        Row("ccccccc", 0.985, status="stale", description="DEPTH 4 -> 5", experiment=4, best=0.990,
+            failure=f"{moved}; re-applied there as experiment 6", **BASE),
+        Row("ddddddd", 1.100, status="discard", description="WARMDOWN 0.5 -> 0.6", experiment=5, best=0.990, **BASE),
+        Row("eeeeeee", 0.982, status="keep", description="DEPTH 4 -> 5", experiment=6, kind="rebase", best=0.982,
+            **BASE),
+        Row("fffffff", 0.984, status="stale", description="HEADS 4 -> 8", experiment=7, best=0.982,
+            failure=f"{moved}, and its change does not apply there", **BASE),
+    )
+    return path
+
+
+def test_stale_candidates_are_counted_apart_and_rebases_as_candidates(with_lanes):
+    """A stale row is neither a keep nor a discard (its change was decided again, or could not be): it stays out
+    of the keep rate like a noop, and the counts still add up to the experiments."""
+    frame = results.load(with_lanes)
+    summary = report.summary(frame)
+    assert (summary.experiments, summary.keep, summary.discard, summary.crash, summary.stale) == (5, 2, 1, 0, 2)
+    assert summary.keep + summary.discard + summary.crash + summary.noop + summary.stale == summary.experiments
+    assert summary.keep_rate == pytest.approx(2 / 3)
+    assert summary.lines()[0].endswith("5 experiments: keep 2, discard 1, crash 0, stale 2, keep rate 67%")
+    assert report.chart_title(summary) == "2 baseline runs, 5 experiments: 2 kept, 0 crashed, 2 stale"
+    assert report.kept_changes(frame)["description"].tolist() == ["MATRIX_LR 0.04 -> 0.05", "DEPTH 4 -> 5"]
+    assert [report.rebased_as(failure) for failure in frame["failure"].fillna("").iloc[3:7:3]] == [6, None]
+    assert ", stale" not in report.summary(results.load(with_marks(with_lanes, {4: "discard", 7: "discard"}, {}))
+                                            ).lines()[0]
+
+
+def test_the_chart_marks_stale_candidates_and_kept_rebases(with_lanes):
+    ax = report.progress_chart(results.load(with_lanes), band=True)
+    drawn = {c.get_label(): len(c.get_offsets()) for c in ax.collections if c.get_label() != "gate margin (noise)"}
+    assert drawn == {"baseline seeds": 2, "kept": 1, "kept after re-applying": 1, "stale (best moved on)": 2,
+                     "discarded": 1}
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "stale (best moved on)" in legend and "kept after re-applying" in legend
+    assert [text.get_text() for text in ax.texts] == ["MATRIX_LR 0.04 -> 0.05", "DEPTH 4 -> 5"]  # kept ideas labelled
+    assert ax.get_ylim()[0] < 0.982
 
 
 def test_report_writes_the_png_and_lines(ours):

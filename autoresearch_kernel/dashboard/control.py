@@ -39,6 +39,8 @@ class Settings:
     budget_kind: str = "seconds"  # seconds | tokens: per experiment, as in the CLI
     budget: float = 0.0  # 0: the profile's default
     max_experiments: int = 0  # 0: until stopped
+    lanes: int = 1  # experiments in flight at once; 1 sends nothing (the loop's default, or one per device)
+    devices: str = ""  # "": every lane uses `device`; else cuda:0,cuda:1,... or all
 
     def options(self) -> dict:
         """The form as the loop's options (option name -> command-line value; None: not given)."""
@@ -51,6 +53,8 @@ class Settings:
             "budget_tokens": int(budget) if budget and self.budget_kind == "tokens" else None,
             "budget_seconds": float(budget) if budget and self.budget_kind != "tokens" else None,
             "max_experiments": int(self.max_experiments) if self.max_experiments > 0 else None,
+            # only when asked for: a one-lane form builds the command line it always built
+            "lanes": int(self.lanes) if self.lanes > 1 else None, "devices": self.devices or None,
         }
 
     def loop_argv(self, resume: bool) -> list[str]:

@@ -6,21 +6,24 @@ processes. The widgets carry stable `ark-*` class names: the browser test, and a
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import math
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel import report
+from autoresearch_kernel import report, runstate
 from autoresearch_kernel.dashboard.control import Settings
 from autoresearch_kernel.dashboard.snapshot import PROGRAM, Detail, Snapshot
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"  # the LLM proposer's key: read by the loop process, never by the widgets
+MAX_LANES = 64  # the form's bound on lanes: more would only queue on the same devices
 NBSP = "\u00a0"  # a <select> collapses ordinary spaces, and the table's columns must line up
 
 
@@ -43,8 +46,10 @@ def format_duration(seconds: float | None) -> str:
 def table_rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
     """The results as fixed-width lines for the table (label, experiment number), newest last.
 
-    A baseline seed reads "baseline", not "keep"; a confirmation re-run says so before its description, and
-    so does a run without the sandbox (the column is absent from files written before it existed).
+    A baseline seed reads "baseline", not "keep"; a confirmation re-run and a rebase (a stale candidate's change
+    re-applied onto the new best) say so before their description; a stale row names the experiment that
+    re-applied it when there is one; a run without the sandbox says so too (the column is absent from files
+    written before it existed).
     """
     lines = []
     for record, kind in zip(frame.to_dict("records"), report.kinds(frame)):
@@ -52,8 +57,10 @@ def table_rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
         value = record.get("val_bpb")
         shown = "-" if record.get("status") == "crash" or value is None or pd.isna(value) else f"{value:.6f}"
         commit, status = str(record.get("commit", ""))[:7], report.outcome(str(record.get("status", "")), kind)
+        rebased = report.rebased_as(str(record.get("failure") or "")) if status == report.STALE else None
         marks = "".join(f"[{mark}] " for mark in (
-            kind if kind == report.CONFIRM else "",
+            kind if kind in (report.CONFIRM, report.REBASE) else "",
+            f"re-applied as #{rebased}" if rebased else "",
             "no sandbox" if str(record.get("sandbox", "")) == report.UNSANDBOXED else "",
         ) if mark)
         line = f"{number:>4}  {commit:<7}  {shown:>9}  {status:<8}  {marks}{record.get('description', '')}"
@@ -74,15 +81,17 @@ class StatusLines:
     bar_style: str
     counts: str
     warning: str = ""  # HTML: runs that went without the sandbox; "" when none did
+    lanes: str = ""  # HTML: one line per lane while several run (`lane_lines`); "" with one lane: the bar above
 
 
 def counts_line(counts: report.Summary, usage: tuple[int, float | None]) -> str:
-    """Baseline runs apart from the candidates' keep / discard / crash (/ noop), and the LLM's usage."""
+    """Baseline runs apart from the candidates' keep / discard / crash (/ noop / stale), and the LLM's usage."""
     tokens, cost = usage
     noop = f" · noop <b>{counts.noop}</b>" if counts.noop else ""
+    stale = f" · stale <b>{counts.stale}</b>" if counts.stale else ""
     return (
         f"baseline runs <b>{counts.baseline_runs}</b> · keep <b>{counts.keep}</b> · discard <b>{counts.discard}</b>"
-        f" · crash <b>{counts.crash}</b>{noop}"
+        f" · crash <b>{counts.crash}</b>{noop}{stale}"
         f" · LLM tokens <b>{tokens:,}</b> · cost <b>{'-' if cost is None else f'${cost:.4f}'}</b>"
     )
 
@@ -92,8 +101,59 @@ def sandbox_warning(counts: report.Summary) -> str:
     return f'<span class="ark-warning">{html.escape(text)}</span>' if text else ""
 
 
-def status_lines(snapshot: Snapshot, now: float | None = None) -> StatusLines:
+def lane_progress(elapsed: float | None, expected: float | None) -> tuple[float, str]:
+    """A run's share of the expected time (capped at 1) and what to say of the time left.
+
+    `expected` is the median run so far (`Snapshot.expected_run_seconds`): a run past it is not late yet, only
+    longer than usual, and the lane's wall-clock limit still stands.
+    """
+    if elapsed is None or not expected:
+        return 0.0, ""
+    if elapsed >= expected:
+        return 1.0, f"longer than the usual {format_duration(expected)}"
+    return elapsed / expected, f"about {format_duration(expected - elapsed)} left"
+
+
+def lane_lines(status: runstate.LoopStatus | None, expected_seconds: float | None, now: float, host: str = "") -> str:
+    """One line per lane, as HTML: its number, device (and machine, when it is not `host`), what it runs or
+    "idle", and a bar of the run's elapsed time against the expected one, with the time left.
+
+    "" with one lane (or none reported): the single progress bar shows that lane, as before lanes existed.
+    """
+    known = {field.name for field in dataclasses.fields(runstate.LaneStatus)}  # a newer loop's extra keys: unread
+    lanes = [runstate.LaneStatus(**{k: v for k, v in lane.items() if k in known})
+             for lane in (status.lanes if status else [])]
+    if len(lanes) <= 1:
+        return ""
+    lines = []
+    for lane in lanes:
+        where = html.escape(lane.device or "?")
+        if lane.node and lane.node != host:
+            where += f" on {html.escape(lane.node)}"
+        head = f'<span class="ark-lane-name">lane {lane.lane}</span> <span class="ark-lane-device">{where}</span>'
+        if lane.experiment is None:
+            lines.append(f'<div class="ark-lane ark-lane-idle">{head} · <i>idle</i></div>')
+            continue
+        what = f"#{lane.experiment}" + (f" ({html.escape(lane.kind)})" if lane.kind else "")
+        if lane.description:
+            what += f": {html.escape(lane.description)}"
+        elapsed = now - lane.started_at if lane.started_at else None
+        share, left = lane_progress(elapsed, expected_seconds)
+        times = ", ".join(part for part in (format_duration(elapsed) if elapsed is not None else "", left) if part)
+        bar = f'<span class="ark-lane-bar"><span style="width:{share * 100:.0f}%"></span></span>'
+        lines.append(f'<div class="ark-lane ark-lane-busy">{head} · {what} {bar} {times}</div>')
+    return "".join(lines)
+
+
+def busy_lanes(status: runstate.LoopStatus) -> int:
+    return sum(1 for lane in status.lanes if lane.get("experiment") is not None)
+
+
+def status_lines(snapshot: Snapshot, now: float | None = None, host: str | None = None) -> StatusLines:
+    """The live lines. With several lanes the phase line counts the busy lanes and each lane gets a line of its
+    own (`lane_lines`) instead of the single bar, which follows one experiment (today's look with one lane)."""
     now = time.time() if now is None else now
+    host = platform.node() if host is None else host
     summary = report.summary(snapshot.frame)
     counts, warning = counts_line(summary, snapshot.llm_usage()), sandbox_warning(summary)
     status = snapshot.status
@@ -102,22 +162,27 @@ def status_lines(snapshot: Snapshot, now: float | None = None) -> StatusLines:
     if status is None or not snapshot.running:
         phase = "stopped" if status is not None or len(snapshot.frame) else "not started"
         return StatusLines(f"<b>{html.escape(snapshot.tag)}</b>: {phase}", "", 0.0, "", counts, warning)
-    what = f"experiment {status.experiment}" if status.experiment else ""
-    if status.kind:
-        what += f" ({status.kind})"
-    if status.description:
-        what += f": {html.escape(status.description)}"
-    stopping = " · <i>stopping after this experiment</i>" if snapshot.stop_requested else ""
+    expected = snapshot.expected_run_seconds()
+    lanes = lane_lines(status, expected, now, host)
+    if lanes:  # the phase's experiment is only the one started last: the lanes say what runs where
+        what = f"· {busy_lanes(status)} of {report.plural(len(status.lanes), 'lane')} busy"
+    else:
+        what = f"experiment {status.experiment}" if status.experiment else ""
+        if status.kind:
+            what += f" ({status.kind})"
+        if status.description:
+            what += f": {html.escape(status.description)}"
+    stopping = f" · <i>stopping after {'the running experiments' if lanes else 'this experiment'}</i>" \
+        if snapshot.stop_requested else ""
     phase = f"<b>{html.escape(status.phase)}</b> {what}{stopping}"
     in_phase = now - status.phase_since if status.phase_since else None
     times = [f"run {format_duration(now - status.started_at if status.started_at else None)}",
              f"this phase {format_duration(in_phase)}"]
     progress = 0.0
-    expected = snapshot.expected_run_seconds()
-    if status.phase == "running" and in_phase is not None and expected:
+    if not lanes and status.phase == "running" and in_phase is not None and expected:
         progress = min(in_phase / expected, 1.0)
         times.append(f"about {format_duration(max(expected - in_phase, 0.0))} left of this experiment")
-    return StatusLines(phase, " · ".join(times), progress, "info", counts, warning)
+    return StatusLines(phase, " · ".join(times), progress, "info", counts, warning, lanes)
 
 
 def chart_png(frame: pd.DataFrame, width: float = 9.0, height: float = 3.6) -> bytes:
@@ -171,6 +236,11 @@ STYLE = """<style>
 .ark-warning { color: #9a6700; font-weight: 600; }
 .ark-pre { max-height: 320px; overflow: auto; background: var(--jp-layout-color2, #f5f5f5); padding: 4px;
            font-family: var(--jp-code-font-family, monospace); font-size: 12px; white-space: pre; margin: 0; }
+.ark-lane { font-size: 12px; line-height: 20px; }
+.ark-lane-name { font-weight: 600; } .ark-lane-device { font-family: var(--jp-code-font-family, monospace); }
+.ark-lane-bar { display: inline-block; vertical-align: middle; width: 160px; height: 8px; margin: 0 4px;
+                background: var(--jp-layout-color3, #ddd); border-radius: 2px; overflow: hidden; }
+.ark-lane-bar > span { display: block; height: 100%; background: #2196f3; }
 .ark-add { color: #1a7f37; } .ark-del { color: #b00020; } .ark-hunk { color: #6f42c1; }
 </style>"""
 
@@ -218,6 +288,10 @@ class DashboardView:
         self.profile = w.ToggleButtons(options=["cpu", "gpu"], value=settings.profile, description="profile",
                                        tooltip="as the data was prepared")
         self.device = w.Text(value=settings.device, description="device", placeholder="auto | cpu | cuda | cuda:N | mps")
+        self.lanes = w.BoundedIntText(value=settings.lanes, min=1, max=MAX_LANES, description="lanes",
+                                      tooltip="experiments in flight at once (1: one after another)")
+        self.devices = w.Text(value=settings.devices, description="devices", placeholder="cuda:0,cuda:1 or all",
+                              tooltip="the lanes' devices, in turn (empty: every lane uses the device above)")
         self.repo = w.HTML(f"<small>repository: <code>{html.escape(settings.repo)}</code></small>")
         program_view = w.HTML(_pre(program or f"({PROGRAM} not found)"))
         self.program = w.Accordion(children=[program_view], titles=(PROGRAM,), selected_index=None)
@@ -227,11 +301,13 @@ class DashboardView:
         setup = w.VBox([
             self.repo, w.HBox([self.tag, self.tag_note]), self.proposer, self.llm_box,
             w.HBox([self.budget_kind, self.budget]), self.max_experiments, self.data_dir,
-            w.HBox([self.profile, self.device]), self.program,
+            w.HBox([self.profile, self.device]), w.HBox([self.lanes, self.devices]), self.program,
         ])
         # -- controls
         self.start = w.Button(description="Start", button_style="success", icon="play")
-        self.stop = w.Button(description="Stop after this experiment", icon="stop", layout=w.Layout(width="220px"))
+        # with lanes a stop lets every experiment in flight finish (its confirmations too), not just one
+        self.stop = w.Button(description="Stop after the running experiments", icon="stop",
+                             layout=w.Layout(width="270px"))
         self.abort = w.Button(description="Abort now", button_style="danger", icon="times")
         self.error = w.HTML()
         self.error.add_class("ark-error-line")
@@ -241,6 +317,8 @@ class DashboardView:
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="budget",
                                         layout=w.Layout(width="420px"))
         self.times = w.HTML()
+        self.lanes_view = w.HTML(layout=w.Layout(display="none"))  # shown while several lanes run
+        self.lanes_view.add_class("ark-lanes")
         self.counts = w.HTML()
         self.counts.add_class("ark-counts")
         self.warning = w.HTML()
@@ -259,7 +337,8 @@ class DashboardView:
         self.diff = w.HTML()
         self.diff.add_class("ark-diff")
         live = w.VBox([
-            self.phase, w.HBox([self.progress, self.times]), self.counts, self.warning, self.chart_caption, self.chart,
+            self.phase, w.HBox([self.progress, self.times]), self.lanes_view, self.counts, self.warning,
+            self.chart_caption, self.chart,
             w.HTML(f'<div class="ark-mono"><b>{TABLE_HEADER}</b></div>'), self.table,
             self.detail_title, self.link, self.failure, self.diff,
         ])
@@ -268,12 +347,13 @@ class DashboardView:
         ])
         self.root.add_class("ark-dashboard")
         self._setup = [self.tag, self.proposer, self.model, self.base_url, self.budget_kind, self.budget,
-                       self.max_experiments, self.data_dir, self.profile, self.device]
+                       self.max_experiments, self.data_dir, self.profile, self.device, self.lanes, self.devices]
         # Stable class names: the browser test (and a user's CSS) find the fields by them.
         for name, widget in [("tag", self.tag), ("proposer", self.proposer), ("model", self.model),
                              ("endpoint", self.base_url), ("budget-kind", self.budget_kind), ("budget", self.budget),
                              ("max-experiments", self.max_experiments), ("data-dir", self.data_dir),
-                             ("profile", self.profile), ("device", self.device),
+                             ("profile", self.profile), ("device", self.device), ("lanes-field", self.lanes),
+                             ("devices", self.devices),
                              ("start", self.start), ("stop", self.stop), ("abort", self.abort)]:
             widget.add_class(f"ark-{name}")
 
@@ -288,6 +368,7 @@ class DashboardView:
             proposer=self.proposer.value, model=self.model.value.strip(), base_url=self.base_url.value.strip(),
             budget_kind=self.budget_kind.value, budget=float(self.budget.value or 0.0),
             max_experiments=int(self.max_experiments.value or 0),
+            lanes=int(self.lanes.value or 1), devices=self.devices.value.strip(),
         )
 
     # -- showing state
@@ -307,6 +388,9 @@ class DashboardView:
         self.times.value = lines.times
         self.progress.value = lines.progress
         self.progress.bar_style = lines.bar_style
+        self.progress.layout.display = "none" if lines.lanes else ""  # each lane has its own bar then
+        self.lanes_view.value = lines.lanes
+        self.lanes_view.layout.display = "" if lines.lanes else "none"
         self.counts.value = lines.counts
         self.warning.value = lines.warning
 
