@@ -153,8 +153,12 @@ class Lanes:
         return item
 
     def close(self) -> None:
-        """Wait for the jobs still running (an abort has told them to stop) and release the threads."""
+        """Wait for the jobs still running (an abort has told them to stop), release the threads, then what the
+        executor holds (a Ray executor's workers and connection)."""
         self._pool.shutdown(wait=True)
+        close = getattr(self.execute, "close", None)
+        if close is not None:
+            close()
 
 
 def local_executor(run: Callable[[Job, Lane, object], RunResult], score: Callable[[RunResult], RunResult]) -> Execute:

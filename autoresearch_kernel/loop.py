@@ -129,7 +129,7 @@ class Loop:
         if self.config.executor == "ray":
             from autoresearch_kernel.ray_executor import RayExecutor  # Ray is an optional extra
 
-            return RayExecutor(self.config, self.run_folder, self.data_dir, self.jailed, self.lanes)
+            return RayExecutor(self.config, self.run_folder, self.data_dir, self.jailed, self.lanes, self.checks)
         return local_executor(
             lambda job, lane, cancel: run_experiment(self.config, self.run_folder, self.data_dir, self.jailed,
                                                      job, lane, cancel),

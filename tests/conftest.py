@@ -27,6 +27,7 @@ SLOW_MODULES = {
     "test_prepare_notebook",   # the prepare notebook through papermill
     "test_scorer",             # exports and the warm scoring process
     "test_runner",             # papermill kernels: timeouts, kernel deaths
+    "test_ray_executor",       # a Ray cluster on 127.0.0.1, loops on it, killed workers
     "test_train_template",     # the sandbox notebook trains
     "test_jail",               # escape attempts in a jailed kernel
     "test_search_loop",        # the hybrid and optuna proposers in the loop

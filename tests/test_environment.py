@@ -69,7 +69,7 @@ def imported_modules(folder):
     return found - set(sys.stdlib_module_names)
 
 
-@pytest.mark.parametrize("folder, extras", [("autoresearch_kernel", ("search",)), ("tests", ("dev",)),
+@pytest.mark.parametrize("folder, extras", [("autoresearch_kernel", ("search", "ray")), ("tests", ("dev",)),
                                             ("bench", ())])
 def test_every_import_is_declared(folder, extras):
     # A module that only arrives as another package's dependency may vanish with the next release of it.

@@ -198,23 +198,19 @@ class Guard(Checks):
         """The scorer's val_bpb for a run that finished (its kernel's own figures stay, as information)."""
         if not result.ok or not self.scored_outside:
             return result
-        metrics = dict(result.metrics or {}, val_bpb=None)
-        program = program_path_of(result)
-        if metrics.get("export_failure"):
-            return _failed(result, "ExportFailed", f"the model could not be exported for the scorer: "
-                                                   f"{metrics['export_failure']}")
-        if not program.is_file():
-            return _failed(result, "NoProgram", "the run left no exported program (harness.finish exports it)")
-        measured = self._scorer.score(program, bf16=self._device == "cuda")
-        self.scores.append(measured)
-        if not measured.ok:
-            self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
-            return _failed(result, "ScoringFailed", measured.failure)
-        metrics["val_bpb"] = round(measured.val_bpb, 6)
-        scored = dataclasses.replace(result, metrics=metrics)
-        append_summary(result.output_path, metrics, measured.seconds)
-        self.note(f"scored {result.output_path.name}: val_bpb {measured.val_bpb:.6f} in {measured.seconds:.1f} s")
+        scored, measured = score_result(result, self._scorer, self._device)
+        self.record(scored, measured)
         return scored
+
+    def record(self, result, measured) -> None:
+        """Keep a Score measured here or on a Ray node (`score_result`'s), and say in integrity.log what it was."""
+        if measured is None:  # nothing was measured: the run left no program to score
+            return
+        self.scores.append(measured)
+        if measured.ok:
+            self.note(f"scored {result.output_path.name}: val_bpb {measured.val_bpb:.6f} in {measured.seconds:.1f} s")
+        else:
+            self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
 
     def note(self, line: str) -> None:
         """One line in runs/<tag>/integrity.log: what the guard found, for the morning."""
@@ -231,6 +227,29 @@ def scoring_device(device: str) -> str:
     from autoresearch_kernel.harness.experiment import pick_device
 
     return pick_device("auto").type
+
+
+def score_result(result, scorer: Scorer, device: str):
+    """(the result as scored, the Score or None): the scorer's val_bpb replaces whatever the kernel wrote, and
+    its summary is appended to the executed notebook; a run without a program to score is a crash. Called by
+    the loop's Guard and by a Ray node's lane worker (ray_executor), each with its own warm scorer.
+
+    `device`: the scorer's device type (cuda scores under bf16, as the program was traced)."""
+    if not result.ok:
+        return result, None
+    metrics = dict(result.metrics or {}, val_bpb=None)
+    program = program_path_of(result)
+    if metrics.get("export_failure"):
+        return _failed(result, "ExportFailed", f"the model could not be exported for the scorer: "
+                                               f"{metrics['export_failure']}"), None
+    if not program.is_file():
+        return _failed(result, "NoProgram", "the run left no exported program (harness.finish exports it)"), None
+    measured = scorer.score(program, bf16=device == "cuda")
+    if not measured.ok:
+        return _failed(result, "ScoringFailed", measured.failure), measured
+    metrics["val_bpb"] = round(measured.val_bpb, 6)
+    append_summary(result.output_path, metrics, measured.seconds)
+    return dataclasses.replace(result, metrics=metrics), measured
 
 
 def _failed(result, name: str, message: str):

@@ -1,0 +1,552 @@
+"""The Ray executor (`--executor ray`): each experiment runs on some node of a Ray cluster, with its lane's resources.
+
+Ray does what a home-made distribution would have to: it places work by resources (a GPU, a share of cores)
+on whichever node has room, ships the notebook and the files both ways, and says when a worker or a node
+died. The loop stays where it is (the repository, git, results.tsv, the gate); only runs travel.
+
+    loop side (RayExecutor, called by a lane's thread)          node side (LaneWorker, one Ray actor per lane)
+    job -> the candidate notebook's text + the run's settings   start: same package and data as the loop?
+        ----------------------------------------------------->  run: launch.run_experiment in the jail, in a
+                                                                     node-local folder; score (warm scorer)
+        <-----------------------------------------------------  the run's files + its RunResult
+    files -> run_folder.experiment(n, commit)/, RunResult there, `node` set
+
+The actor is threaded (two calls at once), so that `abort` reaches it while `run` runs: the runner's cancel
+flag then kills the jailed process tree. A worker or node lost mid-run (the actor's process killed, the node
+gone) costs one retry on a new actor; lost again, the run is a crash whose reason says so. Either way the
+loop gets exactly one outcome per job. Ray is an optional extra: only this module imports it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import psutil
+import ray
+from ray import exceptions as ray_errors
+
+import autoresearch_kernel
+from autoresearch_kernel.errors import AutoresearchError, DataError
+from autoresearch_kernel.integrity import scorer
+from autoresearch_kernel.lanes import Job, Lane
+from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.runner import POLL_SECONDS, RunResult
+from autoresearch_kernel.settings import LoopConfig
+
+# A worker that does not come up within this long (no node has room, a slow first prepare of the data, a
+# package import on a cold disk) stops the loop with a message; the run is not lost (a resume runs it).
+START_TIMEOUT_S = 600.0
+# After the loop's abort, how long the worker has to stop its run and answer before it is killed.
+ABORT_GRACE_S = 30.0
+# Past the run's own limit, the scorer's and this, a silent worker is taken for lost (a node cut off).
+SILENCE_S = 300.0
+RETRIES = 1  # a run whose worker died runs once more on a new worker
+# The files a run wrote come back through Ray's object store; a larger file (a huge checkpoint) stays behind,
+# and a note in the experiment's folder says so.
+MAX_FILE_BYTES = 2 * 1024**3
+SCORER_S = scorer.START_TIMEOUT_S + scorer.TIMEOUT_S  # the node's scorer may take this long on top of the run
+SCRATCH = "autoresearch-ray-"  # node-local run folders: <tmp>/autoresearch-ray-<worker pid>-<random>/
+CONNECT_S = 10.0  # how long the cluster's address has to accept a connection
+CLOSE_S = 10.0  # at the end, how long the workers have to stop their scorers and remove their folders
+
+class WorkerSilent(Exception):
+    """A worker that said nothing past every limit of its run: taken for lost (its node cut off)."""
+
+
+# What a lost worker or node looks like from the loop (a RayActorError whose actor failed to start is not).
+LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.NodeDiedError,
+        ray_errors.ObjectLostError, ray_errors.LocalRayletDiedError, WorkerSilent)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The prepared data a node must hold: the loop's manifest's source and file hashes."""
+
+    source: str
+    files: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What every node must agree on with the loop, and how its worker runs and scores."""
+
+    version: str  # autoresearch_kernel.__version__
+    fingerprint: str  # package_fingerprint(): the package's source files
+    data_dir: str
+    profile: str
+    data: PreparedData | None  # None: the loop has none prepared (its notebook reads no data), nothing to check
+    jailed: bool
+    scored_outside: bool  # the loop's Guard decided: the node's worker scores with a warm scorer of its own
+
+
+@dataclass(frozen=True)
+class Order:
+    """One run, as a node gets it. Only these settings travel: the loop's config also holds proposer options
+    (an API key among them), which no node needs."""
+
+    job: Job
+    notebook: str  # the committed candidate's text
+    profile: str
+    budget_seconds: float
+    budget_tokens: int
+    timeout_s: float  # the whole-notebook wall-clock limit
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """Where a lane's worker runs."""
+
+    node: str  # "<ip>/<node id prefix>": what the rows' `node` column says
+    pid: int  # the worker's process
+    device: str  # the lane's device on that node (a cuda lane: the GPU Ray gave it)
+
+
+@dataclass
+class Shipped:
+    """A finished run, as a node sends it back."""
+
+    result: RunResult  # its paths are the node's
+    files: dict[str, bytes]  # the experiment folder's files, by path relative to it
+    left: dict[str, int]  # files too large to send: path -> bytes
+    measured: scorer.Score | None  # the node's scorer's measurement, when it scored (for the integrity log)
+
+
+# -- the loop side ---------------------------------------------------------------------------------------
+class RayExecutor:
+    """`execute(job, lane, cancel) -> RunResult` on a Ray cluster, for `lanes.Lanes`; `close()` at the end."""
+
+    def __init__(self, config: LoopConfig, run_folder: RunFolder, data_dir: str, jailed: bool, lanes: list[Lane],
+                 checks=None):
+        self.config, self.run_folder, self.data_dir, self.jailed = config, run_folder, data_dir, jailed
+        self.checks = checks  # the loop's integrity hooks: its Guard says whether runs are scored outside
+        self._workers: dict[int, tuple[object, NodeInfo]] = {}  # lane index -> (actor, where it runs)
+        self._expected: Expected | None = None
+        self._lock = threading.Lock()  # lane threads: the first one works out what the nodes must hold
+        self._scoring = threading.Lock()  # checks that score on the loop side do it one run at a time
+        self._connected = connect(config.ray_address)
+        try:
+            check_room(lanes)
+        except AutoresearchError:
+            self.close()
+            raise
+
+    # -- one job (a lane's thread) ------------------------------------------------------------------------
+    def __call__(self, job: Job, lane: Lane, cancel) -> RunResult:
+        order = Order(job, self.run_folder.candidate(job.number, job.commit).read_text(encoding="utf-8"),
+                      self.config.profile, float(self.config.budget_seconds), int(self.config.budget_tokens),
+                      self.config.run_timeout(), lane.threads)
+        lost = None
+        for _ in range(1 + RETRIES):
+            if cancel.is_set():
+                return self._aborted(job)
+            try:
+                worker = self._worker(lane, cancel)
+                if worker is None:
+                    return self._aborted(job)
+                shipped = self._run(worker, lane, order, cancel)
+            except LOST as error:
+                self._drop(lane)
+                if cancel.is_set():  # killed on purpose, or lost while aborting: either way, no row
+                    return self._aborted(job)
+                lost = error
+                continue
+            if shipped is None:
+                return self._aborted(job)
+            return self._unpack(job, shipped, worker[1].node)
+        return self._lost(job, lost)
+
+    def _worker(self, lane: Lane, cancel) -> tuple[object, NodeInfo] | None:
+        """The lane's actor, started (and checked) on first use or after a loss; None when cancelled meanwhile."""
+        if lane.index in self._workers:
+            return self._workers[lane.index]
+        actor = LaneWorker.options(**resources(lane)).remote(self._expect(), lane)
+        reference = actor.start.remote()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ray.wait([reference], timeout=POLL_SECONDS)[0]:
+            if cancel.is_set() or time.monotonic() > deadline:
+                _kill(actor)
+                if cancel.is_set():
+                    return None
+                raise AutoresearchError(
+                    f"no node of the Ray cluster started {lane.label} ({_needs(lane)}) within {START_TIMEOUT_S:.0f} s: "
+                    "add a node with room, or lower --lanes; then resume the tag")
+        try:
+            info = _get(reference)
+        except BaseException as error:
+            _kill(actor)  # a node that does not match, or a worker that died while it started
+            if isinstance(error, ray_errors.RayActorError) and getattr(error, "actor_init_failed", False):
+                raise AutoresearchError(
+                    f"{lane.label}'s Ray worker could not start on its node ({_first_line(error)}): install this "
+                    "version of autoresearch_kernel, with its ray extra, on every node") from None
+            raise
+        self._workers[lane.index] = (actor, info)
+        return actor, info
+
+    def _run(self, worker, lane: Lane, order: Order, cancel) -> Shipped | None:
+        """Run the order on the worker, passing on the loop's abort; None when an aborted worker had to be killed."""
+        actor, _ = worker
+        reference = actor.run.remote(order)
+        deadline = time.monotonic() + order.timeout_s + SILENCE_S + SCORER_S
+        aborting = False
+        while not ray.wait([reference], timeout=POLL_SECONDS)[0]:
+            if cancel.is_set() and not aborting:
+                actor.abort.remote(order.job.number)
+                aborting, deadline = True, time.monotonic() + ABORT_GRACE_S
+            if time.monotonic() > deadline:
+                self._drop(lane)
+                if aborting:
+                    return None
+                raise WorkerSilent(f"no answer within {order.timeout_s + SILENCE_S + SCORER_S:.0f} s")
+        return _get(reference)
+
+    def _unpack(self, job: Job, shipped: Shipped, node: str) -> RunResult:
+        """The node's files written into the run folder, and the result pointing there (scored, unless aborted)."""
+        folder = self._fresh_folder(job)
+        for name, data in shipped.files.items():
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        for name, size in shipped.left.items():
+            (folder / f"{name}.not-copied.txt").write_text(
+                f"{name}: {size:,} bytes, more than the Ray executor copies back ({MAX_FILE_BYTES:,}); it was "
+                f"written on node {node} and removed there with the run's folder\n", encoding="utf-8")
+        result = dataclasses.replace(shipped.result, output_path=folder / shipped.result.output_path.name,
+                                     log_path=folder / shipped.result.log_path.name, node=node)
+        if result.status == "aborted" or self.checks is None:
+            return result
+        with self._scoring:
+            if not self._expect().scored_outside:
+                return self.checks.score(result)
+            record = getattr(self.checks, "record", None)  # scored on the node: the Guard keeps the record
+            if record is not None:
+                record(result, shipped.measured)
+            return result
+
+    def _aborted(self, job: Job) -> RunResult:
+        folder = self.run_folder.experiment(job.number, job.commit)
+        return RunResult("aborted", None, 0.0, folder / f"{folder.name}.ipynb", folder / f"{folder.name}.log",
+                         "Aborted", "the run was aborted by the user")
+
+    def _lost(self, job: Job, error: BaseException) -> RunResult:
+        """A crash whose reason says that the worker died twice, with the candidate as its notebook."""
+        folder = self._fresh_folder(job)
+        message = (f"lost: the Ray worker died {1 + RETRIES} times while running it (its process killed, out of "
+                   f"memory, or its node gone): {_first_line(error)}")
+        output, log = folder / f"{folder.name}.ipynb", folder / f"{folder.name}.log"
+        notebook = nbformat.reads(self.run_folder.candidate(job.number, job.commit).read_text(encoding="utf-8"),
+                                  as_version=4)
+        notebook.cells.append(nbformat.v4.new_markdown_cell(f"**Not run to its end**: {message}"))
+        nbformat.write(notebook, output)
+        log.write_text(f"{error}\n", encoding="utf-8")
+        return RunResult("crash", None, 0.0, output, log, "WorkerLost", message)
+
+    def _fresh_folder(self, job: Job) -> Path:
+        folder = self.run_folder.experiment(job.number, job.commit)
+        shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
+        folder.mkdir(parents=True)
+        return folder
+
+    def _drop(self, lane: Lane) -> None:
+        """Forget (and kill, if it still runs) the lane's worker: the next run starts a new one."""
+        worker = self._workers.pop(lane.index, None)
+        if worker is not None:
+            _kill(worker[0])
+
+    def _expect(self) -> Expected:
+        """What the nodes must hold, worked out at the first run (the Guard decides on scoring by then)."""
+        with self._lock:
+            if self._expected is None:
+                self._expected = Expected(
+                    autoresearch_kernel.__version__, package_fingerprint(), self.data_dir, self.config.profile,
+                    prepared_data(self.data_dir, self.config.profile), self.jailed,
+                    getattr(self.checks, "scored_outside", None) is True)
+            return self._expected
+
+    # -- the end ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the workers (their scorers, their folders), and the connection this executor made."""
+        workers, self._workers = list(self._workers.values()), {}
+        stopping = [actor.close.remote() for actor, _ in workers]
+        if stopping:
+            ray.wait(stopping, num_returns=len(stopping), timeout=CLOSE_S)
+        for actor, _ in workers:
+            _kill(actor)
+        if self._connected:
+            ray.shutdown()
+            self._connected = False
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at `address` (else $RAY_ADDRESS, else a local Ray); True when this call connected."""
+    if ray.is_initialized():  # the user's own session (a notebook): used, and left to them
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    where = address or "a local Ray instance"
+    fix = "start it with `ray start --head`, or give its address with --ray-address"
+    # ray.init keeps retrying an address where nothing listens, for minutes: ask it first (HOST:PORT only)
+    host, _, port = (address or "").rpartition(":")
+    if host and port.isdigit() and "://" not in host:
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_S).close()
+        except OSError as error:
+            raise AutoresearchError(f"nothing answers at {address} ({error.strerror or error}): {fix}") from None
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise AutoresearchError(f"cannot join the Ray cluster at {where} ({_first_line(error)}): {fix}") from None
+    return True
+
+
+def resources(lane: Lane) -> dict:
+    """The actor's resources: a GPU for a cuda lane, else the lane's share of cores."""
+    return {"num_gpus": 1} if lane.device.startswith("cuda") else {"num_cpus": lane.threads or 1}
+
+
+def _needs(lane: Lane) -> str:
+    return "1 GPU" if lane.device.startswith("cuda") else f"{lane.threads or 1} CPU"
+
+
+def check_room(lanes: list[Lane]) -> None:
+    """AutoresearchError when the cluster cannot hold the lanes at once (a worker would wait forever)."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for kind, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+        needs = [resources(lane).get(key, 0) for lane in lanes]
+        if not any(needs):
+            continue
+        largest = max((node.get(kind, 0) for node in nodes), default=0)
+        total = sum(node.get(kind, 0) for node in nodes)
+        if max(needs) > largest or sum(needs) > total:
+            raise AutoresearchError(
+                f"the Ray cluster has {total:g} {kind} ({largest:g} on its largest node) but the {len(lanes)} lanes "
+                f"need {sum(needs):g} ({max(needs):g} on one node): lower --lanes, or add nodes")
+
+
+def package_fingerprint() -> str:
+    """sha256 over the package's source files (their names and contents): equal only for the same code."""
+    root = Path(autoresearch_kernel.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def prepared_data(data_dir: str, profile: str) -> PreparedData | None:
+    """The prepared data's source and file hashes, from its manifest; None when there is none."""
+    from autoresearch_kernel.harness.manifest import MANIFEST, Manifest
+    from autoresearch_kernel.harness.prepare import prepare_command
+
+    path = Path(data_dir) / profile / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = Manifest.load(path, prepare_command(profile, data_dir))
+    return PreparedData(manifest.source, dict(manifest.files))
+
+
+def _get(reference):
+    """ray.get, with the project's own errors raised on a node (a node that does not match) as themselves."""
+    try:
+        return ray.get(reference)
+    except ray_errors.RayTaskError as error:
+        if isinstance(error.cause, AutoresearchError):
+            raise AutoresearchError(str(error.cause)) from None
+        raise
+
+
+def _kill(actor) -> None:
+    try:
+        ray.kill(actor)
+    except (ValueError, ray_errors.RayError):  # already gone
+        pass
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+# -- the node side ---------------------------------------------------------------------------------------
+class _Flag:
+    """The runner's cancel flag for one job: set by `LaneWorker.abort` from the loop."""
+
+    def __init__(self, aborted: set[int], number: int):
+        self.aborted, self.number = aborted, number
+
+    def is_set(self) -> bool:
+        return self.number in self.aborted
+
+
+@ray.remote(max_concurrency=2)  # run, and an abort while it runs
+class LaneWorker:
+    """One lane's worker on some node: checks the node once, then runs the lane's jobs one after another in a
+    node-local run folder, scoring them with a warm scorer of its own when the loop scores outside."""
+
+    def __init__(self, expected: Expected, lane: Lane):
+        self.expected, self.lane, self.device = expected, lane, lane.device
+        self.folder: RunFolder | None = None  # made once the node passed its checks
+        self.aborted: set[int] = set()  # the job numbers the loop aborted
+        self.scorer = None
+        self.scorer_type = "cpu"
+
+    def start(self) -> NodeInfo:
+        context = ray.get_runtime_context()
+        node = f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}"
+        check_node(self.expected, node)
+        self.folder = RunFolder(scratch_folder())
+        if self.lane.device.startswith("cuda"):  # the GPU Ray gave this actor, by its index on the node
+            self.device = f"cuda:{ray.get_gpu_ids()[0]}"
+        if self.expected.scored_outside:
+            self._start_scorer()
+        return NodeInfo(node, os.getpid(), self.device)
+
+    def _start_scorer(self) -> None:
+        """The node's scorer, as the loop's Guard makes its own: on the lane's device, jailed like the runs."""
+        from autoresearch_kernel.integrity.guard import scoring_device
+        from autoresearch_kernel.integrity.jail import Jail
+        from autoresearch_kernel.integrity.scorer import Scorer
+
+        device = self.device if self.device.startswith("cuda") else scoring_device(self.device)
+        self.scorer_type = device.split(":")[0]
+        jail = None
+        if self.expected.jailed:  # read-only: the data (validation included) and the experiments' folders
+            data = Path(self.expected.data_dir) / self.expected.profile
+            self.folder.notebooks.mkdir(parents=True, exist_ok=True)
+            jail = Jail(readonly=(data, self.folder.notebooks), gpu=self.scorer_type == "cuda")
+        self.scorer = Scorer(self.expected.data_dir, self.expected.profile, device, jail, self.folder.scorer_log)
+
+    def run(self, order: Order) -> Shipped:
+        from autoresearch_kernel.integrity.guard import score_result
+        from autoresearch_kernel.launch import run_experiment
+
+        job = order.job
+        notebook = self.folder.candidate(job.number, job.commit)
+        output_folder = self.folder.experiment(job.number, job.commit)
+        notebook.parent.mkdir(parents=True, exist_ok=True)
+        notebook.write_text(order.notebook, encoding="utf-8")
+        config = LoopConfig(profile=order.profile, budget_seconds=order.budget_seconds,
+                            budget_tokens=order.budget_tokens, timeout_s=order.timeout_s)
+        lane = dataclasses.replace(self.lane, device=self.device, threads=order.threads)
+        try:
+            result = run_experiment(config, self.folder, self.expected.data_dir, self.expected.jailed, job, lane,
+                                    _Flag(self.aborted, job.number))
+            measured = None
+            if self.scorer is not None and result.ok:
+                result, measured = score_result(result, self.scorer, self.scorer_type)
+            files, left = pack(output_folder)
+            return Shipped(result, files, left, measured)
+        finally:
+            self.aborted.discard(job.number)
+            shutil.rmtree(output_folder, ignore_errors=True)
+            notebook.unlink(missing_ok=True)
+
+    def abort(self, number: int) -> None:
+        self.aborted.add(number)
+
+    def close(self) -> None:
+        if self.scorer is not None:
+            self.scorer.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder.path, ignore_errors=True)
+
+
+def scratch_folder() -> Path:
+    """A node-local folder for a worker's runs, named after its process. The folders of workers that died
+    (killed, lost with their runs) are removed first: nobody else would."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{SCRATCH}*-*"):
+        pid = stale.name.removeprefix(SCRATCH).split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH}{os.getpid()}-"))
+
+
+def pack(folder: Path) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The folder's regular files (path relative to it -> bytes), and those too large to send (-> size).
+
+    Links are left out: the experiment wrote this folder, and a link could point at any file of the node."""
+    files: dict[str, bytes] = {}
+    left: dict[str, int] = {}
+    for root, _, names in os.walk(folder):  # does not descend into linked folders
+        for name in names:
+            path = Path(root) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            relative, size = str(path.relative_to(folder)), path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                left[relative] = size
+            else:
+                files[relative] = path.read_bytes()
+    return files, left
+
+
+def check_node(expected: Expected, node: str) -> None:
+    """AutoresearchError unless this node runs the loop's package, can jail, and holds the loop's data
+    (the embedded corpus is prepared here when missing: it ships with the package)."""
+    from autoresearch_kernel.integrity import jail
+
+    version, fingerprint = autoresearch_kernel.__version__, package_fingerprint()
+    if (version, fingerprint) != (expected.version, expected.fingerprint):
+        raise AutoresearchError(
+            f"node {node} runs autoresearch_kernel {version} (sources {fingerprint[:12]}) but the loop runs "
+            f"{expected.version} (sources {expected.fingerprint[:12]}): install the loop's version on every node")
+    if expected.jailed:
+        reason = jail.unavailable_reason()
+        if reason:
+            raise AutoresearchError(f"node {node} cannot make the experiments' jail: {reason}")
+    if expected.data is not None:
+        check_data(expected, node)
+
+
+def check_data(expected: Expected, node: str) -> None:
+    from autoresearch_kernel.harness.data import load_prepared
+    from autoresearch_kernel.harness.manifest import MANIFEST
+    from autoresearch_kernel.harness.prepare import prepare, prepare_command
+
+    data_dir, profile, wanted = expected.data_dir, expected.profile, expected.data
+    command = prepare_command(profile, data_dir, wanted.source if wanted.source in ("embedded", "climbmix")
+                              else f'"{wanted.source}"')
+    try:
+        if not (Path(data_dir) / profile / MANIFEST).is_file():
+            if wanted.source != "embedded":
+                raise AutoresearchError(f"node {node} has no prepared data for profile {profile} in {data_dir}: "
+                                        f"prepare it there from the loop's source ({command})")
+            with _prepare_lock(Path(data_dir), profile):  # lanes on one node: one prepares, the others wait
+                if not (Path(data_dir) / profile / MANIFEST).is_file():
+                    prepare("embedded", profile, data_dir, progress=False)
+        found = load_prepared(data_dir, profile).manifest.files
+    except DataError as error:
+        raise AutoresearchError(f"node {node}: {error}") from None
+    except OSError as error:  # the lock or the folder cannot be made there
+        raise AutoresearchError(f"node {node} cannot prepare the data in {data_dir} ({error}): prepare it there "
+                                f"({command}), or give a --data-dir that every node can write") from None
+    if found != wanted.files:
+        raise AutoresearchError(
+            f"node {node} holds other prepared data in {data_dir}/{profile} than the loop (the file hashes of "
+            f"its manifest differ): prepare it there from the loop's source ({command}), or copy the loop's")
+
+
+class _prepare_lock:
+    """An exclusive lock on <data_dir>/.<profile>.prepare.lock (flock: released if the process dies)."""
+
+    def __init__(self, data_dir: Path, profile: str):
+        self.path = data_dir / f".{profile}.prepare.lock"
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
