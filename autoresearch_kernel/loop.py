@@ -312,7 +312,7 @@ class Loop:
                                records.Usage(**usage), records.where_from(outcome, outcome.job.queued_at))
         row = dataclasses.replace(row, proposer="" if flight.kind == "baseline" else self.proposer_name(flight))
         excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
-        return self.settler.run_finished(flight, row, excerpt)
+        return self.settler.run_finished(flight, row, excerpt, result.error_name)
 
     # -- pieces -------------------------------------------------------------------------------------------
     def proposer_name(self, flight: Pending) -> str:

@@ -31,6 +31,8 @@ from autoresearch_kernel.workspace import short
 FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal sees
 # Statuses whose runs are never needed again: their weights are deleted (GPU ones are large).
 REVERTED_WITHOUT_WEIGHTS = ("discard", "noop", "stale")
+# Crashes that are the machine's, not the code's: no fix proposal is asked for (the code may be fine).
+NOT_THE_CODE = ("WorkerLost",)
 
 
 class Settler:
@@ -48,8 +50,9 @@ class Settler:
         return self.loop.records
 
     # -- a run finished -------------------------------------------------------------------------------------
-    def run_finished(self, flight: Pending, row: Row, excerpt: str) -> list[Row]:
-        """Record the run in the flight; settle the flight when its runs decide it. Returns the rows written."""
+    def run_finished(self, flight: Pending, row: Row, excerpt: str, error_name: str | None = None) -> list[Row]:
+        """Record the run in the flight; settle the flight when its runs decide it. Returns the rows written.
+        `error_name`: the run's error (RunResult.error_name), for a crash."""
         flight.runs.append(dataclasses.asdict(row))
         self.loop.save()
         if flight.kind == "baseline":
@@ -62,7 +65,7 @@ class Settler:
             flight.queued_at = time.time()
             self.loop.save()
             return []
-        return self.settle(flight, decision, excerpt=excerpt)
+        return self.settle(flight, decision, excerpt=excerpt, fixable=error_name not in NOT_THE_CODE)
 
     def interrupted(self, flight: Pending) -> list[Row]:
         return self.settle(flight, self._crash("interrupted: the loop stopped during this experiment more than "
