@@ -10,10 +10,11 @@
    proposer, 1 lane (the kernel's default threads) against 2 lanes (each half the cores).
 
     python bench/bench_lanes.py [--lanes 1,2,4,8] [--experiments 16] [--sleep 20] [--executor local|ray]
-    python bench/bench_lanes.py --real [--experiments 4] [--budget-tokens 32768]
+    python bench/bench_lanes.py --real [--experiments 4] [--budget-tokens 32768] [--devices cuda:0]
 
 Scheduling: about 2 x M x S / N + start-up per lane count (M=16, S=20: about 12 minutes for 1,2,4,8).
-The real workload: about a minute per experiment on this machine's 2 cores at 32,768 tokens.
+The real workload: about a minute per experiment on this machine's 2 cores at 32,768 tokens. With
+`--devices cuda:0` on a GPU machine: 1 and 2 lanes of the cpu profile's model sharing that GPU.
 """
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def real(args) -> None:
     one = None
     for lanes in (1, 2):
         with tempfile.TemporaryDirectory(prefix="bench_lanes_real_") as temporary:
-            config = LoopConfig(repo=project(Path(temporary)), tag="real", data_dir=str(data_dir), device="cpu",
+            config = LoopConfig(repo=project(Path(temporary)), tag="real", data_dir=str(data_dir),
+                                device="cuda" if args.devices else "cpu", devices=args.devices,
                                 budget_tokens=args.budget_tokens, baseline_seeds=(0, 1), lanes=lanes,
                                 max_experiments=args.experiments)
             loop_rows, span = run_loop(config, MutateProposer(seed=0))
@@ -167,7 +169,7 @@ def real(args) -> None:
         per_hour = len(runs) / span * 3600
         one = one or per_hour
         best = min(r.best for r in loop_rows if r.best is not None)
-        threads = "default" if lanes == 1 else "1 each"
+        threads = args.devices or ("default" if lanes == 1 else "1 each")
         print(f"{lanes:>5} {threads:>8} {span:>7.1f}s {per_hour:>9.1f} {per_hour / one:>8.2f}x "
               f"{statistics.fmean(r.wall_seconds for r in runs):>8.1f}s {best:>9.6f}")
 
@@ -181,6 +183,8 @@ def main() -> None:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--real", action="store_true", help="the shipped notebook, 1 against 2 lanes")
     parser.add_argument("--budget-tokens", type=int, default=32_768)
+    parser.add_argument("--devices", default=None,
+                        help="--real on a GPU box: e.g. cuda:0, which 1 and 2 lanes then share (the cpu profile's model)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     if args.real:
