@@ -153,7 +153,9 @@ class Settler:
             for row in rows:
                 for suffix in (".checkpoint.pt", ".program.pt2"):
                     (loop.folder / row.notebook).with_suffix(suffix).unlink(missing_ok=True)
-        if status == "crash" and fixable and flight.fixes_left > 0:
+        # a fix is built on the crashed notebook and committed on the best: only where that is its parent (with
+        # lanes the best may have moved on, and the fix would undo what was kept meanwhile)
+        if status == "crash" and fixable and flight.fixes_left > 0 and flight.parent == self.state.kept:
             failure = results.redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
             self.state.fix = FixRequest(flight.commit, flight.description, failure, flight.fixes_left)
         self._forget(flight)
