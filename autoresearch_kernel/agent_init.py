@@ -21,7 +21,8 @@ import git
 import nbformat
 
 from autoresearch_kernel.agent import EXIT_CODES, EXIT_ERROR, NAME, AgentProposer, open_loop, stored_config
-from autoresearch_kernel.loop import PROGRAM, LoopConfig
+from autoresearch_kernel.intake import PROGRAM
+from autoresearch_kernel.loop import LoopConfig
 from autoresearch_kernel.twin import TWIN, write_twin
 from autoresearch_kernel.workspace import SANDBOX, tag_exists
 
