@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from autoresearch_kernel.errors import AutoresearchError
@@ -110,6 +110,7 @@ class Lanes:
         self.running: dict[int, Job] = {}  # lane index -> the job on it
         self.started: dict[int, float] = {}  # lane index -> when its job started
         self._finished: queue.Queue[Outcome | BaseException] = queue.Queue()
+        self._futures: list[Future] = []
         self._pool = ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="lane")
 
     def free(self) -> list[Lane]:
@@ -128,7 +129,8 @@ class Lanes:
             raise RuntimeError(f"{lane.label} is busy")
         self.running[lane.index] = job
         self.started[lane.index] = time.time()
-        self._pool.submit(self._run, job, lane, self.started[lane.index])
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(self._pool.submit(self._run, job, lane, self.started[lane.index]))
 
     def _run(self, job: Job, lane: Lane, started: float) -> None:
         try:
@@ -151,6 +153,19 @@ class Lanes:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def drain(self) -> list[Outcome]:
+        """Wait until every job has returned (after an abort, the executors stop them) and free the lanes;
+        returns their outcomes, unread. Robust to an interrupt in `next_finished` that lost an outcome."""
+        wait(self._futures)
+        outcomes = []
+        while not self._finished.empty():
+            item = self._finished.get()
+            if not isinstance(item, BaseException):
+                outcomes.append(item)
+        self.running.clear()
+        self.started.clear()
+        return outcomes
 
     def close(self) -> None:
         """Wait for the jobs still running (an abort has told them to stop), release the threads, then what the

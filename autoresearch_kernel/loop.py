@@ -230,8 +230,7 @@ class Loop:
     def _abort_flights(self) -> None:
         """Kill what runs and wait for the lanes to give it back (the flights stay for a resume)."""
         self._abort.set()
-        while self.scheduler.busy:
-            self.scheduler.next_finished(POLL_SECONDS)
+        self.scheduler.drain()
 
     # -- filling the lanes --------------------------------------------------------------------------------
     def _fill_lanes(self, owed_only: bool = False, limit: int | None = None) -> int:

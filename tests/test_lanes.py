@@ -103,3 +103,20 @@ def test_the_local_executor_scores_one_result_at_a_time():
     aborted = local_executor(lambda job, lane, cancel: result("aborted"), lambda r: pytest.fail("scored"))
     assert aborted(Job(4, "a" * 40, 0, "candidate"), Lane(0, "cpu"), None).status == "aborted"
     lanes.close()
+
+
+def test_drain_waits_for_every_job_and_frees_the_lanes_even_with_an_outcome_unread():
+    cancel = threading.Event()
+
+    def execute(job, lane, flag):
+        while not flag.is_set():
+            time.sleep(0.05)
+        return result("aborted")
+
+    lanes = Lanes(plan_lanes(2, None, "cpu"), execute, cancel)
+    for number in (1, 2):
+        lanes.start(Job(number, "a" * 40, 0, "candidate"), lanes.free()[0])
+    cancel.set()
+    outcomes = lanes.drain()
+    assert sorted(o.job.number for o in outcomes) == [1, 2] and not lanes.busy and len(lanes.free()) == 2
+    lanes.close()
