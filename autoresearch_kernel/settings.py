@@ -194,10 +194,10 @@ class Option:
 
 OPTIONS = (
     Option("proposer", "--proposer", "who proposes the edits: mutate (offline), llm, optuna (the constants, "
-           "TPE or CMA-ES), hybrid (llm on a share of experiments, optuna on the rest)",
+           "TPE, CMA-ES or random), hybrid (llm on a share of experiments, optuna on the rest)",
            choices=("mutate", "llm", "optuna", "hybrid")),
-    Option("sampler", "--sampler", "optuna, hybrid: tpe (default) | cmaes", choices=("tpe", "cmaes"),
-           proposer_option=True),
+    Option("sampler", "--sampler", "optuna, hybrid: tpe (default) | cmaes | random (the yardstick)",
+           choices=("tpe", "cmaes", "random"), proposer_option=True),
     Option("llm_share", "--llm-share", "hybrid: the share of experiments the llm proposes (default 0.3)", float,
            proposer_option=True),
     Option("model", "--model", "llm: model name (default: $AUTORESEARCH_MODEL)", proposer_option=True),

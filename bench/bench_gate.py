@@ -44,6 +44,9 @@ MODEL_LINE = "model = GPT().to(run.device)"
 # first run is better than the baseline's mean at all (a floor of 0 standard errors, no band).
 MEASURE_ALL = gate.GateConfig(z=1e6, min_margin=0.0, confirm_band=0.0, confirm_floor=0.0)
 RULE = gate.GateConfig()  # the rules compared use the loop's defaults
+# A run's wall-clock limit. The loop's default (from the cpu profile's 45 s: 165 s) is hit by a 65,536-token run
+# on a busy shared machine; a token budget gives the same val_bpb however long the run takes, so wait for it.
+TIMEOUT_S = 900.0
 
 
 class RedrawProposer:
@@ -67,19 +70,23 @@ class RedrawProposer:
         pass
 
 
-def margin_rule(baseline: list[float], runs: list[float]) -> str:
+def former_margin(baseline: list[float]) -> float:
+    """The margin of the loop's former rule: max(min_margin, z * sd of the baseline's seeds)."""
+    return max(RULE.min_margin, RULE.z * statistics.stdev(baseline))
+
+
+def margin_rule(best: float, margin: float, runs: list[float]) -> str:
     """The loop's former rule, on the runs so far: keep, discard, or confirm (re-run once, then the mean)."""
-    margin = max(RULE.min_margin, RULE.z * statistics.stdev(baseline))
-    gain = gate.improvement(statistics.fmean(baseline), statistics.fmean(runs))
+    gain = gate.improvement(best, statistics.fmean(runs))
     if gain <= margin:
         return "discard"
     return "confirm" if gain <= margin * (1 + RULE.confirm_band) and len(runs) == 1 else "keep"
 
 
-def margin_rule_status(baseline: list[float], runs: list[float]) -> str:
+def margin_rule_status(best: float, margin: float, runs: list[float]) -> str:
     """The former rule's final status: its first decision, or after a confirmation the one on both runs."""
-    status = margin_rule(baseline, runs[:1])
-    return margin_rule(baseline, runs[:2]) if status == "confirm" else status
+    status = margin_rule(best, margin, runs[:1])
+    return margin_rule(best, margin, runs[:2]) if status == "confirm" else status
 
 
 def project(folder: Path) -> Path:
@@ -110,7 +117,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_gate_") as temporary:
         config = LoopConfig(repo=project(Path(temporary)), tag="gate", data_dir=str(data_dir), device="cpu",
                             budget_tokens=args.budget_tokens, baseline_seeds=BASELINE_SEEDS,
-                            gate=MEASURE_ALL, max_experiments=args.candidates)
+                            gate=MEASURE_ALL, max_experiments=args.candidates, timeout_s=TIMEOUT_S)
         with Loop(config, proposer=RedrawProposer()) as loop:
             why = loop.run()
             rows = list(loop.records.rows)
@@ -133,10 +140,10 @@ def main() -> None:
     print(f"cpu profile, {args.budget_tokens:,} tokens per run, {len(rows)} runs in {wall / 60:.1f} min")
     print(f"baseline, seeds {BASELINE_SEEDS}: {', '.join(f'{v:.6f}' for v in baseline)}; mean {mean:.6f}, "
           f"sd {statistics.stdev(baseline):.6f}; the margin rule's margin "
-          f"{max(RULE.min_margin, RULE.z * statistics.stdev(baseline)):.6f}")
+          f"{former_margin(baseline):.6f}")
     print(f"{'candidate':<46} {'seed 0':>9} {'seed 1':>9}  {'margin rule':<12} {'means rule':<10} margin (means)")
     for commit, runs in candidates.items():
-        old = margin_rule_status(baseline, runs)
+        old = margin_rule_status(mean, former_margin(baseline), runs)
         noise = gate.estimate_noise(pooled, "cpu", RULE)
         first = gate.decide_by_means(baseline, runs[:1], noise, RULE)
         new = gate.decide_by_means(baseline, runs[:2], noise, RULE) if first.status == "confirm" else first

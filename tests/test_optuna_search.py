@@ -11,7 +11,8 @@ from sandbox_fixture import sandbox_notebook
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
 from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, make_proposer
 from autoresearch_kernel.proposers.constants import find_constants, literal_value
-from autoresearch_kernel.proposers.optuna_search import STUDY_FILE, OptunaProposer
+from autoresearch_kernel.proposers.optuna_search import SAMPLERS, STUDY_FILE, OptunaProposer
+from autoresearch_kernel.settings import BY_NAME
 
 
 def propose(proposer, notebook, history=(), profile="cpu", best=1.0):
@@ -148,8 +149,8 @@ def test_same_seed_and_study_give_the_same_proposals(tmp_path):
     assert run(tmp_path / "a2", 0) != run(tmp_path / "c", 1)
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "cmaes"])
-def test_both_samplers_make_valid_proposals(tmp_path, sampler):
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_makes_valid_proposals(tmp_path, sampler):
     proposer = make_proposer("optuna", study_path=str(tmp_path), sampler=sampler, seed=0)
     notebook = nbformat.read(sandbox_notebook_path(), as_version=4)
     names = {c.name: c for c in find_constants(notebook, "cpu")}
@@ -159,6 +160,20 @@ def test_both_samplers_make_valid_proposals(tmp_path, sampler):
             assert name in names and literal_value(old) == names[name].value and literal_value(new) != names[name].value
     assert all(t.state == TrialState.COMPLETE for t in trials(tmp_path) if t.user_attrs.get("description"))
     nbformat.validate(propose(proposer, notebook, history).notebook)
+
+
+def test_the_random_sampler_draws_the_same_whatever_the_results_and_is_a_loop_option(tmp_path):
+    # The yardstick for the model-based samplers: its draws depend on the seed only, not on what was measured.
+    def run(folder, value):
+        proposer = make_proposer("optuna", study_path=str(folder), sampler="random", seed=3)
+        history, _ = climb(proposer, sandbox_notebook(), ["discard"] * 12, value=value)
+        return [h.description for h in history]
+    rising = run(tmp_path / "a", lambda number: 1.0 + number / 100)
+    assert rising == run(tmp_path / "b", lambda number: 1.0 - number / 100)
+    assert len(set(rising)) == len(rising)
+    study = OptunaProposer(tmp_path / "a", sampler="random")._load("region-1")
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    assert BY_NAME["sampler"].choices == SAMPLERS     # every sampler can be chosen with --sampler
 
 
 def sandbox_notebook_path():

@@ -1,4 +1,4 @@
-"""The optuna proposer: Optuna's samplers (TPE by default, or CMA-ES) search the sandbox's numeric constants.
+"""The optuna proposer: Optuna's samplers (TPE by default, CMA-ES, or random) search the sandbox's numeric constants.
 
 What it searches: the constants the mutate proposer steps (`constants.find_constants`: `NAME = number` lines of the
 agent's cells that run under the context's profile), each within a range around a centre and inside mutate's
@@ -46,7 +46,7 @@ from autoresearch_kernel.proposers.mutate import format_float, granule, hard_bou
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would drown the loop's own log
 
 STUDY_FILE = "optuna.db"
-SAMPLERS = ("tpe", "cmaes")
+SAMPLERS = ("tpe", "cmaes", "random")  # random: the yardstick a model-based sampler must beat
 PREFIX = "optuna: "
 # A region of width 1 reaches, either way from its centre: floats a factor 3, powers of two 2 exponents,
 # integers half their value (at least 2 granules), fractions 0.25. A plateau doubles the width, up to 8.
@@ -140,7 +140,7 @@ class OptunaProposer:
     """Ask-and-tell search of the sandbox's constants.
 
     Options: `study_path` (the run folder, or a .db file; None: in memory, nothing resumes), `sampler`
-    (tpe | cmaes), `seed`, `constants` (names to search, comma-separated or a list; default: all), and
+    (tpe | cmaes | random), `seed`, `constants` (names to search, comma-separated or a list; default: all), and
     `plateau_after` (experiments without a keep before the search widens; 0: never).
     """
 
@@ -219,6 +219,8 @@ class OptunaProposer:
         salt = zlib.crc32(f"{self.seed}/{name}/{len(study.get_trials(deepcopy=False))}".encode())
         if self.sampler == "cmaes":
             study.sampler = optuna.samplers.CmaEsSampler(seed=salt, warn_independent_sampling=False)
+        elif self.sampler == "random":
+            study.sampler = optuna.samplers.RandomSampler(seed=salt)
         else:
             study.sampler = optuna.samplers.TPESampler(seed=salt)
         return study

@@ -1,0 +1,357 @@
+"""Searchers on the same compute: random search, mutate, Optuna's TPE and Optuna's CMA-ES, each R times.
+
+What it runs: the shipped train_template.ipynb through the loop itself (jail, scorer, gate, results.tsv), on
+the cpu profile with a fixed token budget, so a run's val_bpb depends only on the notebook and the seed. Each
+method runs R repeats of N experiments (proposals); each repeat is a fresh run tag (the baseline measured
+again on the loop's 3 seeds) in a fresh temporary git repository, and repeat r gives the proposer seed r.
+The methods are the loop's own proposers:
+- random: `--proposer optuna --sampler random` (uniform draws in the same ranges as TPE and CMA-ES: the yardstick);
+- mutate: `--proposer mutate` (one constant stepped at a time, a hill-climber);
+- tpe, cmaes: `--proposer optuna --sampler tpe | cmaes`.
+
+It prints, per method: the gate's best after each experiment (the mean of the kept commit's runs; experiment 0
+is the baseline) as the mean and min-max over repeats; the final best; how many experiments each repeat needed
+to beat the baseline by --threshold (bpb); keeps, confirmations, crashes, invalid proposals; wall time.
+It saves the mean best-so-far curves with min-max bands to --out (a PNG) and every row of every run to a TSV
+beside it (method, repeat and proposer seed first, then results.tsv's columns).
+
+What the stricter gate costs (unless --no-recheck): each candidate the means rule did not keep is judged again
+by the loop's former margin rule (bench_gate.py's `margin_rule`: beat the best by max(min_margin, z * sd of the
+baseline seeds), re-run on seed 1 within the band), against the best of the moment in this run. Each one that
+rule would have kept is re-run, through the loop, on seed 1 where it lacks that run and on seeds 2 and 3,
+which neither rule saw; its gain "held up" when the mean of the seed 2 and 3 runs still beats that best.
+
+    python bench/bench_search.py [--repeats 2] [--experiments 16] [--budget-tokens 65536]
+                                 [--methods random,mutate,tpe,cmaes] [--threshold 0.02] [--data-dir DIR]
+                                 [--out bench/search.png] [--no-recheck]
+
+Why 16 experiments: Optuna's TPE draws its first 10 trials at random (n_startup_trials), and the kept notebook
+is the first trial of each region, so with the same seed TPE proposes exactly what random search proposes for
+its first 9 experiments; fewer experiments compare random search with itself.
+Time: a run costs 35 to 80 s here whatever the token budget (start-up, export and scoring dominate; 8,192
+tokens train in 4 s), so the default, 4 methods x 2 repeats x (3 baseline seeds + 16 experiments + their
+confirmations) and the re-checks, about 170 runs, takes about two hours on a quiet machine, more on a busy one.
+`--repeats 1 --experiments 2 --budget-tokens 8192` checks the script in about five minutes per method.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gate import TIMEOUT_S, former_margin, margin_rule, margin_rule_status, project  # noqa: E402
+
+from autoresearch_kernel import gate  # noqa: E402
+from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
+from autoresearch_kernel.events import Event  # noqa: E402
+from autoresearch_kernel.harness.prepare import default_data_dir, prepare  # noqa: E402
+from autoresearch_kernel.loop import Loop, LoopConfig  # noqa: E402
+from autoresearch_kernel.results import COLUMNS, Row  # noqa: E402
+
+# method -> (the loop's --proposer, its options besides the seed)
+METHODS = {
+    "random": ("optuna", {"sampler": "random"}),
+    "mutate": ("mutate", {}),
+    "tpe": ("optuna", {"sampler": "tpe"}),
+    "cmaes": ("optuna", {"sampler": "cmaes"}),
+}
+BASELINE_SEEDS = (0, 1, 2)  # the loop's default
+HELD_UP_SEEDS = (2, 3)  # seeds no candidate runs on in the search (it runs on 0, confirms on 1)
+OUT = Path(__file__).resolve().parent / "search.png"
+
+
+@dataclass
+class Search:
+    """One repeat of one method: the rows in the order written, and the experiments as they ended."""
+
+    method: str
+    repeat: int
+    rows: list[Row] = field(default_factory=list)
+    experiments: list[tuple[Row, ...]] = field(default_factory=list)  # a candidate's rows, or (invalid row,)
+    wall_s: float = 0.0
+    error: str = ""
+
+    def on_event(self, event: Event) -> None:
+        self.rows += event.rows
+        if event.invalid is not None:
+            self.experiments.append((event.invalid,))
+        elif event.rows and event.rows[0].kind != "baseline":
+            self.experiments.append(event.rows)
+
+    @property
+    def baseline(self) -> list[float]:
+        return [r.val_bpb for r in self.rows if r.kind == "baseline" and r.val_bpb is not None]
+
+    def curve(self) -> list[float]:
+        """The gate's best after the baseline (index 0) and after each experiment; an invalid one changes nothing."""
+        best = [r.best for r in self.rows if r.kind == "baseline" and r.best is not None][-1:]
+        for rows in self.experiments:
+            best.append(rows[-1].best if rows[-1].best is not None else best[-1])
+        return best
+
+    def statuses(self) -> list[str]:
+        return [rows[0].status for rows in self.experiments]
+
+
+def search(method: str, repeat: int, folder: Path, args: argparse.Namespace, data_dir: Path) -> Search:
+    """Run one repeat of one method in a fresh repository under `folder`."""
+    proposer, options = METHODS[method]
+    found = Search(method, repeat)
+    config = LoopConfig(repo=project(folder), tag=f"{method}-{repeat}", data_dir=str(data_dir), device="cpu",
+                        budget_tokens=args.budget_tokens, baseline_seeds=BASELINE_SEEDS, proposer=proposer,
+                        proposer_options={**options, "seed": repeat}, max_experiments=args.experiments,
+                        timeout_s=TIMEOUT_S)
+    started = time.perf_counter()
+    try:
+        with Loop(config, on_event=found.on_event) as loop:
+            why = loop.run()
+        if why == "interrupted":  # the loop took the Ctrl-C: end the bench too
+            raise KeyboardInterrupt
+        if why != "max experiments reached":
+            found.error = f"the loop ended with {why!r}"
+    except Exception as error:  # a bug in the loop: say exactly what, keep the other searches going
+        found.error = f"{type(error).__name__}: {error}"
+        traceback.print_exc()
+    found.wall_s = time.perf_counter() - started
+    return found
+
+
+# -- what the stricter gate costs -------------------------------------------------------------------------
+def run_on_seeds(repo_path: Path, commit: str, seeds: tuple[int, ...], tag: str, args, data_dir: Path) -> dict[int, float | None]:
+    """val_bpb of a run's commit on `seeds`, through the loop: a new tag whose baseline is that commit."""
+    repo = git.Repo(repo_path)
+    repo.git.checkout("--detach", commit)
+    config = LoopConfig(repo=repo_path, tag=tag, data_dir=str(data_dir), device="cpu", budget_tokens=args.budget_tokens,
+                        baseline_seeds=seeds, max_experiments=0, timeout_s=TIMEOUT_S)
+    try:
+        with Loop(config) as loop:
+            if loop.run() == "interrupted":
+                raise KeyboardInterrupt
+            return {r.seed: r.val_bpb for r in loop.records.rows}
+    except AutoresearchError as error:  # a crash on one of the seeds
+        print(f"  re-check of {commit[:7]} on seeds {seeds}: {error}", file=sys.stderr)
+        return {}
+
+
+@dataclass
+class Missed:
+    """A candidate the means rule did not keep and the margin rule would have."""
+
+    search: Search
+    rows: tuple[Row, ...]
+    best: float  # the gate's best when it was decided
+    runs: dict[int, float | None]  # seed -> val_bpb, the search's runs and the re-check's
+
+    @property
+    def held_up(self) -> bool | None:
+        fresh = [self.runs.get(s) for s in HELD_UP_SEEDS]
+        if any(v is None for v in fresh):
+            return None
+        return gate.improvement(self.best, statistics.fmean(fresh)) > 0
+
+
+def recheck(found: Search, repo_path: Path, args, data_dir: Path) -> tuple[list[Missed], int]:
+    """The candidates of one search the margin rule would have kept and the means rule did not, re-run on
+    the seeds they lack; also how many the means rule kept that the margin rule would not have."""
+    baseline = found.baseline
+    margin = former_margin(baseline)
+    curve, missed, extra_keeps = found.curve(), [], 0
+    for number, rows in enumerate(found.experiments, 1):
+        before, status = curve[number - 1], rows[0].status
+        runs = {r.seed: r.val_bpb for r in rows if r.val_bpb is not None}
+        if status in ("invalid", "crash", "noop") or 0 not in runs:
+            continue
+        first = margin_rule(before, margin, [runs[0]])
+        if status == "keep":  # a keep the margin rule would not have made (where its confirmation run exists)
+            extra_keeps += first == "discard" or (1 in runs and margin_rule_status(before, margin, [runs[0], runs[1]]) != "keep")
+            continue
+        if first == "discard":
+            continue
+        tag = f"check-{found.method}-{found.repeat}-{number}"
+        print(f"  re-check: {found.method} repeat {found.repeat} experiment {number} ({rows[0].description})", flush=True)
+        if first == "confirm":  # the margin rule's confirmation run on seed 1 first, where the search has none
+            if 1 not in runs:
+                runs.update(run_on_seeds(repo_path, rows[0].commit, (1,), f"{tag}-confirm", args, data_dir))
+            if runs.get(1) is None or margin_rule_status(before, margin, [runs[0], runs[1]]) != "keep":
+                continue
+        runs.update(run_on_seeds(repo_path, rows[0].commit, HELD_UP_SEEDS, tag, args, data_dir))
+        missed.append(Missed(found, rows, before, runs))
+    return missed, extra_keeps
+
+
+# -- reporting --------------------------------------------------------------------------------------------
+def spread(values: list[float], digits: int = 4) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    return f"{mean:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def reached(curve: list[float], threshold: float) -> int | None:
+    """The first experiment whose best beats the baseline (curve[0]) by more than `threshold`; None: never."""
+    return next((n for n, best in enumerate(curve) if gate.improvement(curve[0], best) > threshold), None)
+
+
+def write_rows(path: Path, searches: list[Search]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(("method", "repeat", "proposer_seed", *COLUMNS))
+        for found in searches:
+            for row in found.rows + [rows[0] for rows in found.experiments if rows[0].status == "invalid"]:
+                values = dataclasses.astuple(row)
+                writer.writerow((found.method, found.repeat, found.repeat, *("" if v is None else v for v in values)))
+
+
+def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.8), dpi=100)
+    axes = figure.subplots()
+    for method, searches in by_method.items():
+        curves = [s.curve() for s in searches if len(s.curve()) == args.experiments + 1]
+        if not curves:
+            continue
+        xs = range(args.experiments + 1)
+        columns = list(zip(*curves))
+        line, = axes.plot(xs, [statistics.fmean(c) for c in columns], marker="o", markersize=3,
+                          label=f"{method} (mean of {len(curves)})")
+        axes.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.15)
+    axes.set_xlabel("experiment (0: the baseline)")
+    axes.set_ylabel("best val_bpb so far (the gate's: mean of the kept runs)")
+    axes.set_title(f"Searchers on the cpu profile, {args.budget_tokens:,} tokens per run: mean and min-max over repeats",
+                   fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps: int, args, wall: float) -> None:
+    methods = list(by_method)
+    print(f"\ncpu profile, {args.budget_tokens:,} tokens per run; {args.repeats} repeats x {args.experiments} "
+          f"experiments per method, baseline seeds {BASELINE_SEEDS}; {wall / 60:.1f} min in all")
+    found = next((s for ss in by_method.values() for s in ss if len(s.baseline) > 1), None)
+    if found is not None:
+        margin = [r.margin for r in found.rows if r.kind == "baseline"][-1]
+        print(f"baseline (the same in every repeat: a token budget is deterministic): "
+              f"{', '.join(f'{v:.6f}' for v in found.baseline)}; mean {statistics.fmean(found.baseline):.6f}, sd "
+              f"{statistics.stdev(found.baseline):.6f}; the gate's first margin {margin:.6f} (the former rule's "
+              f"{former_margin(found.baseline):.6f})")
+    for searches in by_method.values():
+        for s in searches:
+            if s.error:
+                print(f"!! {s.method} repeat {s.repeat}: {s.error}")
+    print("\nbest val_bpb after each experiment: mean [min-max] over repeats")
+    print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
+    for n in range(args.experiments + 1):
+        cells = [spread([c[n] for s in by_method[m] if len(c := s.curve()) > n]) for m in methods]
+        print(f"{n:>3}  " + "  ".join(f"{cell:<24}" for cell in cells))
+    print(f"\n{'method':<8} {'final best: mean [min-max]':<28} {'sd':>7} {'gain':>7} {'best run':>8}  "
+          f"{'experiments to beat the baseline by ' + format(args.threshold, 'g'):<42} "
+          f"{'keep':>4} {'conf':>4} {'crash':>5} {'noop':>4} {'inval':>5} {'wall min':>8} {'s/exp':>6}")
+    for method, searches in by_method.items():
+        finals = [s.curve()[-1] for s in searches if s.curve()]
+        gains = [gate.improvement(s.curve()[0], s.curve()[-1]) for s in searches if s.curve()]
+        best_runs = [min(firsts) for s in searches
+                     if (firsts := [rows[0].val_bpb for rows in s.experiments if rows[0].val_bpb is not None])]
+        hits = [reached(s.curve(), args.threshold) for s in searches if s.curve()]
+        hit_text = ", ".join("not reached" if h is None else str(h) for h in hits)
+        statuses = [st for s in searches for st in s.statuses()]
+        confirms = sum(any(r.kind == "confirm" for r in rows) for s in searches for rows in s.experiments)
+        experiments = sum(len(s.experiments) for s in searches)
+        wall_s = sum(s.wall_s for s in searches)
+        sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        print(f"{method:<8} {spread(finals, 6):<28} {sd:7.4f} {statistics.fmean(gains) if gains else 0:7.4f} "
+              f"{statistics.fmean(best_runs) if best_runs else float('nan'):8.4f}  "
+              f"{hit_text:<42} {statuses.count('keep'):>4} {confirms:>4} {statuses.count('crash'):>5} "
+              f"{statuses.count('noop'):>4} {statuses.count('invalid'):>5} {wall_s / 60:8.1f} "
+              f"{wall_s / max(1, experiments + len(BASELINE_SEEDS) * len(searches)):6.0f}")
+    print("(gain: the baseline's mean minus the final best; best run: the lowest first run (seed 0) of any candidate, "
+          "kept or not; both means over repeats; s/exp: wall seconds per experiment or baseline seed, confirmations "
+          "included)")
+    if args.no_recheck:
+        return
+    margins = sorted({round(former_margin(s.baseline), 6)
+                      for ss in by_method.values() for s in ss if len(s.baseline) > 1})
+    print(f"\nwhat the stricter gate costs: candidates the former margin rule (margin {', '.join(map(str, margins))}, "
+          f"against the best of the moment) would have kept and the means rule did not")
+    print(f"{'method':<7} {'rep':>3} {'exp':>3} {'best then':>9} {'seed 0':>9} {'seed 1':>9} {'seeds 2,3':>9} "
+          f"{'held up':<7} {'means rule':<10} description")
+    for m in missed:
+        fresh = [m.runs.get(s) for s in HELD_UP_SEEDS]
+        fresh_text = f"{statistics.fmean(fresh):.6f}" if None not in fresh else "-"
+        second = f"{m.runs[1]:.6f}" if m.runs.get(1) is not None else "-"
+        print(f"{m.search.method:<7} {m.search.repeat:>3} {m.search.experiments.index(m.rows) + 1:>3} {m.best:9.6f} "
+              f"{m.runs[0]:9.6f} {second:>9} {fresh_text:>9} {str(m.held_up):<7} {m.rows[0].status:<10} "
+              f"{m.rows[0].description}")
+    held = sum(m.held_up is True for m in missed)
+    candidates = sum(1 for ss in by_method.values() for s in ss for rows in s.experiments if rows[0].status != "invalid")
+    print(f"missed by the means rule: {len(missed)} of {candidates} candidates would have been kept by the margin "
+          f"rule; {held} of them held up on seeds {HELD_UP_SEEDS} (their mean beats the best of the moment); "
+          f"the means rule kept {extra_keeps} the margin rule would not have")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each method (R); repeat r: proposer seed r")
+    parser.add_argument("--experiments", type=int, default=16, help="proposals per run (N)")
+    parser.add_argument("--budget-tokens", type=int, default=65_536)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--threshold", type=float, default=0.02, help="the improvement over the baseline to reach, bpb")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=str(OUT), help="the chart (PNG); the rows go beside it as .tsv")
+    parser.add_argument("--no-recheck", action="store_true", help="skip re-running what the margin rule would keep")
+    args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}: choose from {', '.join(METHODS)}")
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if not (data_dir / "cpu" / "manifest.json").exists():
+        prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tsv = out.with_suffix(".tsv")
+    by_method: dict[str, list[Search]] = {m: [] for m in methods}
+    missed: list[Missed] = []
+    extra_keeps = 0
+    started = time.perf_counter()
+    try:
+        for repeat in range(args.repeats):  # repeat-major: a bench cut short has about as many repeats of each
+            for method in methods:
+                with tempfile.TemporaryDirectory(prefix=f"bench_search_{method}_") as temporary:
+                    found = search(method, repeat, Path(temporary), args, data_dir)
+                    by_method[method].append(found)
+                    print(f"{method} repeat {repeat}: {len(found.experiments)} experiments in {found.wall_s / 60:.1f} "
+                          f"min, best {' '.join(f'{b:.4f}' for b in found.curve())}, statuses "
+                          f"{' '.join(found.statuses())}{'; ' + found.error if found.error else ''}", flush=True)
+                    if not args.no_recheck and len(found.baseline) > 1:
+                        more, extra = recheck(found, Path(temporary) / "project", args, data_dir)
+                        missed += more
+                        extra_keeps += extra
+                write_rows(tsv, [s for ss in by_method.values() for s in ss])
+    except KeyboardInterrupt:
+        print("interrupted: the figures below are of the searches that finished", flush=True)
+    wall = time.perf_counter() - started
+    report(by_method, missed, extra_keeps, args, wall)
+    chart(out, by_method, args)
+    print(f"\nchart: {out}\nrows: {tsv}")
+
+
+if __name__ == "__main__":
+    main()
