@@ -91,8 +91,10 @@ def _loop(args: argparse.Namespace) -> None:
         if event.phase == "paused":
             print(f"paused: {event.status.message}", flush=True)
 
-    # A terminate from a process manager (or the dashboard) ends the run like Ctrl-C: cleanly, resumable.
+    # A terminate from a process manager (or the dashboard) ends the run like Ctrl-C: cleanly, resumable. SIGINT
+    # too, even where it was inherited as ignored (a job started with `&` by a non-interactive shell).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with Loop(config, on_event=show) as loop:
         if loop.sandbox_warning:
             print(f"warning: {loop.sandbox_warning}", file=sys.stderr, flush=True)

@@ -78,7 +78,7 @@ def test_every_import_is_declared(folder, extras):
     _, project = load()
     declared = project["dependencies"] + [r for extra in extras for r in project["optional-dependencies"][extra]]
     names = {Requirement(r).name.lower().replace("_", "-") for r in declared}
-    local = {"autoresearch_kernel"} | {path.stem for path in (ROOT / "tests").glob("*.py")}
+    local = {"autoresearch_kernel"} | {path.stem for folder in ("tests", "bench") for path in (ROOT / folder).glob("*.py")}
     distributions = packages_distributions()
     missing = {module: distributions.get(module) for module in imported_modules(ROOT / folder) - local
                if not {d.lower().replace("_", "-") for d in distributions.get(module, [module])} & names}
