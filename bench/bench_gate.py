@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import git
+import nbformat
 
 from autoresearch_kernel import gate
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
@@ -89,17 +90,20 @@ def margin_rule_status(best: float, margin: float, runs: list[float]) -> str:
     return margin_rule(best, margin, runs[:2]) if status == "confirm" else status
 
 
-def project(folder: Path) -> Path:
-    """A git repository holding the shipped notebook, as a user's project holds it."""
+def project(folder: Path, notebook: nbformat.NotebookNode | None = None) -> Path:
+    """A git repository holding the shipped notebook (or `notebook`), as a user's project holds it."""
     path = folder / "project"
     (path / "notebooks").mkdir(parents=True)
-    shutil.copy(TEMPLATE, path / "notebooks")
+    if notebook is None:
+        shutil.copy(TEMPLATE, path / "notebooks")
+    else:
+        nbformat.write(notebook, path / "notebooks" / TEMPLATE.name)
     repo = git.Repo.init(path)
     with repo.config_writer() as config:
         config.set_value("user", "name", "bench")
         config.set_value("user", "email", "bench@localhost")
     repo.git.add(".")
-    repo.git.commit("-m", "the shipped notebook")
+    repo.git.commit("-m", "the sandbox")
     return path
 
 

@@ -19,22 +19,19 @@ The real workload: about a minute per experiment on this machine's 2 cores at 32
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import git
 import nbformat
+from bench_gate import project  # a sibling script
 
 from autoresearch_kernel import gate
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
 from autoresearch_kernel.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "notebooks" / "train_template.ipynb"
-SANDBOX = Path("notebooks") / "train_template.ipynb"
 # The sleep notebook's val_bpb is VALUE exactly: the gate is told the noise is tiny, so nothing is confirmed.
 EXACT = gate.GateConfig(z=2.0, min_margin=0.001, confirm_band=0.0, prior_sd=0.001)
 
@@ -81,23 +78,6 @@ class WorseEachTime:
 
     def feedback(self, proposal: Proposal, status: str, val_bpb: float | None = None) -> None:
         pass
-
-
-def project(folder: Path, notebook: nbformat.NotebookNode | None = None) -> Path:
-    """A git repository with the sandbox (the shipped notebook unless one is given)."""
-    path = folder / "project"
-    (path / SANDBOX.parent).mkdir(parents=True)
-    if notebook is None:
-        shutil.copy(TEMPLATE, path / SANDBOX)
-    else:
-        nbformat.write(notebook, path / SANDBOX)
-    repo = git.Repo.init(path)
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "bench")
-        config.set_value("user", "email", "bench@localhost")
-    repo.git.add(".")
-    repo.git.commit("-m", "the sandbox")
-    return path
 
 
 class Clock:
