@@ -23,7 +23,7 @@ which neither rule saw; its gain "held up" when the mean of the seed 2 and 3 run
 
     python bench/bench_search.py [--repeats 2] [--experiments 16] [--budget-tokens 65536]
                                  [--methods random,mutate,tpe,cmaes] [--threshold 0.02] [--data-dir DIR]
-                                 [--out bench/search.png] [--no-recheck]
+                                 [--out bench/search.png] [--no-recheck] [--from-tsv TSV]
 
 Why 16 experiments: Optuna's TPE draws its first 10 trials at random (n_startup_trials), and the kept notebook
 is the first trial of each region, so with the same seed TPE proposes exactly what random search proposes for
@@ -187,6 +187,7 @@ def recheck(found: Search, repo_path: Path, args, data_dir: Path) -> tuple[list[
                 continue
         runs.update(run_on_seeds(repo_path, rows[0].commit, HELD_UP_SEEDS, tag, args, data_dir))
         missed.append(Missed(found, rows, before, runs))
+        print(f"  best then {before:.6f}, runs by seed {runs}: held up {missed[-1].held_up}", flush=True)
     return missed, extra_keeps
 
 
@@ -211,6 +212,40 @@ def write_rows(path: Path, searches: list[Search]) -> None:
             for row in found.rows + [rows[0] for rows in found.experiments if rows[0].status == "invalid"]:
                 values = dataclasses.astuple(row)
                 writer.writerow((found.method, found.repeat, found.repeat, *("" if v is None else v for v in values)))
+
+
+def read_rows(path: Path) -> dict[str, list[Search]]:
+    """The searches of a TSV that write_rows wrote (a bench cut short, say); wall times from the rows' clocks,
+    and invalid proposals, whose place among the experiments the TSV does not keep, counted at the end."""
+    fields = {f.name: f for f in dataclasses.fields(Row)}
+    optional = ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd")
+
+    def value(name: str, text: str):
+        if text == "":
+            return None if name in optional else fields[name].default
+        kind = str(fields[name].type)
+        return float(text) if "float" in kind else int(text) if kind.startswith("int") else text
+
+    by_method: dict[str, list[Search]] = {}
+    with path.open(newline="") as handle:
+        for line in csv.DictReader(handle, delimiter="\t"):
+            row = Row(**{name: value(name, line[name]) for name in COLUMNS})
+            searches = by_method.setdefault(line["method"], [])
+            if not searches or searches[-1].repeat != int(line["repeat"]):
+                searches.append(Search(line["method"], int(line["repeat"])))
+            found = searches[-1]
+            if row.status == "invalid":
+                found.experiments.append((row,))
+                continue
+            found.rows.append(row)
+            if row.kind == "confirm":
+                found.experiments[-1] += (row,)
+            elif row.kind != "baseline":
+                found.experiments.append((row,))
+    for found in (s for ss in by_method.values() for s in ss):
+        clocks = [time.mktime(time.strptime(r.finished_at, "%Y-%m-%dT%H:%M:%S")) for r in found.rows]
+        found.wall_s = max(clocks) - min(clocks) + found.rows[0].wall_seconds
+    return by_method
 
 
 def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespace) -> None:
@@ -315,7 +350,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(OUT), help="the chart (PNG); the rows go beside it as .tsv")
     parser.add_argument("--no-recheck", action="store_true", help="skip re-running what the margin rule would keep")
+    parser.add_argument("--from-tsv", default=None, help="run nothing: the figures and chart of a TSV this bench wrote")
     args = parser.parse_args()
+    if args.from_tsv:
+        by_method = read_rows(Path(args.from_tsv))
+        args.repeats = max(len(ss) for ss in by_method.values())
+        args.no_recheck = True  # the re-checks' runs are not in the TSV: the bench's log has them
+        report(by_method, [], 0, args, sum(s.wall_s for ss in by_method.values() for s in ss))
+        chart(Path(args.out), by_method, args)
+        print(f"\nchart: {args.out} (from {args.from_tsv}; re-checks, if any, are in the bench's log)")
+        return
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
