@@ -100,6 +100,15 @@ class Search:
             best.append(rows[-1].best if rows[-1].best is not None else best[-1])
         return best
 
+    def lowest(self) -> list[float]:
+        """The lowest first run so far (seed 0, kept or not), from the baseline's seed 0 (index 0): what the
+        search found, whatever the gate made of it."""
+        lowest = [r.val_bpb for r in self.rows if r.kind == "baseline" and r.seed == BASELINE_SEEDS[0]][:1]
+        for rows in self.experiments:
+            value = rows[0].val_bpb
+            lowest.append(min(lowest[-1], value) if value is not None else lowest[-1])
+        return lowest
+
     def statuses(self) -> list[str]:
         return [rows[0].status for rows in self.experiments]
 
@@ -263,11 +272,16 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
         xs = range(args.experiments + 1)
         columns = list(zip(*curves))
         line, = axes.plot(xs, [statistics.fmean(c) for c in columns], marker="o", markersize=3,
-                          label=f"{method} (mean of {len(curves)})")
+                          label=f"{method}: the gate's best (mean of {len(curves)})")
         axes.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.15)
+        lowest = list(zip(*[s.lowest() for s in searches if len(s.lowest()) == args.experiments + 1]))
+        axes.plot(xs, [statistics.fmean(c) for c in lowest], linestyle="--", drawstyle="steps-post", alpha=0.8,
+                  color=line.get_color(),
+                  label=f"{method}: lowest seed-0 run, kept or not")
     axes.set_xlabel("experiment (0: the baseline)")
-    axes.set_ylabel("best val_bpb so far (the gate's: mean of the kept runs)")
-    axes.set_title(f"Searchers on the cpu profile, {args.budget_tokens:,} tokens per run: mean and min-max over repeats",
+    axes.set_ylabel("val_bpb")
+    axes.set_title(f"cpu profile, {args.budget_tokens:,} tokens per run. Solid: the gate's best so far (the mean of the "
+                   f"kept runs),\nmean over repeats, band min-max. Dashed: the lowest seed-0 run so far, kept or not",
                    fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
@@ -294,6 +308,11 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
     print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
     for n in range(args.experiments + 1):
         cells = [spread([c[n] for s in by_method[m] if len(c := s.curve()) > n]) for m in methods]
+        print(f"{n:>3}  " + "  ".join(f"{cell:<24}" for cell in cells))
+    print("\nthe lowest first run (seed 0) so far, kept or not (0: the baseline's seed 0): mean [min-max] over repeats")
+    print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
+    for n in range(args.experiments + 1):
+        cells = [spread([c[n] for s in by_method[m] if len(c := s.lowest()) > n]) for m in methods]
         print(f"{n:>3}  " + "  ".join(f"{cell:<24}" for cell in cells))
     print(f"\n{'method':<8} {'final best: mean [min-max]':<28} {'sd':>7} {'gain':>7} {'best run':>8}  "
           f"{'experiments to beat the baseline by ' + format(args.threshold, 'g'):<42} "
