@@ -18,12 +18,14 @@ beside it (method, repeat and proposer seed first, then results.tsv's columns).
 What the stricter gate costs (unless --no-recheck): each candidate the means rule did not keep is judged again
 by the loop's former margin rule (bench_gate.py's `margin_rule`: beat the best by max(min_margin, z * sd of the
 baseline seeds), re-run on seed 1 within the band), against the best of the moment in this run. Each one that
-rule would have kept is re-run, through the loop, on seed 1 where it lacks that run and on seeds 2 and 3,
-which neither rule saw; its gain "held up" when the mean of the seed 2 and 3 runs still beats that best.
+rule would have kept, and each near miss (the means rule re-ran it on seed 1, then discarded it), is re-run,
+through the loop, on seeds 2 and 3, which neither rule saw; its gain "held up" when the mean of those two runs
+still beats that best. --from-tsv runs nothing but these re-checks, on candidates rebuilt from their
+descriptions, and prints the figures of the rows an earlier bench wrote (one cut short, say).
 
     python bench/bench_search.py [--repeats 2] [--experiments 16] [--budget-tokens 65536]
                                  [--methods random,mutate,tpe,cmaes] [--threshold 0.02] [--data-dir DIR]
-                                 [--out bench/search.png] [--no-recheck]
+                                 [--out bench/search.png] [--no-recheck] [--from-tsv TSV]
 
 Why 16 experiments: Optuna's TPE draws its first 10 trials at random (n_startup_trials), and the kept notebook
 is the first trial of each region, so with the same seed TPE proposes exactly what random search proposes for
@@ -47,16 +49,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
+import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gate import TIMEOUT_S, former_margin, margin_rule, margin_rule_status, project  # noqa: E402
 
-from autoresearch_kernel import gate  # noqa: E402
+from autoresearch_kernel import gate, results  # noqa: E402
 from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
 from autoresearch_kernel.events import Event  # noqa: E402
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare  # noqa: E402
 from autoresearch_kernel.loop import Loop, LoopConfig  # noqa: E402
+from autoresearch_kernel.notebook import SANDBOX  # noqa: E402
+from autoresearch_kernel.proposers.constants import find_constants, literal_value  # noqa: E402
+from autoresearch_kernel.proposers.optuna_search import PREFIX, edit  # noqa: E402
 from autoresearch_kernel.results import COLUMNS, Row  # noqa: E402
 
 # method -> (the loop's --proposer, its options besides the seed)
@@ -99,6 +105,15 @@ class Search:
         for rows in self.experiments:
             best.append(rows[-1].best if rows[-1].best is not None else best[-1])
         return best
+
+    def lowest(self) -> list[float]:
+        """The lowest first run so far (seed 0, kept or not), from the baseline's seed 0 (index 0): what the
+        search found, whatever the gate made of it."""
+        lowest = [r.val_bpb for r in self.rows if r.kind == "baseline" and r.seed == BASELINE_SEEDS[0]][:1]
+        for rows in self.experiments:
+            value = rows[0].val_bpb
+            lowest.append(min(lowest[-1], value) if value is not None else lowest[-1])
+        return lowest
 
     def statuses(self) -> list[str]:
         return [rows[0].status for rows in self.experiments]
@@ -146,12 +161,15 @@ def run_on_seeds(repo_path: Path, commit: str, seeds: tuple[int, ...], tag: str,
 
 @dataclass
 class Missed:
-    """A candidate the means rule did not keep and the margin rule would have."""
+    """A candidate the means rule did not keep: one the margin rule would have kept, or a near miss (the means
+    rule re-ran it on seed 1, then discarded it)."""
 
     search: Search
+    number: int  # the experiment, 1-based
     rows: tuple[Row, ...]
     best: float  # the gate's best when it was decided
     runs: dict[int, float | None]  # seed -> val_bpb, the search's runs and the re-check's
+    margin_keeps: bool  # the former margin rule would have kept it
 
     @property
     def held_up(self) -> bool | None:
@@ -162,10 +180,9 @@ class Missed:
 
 
 def recheck(found: Search, repo_path: Path, args, data_dir: Path) -> tuple[list[Missed], int]:
-    """The candidates of one search the margin rule would have kept and the means rule did not, re-run on
-    the seeds they lack; also how many the means rule kept that the margin rule would not have."""
-    baseline = found.baseline
-    margin = former_margin(baseline)
+    """The candidates of one search that the means rule did not keep and the margin rule would have, and its
+    near misses, re-run on the seeds they lack; also how many the means rule kept that the margin rule would not."""
+    margin = former_margin(found.baseline)
     curve, missed, extra_keeps = found.curve(), [], 0
     for number, rows in enumerate(found.experiments, 1):
         before, status = curve[number - 1], rows[0].status
@@ -176,18 +193,47 @@ def recheck(found: Search, repo_path: Path, args, data_dir: Path) -> tuple[list[
         if status == "keep":  # a keep the margin rule would not have made (where its confirmation run exists)
             extra_keeps += first == "discard" or (1 in runs and margin_rule_status(before, margin, [runs[0], runs[1]]) != "keep")
             continue
-        if first == "discard":
+        near = any(r.kind == "confirm" for r in rows)
+        if first == "discard" and not near:
             continue
         tag = f"check-{found.method}-{found.repeat}-{number}"
         print(f"  re-check: {found.method} repeat {found.repeat} experiment {number} ({rows[0].description})", flush=True)
-        if first == "confirm":  # the margin rule's confirmation run on seed 1 first, where the search has none
-            if 1 not in runs:
-                runs.update(run_on_seeds(repo_path, rows[0].commit, (1,), f"{tag}-confirm", args, data_dir))
-            if runs.get(1) is None or margin_rule_status(before, margin, [runs[0], runs[1]]) != "keep":
-                continue
+        if first == "confirm" and 1 not in runs:  # the margin rule's confirmation run on seed 1 first
+            runs.update(run_on_seeds(repo_path, rows[0].commit, (1,), f"{tag}-confirm", args, data_dir))
+        margin_keeps = first == "keep" or (
+            first == "confirm" and runs.get(1) is not None and margin_rule_status(before, margin, [runs[0], runs[1]]) == "keep")
+        if not (margin_keeps or near):
+            continue
         runs.update(run_on_seeds(repo_path, rows[0].commit, HELD_UP_SEEDS, tag, args, data_dir))
-        missed.append(Missed(found, rows, before, runs))
+        missed.append(Missed(found, number, rows, before, runs, margin_keeps))
+        print(f"  best then {before:.6f}, runs by seed {runs}: held up {missed[-1].held_up}", flush=True)
     return missed, extra_keeps
+
+
+def rebuild(found: Search, folder: Path) -> tuple[Path, Search]:
+    """For --from-tsv: a repository with each candidate of a search committed again, rebuilt from its description
+    (`NAME old -> new, ...`, as mutate and optuna write them) on the notebook kept at its moment."""
+    path = project(folder)
+    repo, sandbox = git.Repo(path), path / SANDBOX
+    kept = nbformat.read(sandbox, as_version=4)
+    experiments = []
+    for rows in found.experiments:
+        if rows[0].status == "invalid":
+            experiments.append(rows)
+            continue
+        constants = {c.name: c for c in find_constants(kept, "cpu")}
+        changes = {}
+        for part in rows[0].description.removeprefix(PREFIX).split(", "):
+            name, old, _, new = part.split(" ")
+            if literal_value(old) != constants[name].value:
+                raise ValueError(f"{rows[0].description!r} does not start from the kept notebook's {name}")
+            changes[constants[name]] = new
+        notebook = edit(kept, changes)
+        nbformat.write(notebook, sandbox)
+        repo.git.commit("-am", rows[0].description)
+        experiments.append(tuple(dataclasses.replace(r, commit=repo.head.commit.hexsha) for r in rows))
+        kept = notebook if rows[0].status == "keep" else kept
+    return path, dataclasses.replace(found, experiments=experiments)
 
 
 # -- reporting --------------------------------------------------------------------------------------------
@@ -213,6 +259,40 @@ def write_rows(path: Path, searches: list[Search]) -> None:
                 writer.writerow((found.method, found.repeat, found.repeat, *("" if v is None else v for v in values)))
 
 
+def read_rows(path: Path) -> dict[str, list[Search]]:
+    """The searches of a TSV that write_rows wrote (a bench cut short, say); wall times from the rows' clocks,
+    and invalid proposals, whose place among the experiments the TSV does not keep, counted at the end."""
+    fields = {f.name: f for f in dataclasses.fields(Row)}
+    optional = ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd")
+
+    def value(name: str, text: str):
+        if text == "":
+            return None if name in optional else fields[name].default
+        kind = str(fields[name].type)
+        return float(text) if "float" in kind else int(text) if kind.startswith("int") else text
+
+    by_method: dict[str, list[Search]] = {}
+    with path.open(newline="") as handle:
+        for line in csv.DictReader(handle, delimiter="\t"):
+            row = Row(**{name: value(name, line[name]) for name in COLUMNS})
+            searches = by_method.setdefault(line["method"], [])
+            if not searches or searches[-1].repeat != int(line["repeat"]):
+                searches.append(Search(line["method"], int(line["repeat"])))
+            found = searches[-1]
+            if row.status == "invalid":
+                found.experiments.append((row,))
+                continue
+            found.rows.append(row)
+            if row.kind == "confirm":
+                found.experiments[-1] += (row,)
+            elif row.kind != "baseline":
+                found.experiments.append((row,))
+    for found in (s for ss in by_method.values() for s in ss):
+        clocks = [time.mktime(time.strptime(r.finished_at, "%Y-%m-%dT%H:%M:%S")) for r in found.rows]
+        found.wall_s = max(clocks) - min(clocks) + found.rows[0].wall_seconds
+    return by_method
+
+
 def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -228,11 +308,16 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
         xs = range(args.experiments + 1)
         columns = list(zip(*curves))
         line, = axes.plot(xs, [statistics.fmean(c) for c in columns], marker="o", markersize=3,
-                          label=f"{method} (mean of {len(curves)})")
+                          label=f"{method}: the gate's best (mean of {len(curves)})")
         axes.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns], color=line.get_color(), alpha=0.15)
+        lowest = list(zip(*[s.lowest() for s in searches if len(s.lowest()) == args.experiments + 1]))
+        axes.plot(xs, [statistics.fmean(c) for c in lowest], linestyle="--", drawstyle="steps-post", alpha=0.8,
+                  color=line.get_color(),
+                  label=f"{method}: lowest seed-0 run, kept or not")
     axes.set_xlabel("experiment (0: the baseline)")
-    axes.set_ylabel("best val_bpb so far (the gate's: mean of the kept runs)")
-    axes.set_title(f"Searchers on the cpu profile, {args.budget_tokens:,} tokens per run: mean and min-max over repeats",
+    axes.set_ylabel("val_bpb")
+    axes.set_title(f"cpu profile, {args.budget_tokens:,} tokens per run. Solid: the gate's best so far (the mean of the "
+                   f"kept runs),\nmean over repeats, band min-max. Dashed: the lowest seed-0 run so far, kept or not",
                    fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
@@ -259,6 +344,11 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
     print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
     for n in range(args.experiments + 1):
         cells = [spread([c[n] for s in by_method[m] if len(c := s.curve()) > n]) for m in methods]
+        print(f"{n:>3}  " + "  ".join(f"{cell:<24}" for cell in cells))
+    print("\nthe lowest first run (seed 0) so far, kept or not (0: the baseline's seed 0): mean [min-max] over repeats")
+    print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
+    for n in range(args.experiments + 1):
+        cells = [spread([c[n] for s in by_method[m] if len(c := s.lowest()) > n]) for m in methods]
         print(f"{n:>3}  " + "  ".join(f"{cell:<24}" for cell in cells))
     print(f"\n{'method':<8} {'final best: mean [min-max]':<28} {'sd':>7} {'gain':>7} {'best run':>8}  "
           f"{'experiments to beat the baseline by ' + format(args.threshold, 'g'):<42} "
@@ -287,22 +377,26 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
         return
     margins = sorted({round(former_margin(s.baseline), 6)
                       for ss in by_method.values() for s in ss if len(s.baseline) > 1})
-    print(f"\nwhat the stricter gate costs: candidates the former margin rule (margin {', '.join(map(str, margins))}, "
-          f"against the best of the moment) would have kept and the means rule did not")
+    print(f"\nwhat the stricter gate costs: the candidates the means rule did not keep that the former margin rule "
+          f"(margin {', '.join(map(str, margins))}, against the best of the moment) would have kept, and its near "
+          f"misses (re-run on seed 1, then discarded), each re-run on seeds {HELD_UP_SEEDS}")
     print(f"{'method':<7} {'rep':>3} {'exp':>3} {'best then':>9} {'seed 0':>9} {'seed 1':>9} {'seeds 2,3':>9} "
-          f"{'held up':<7} {'means rule':<10} description")
+          f"{'gain 2,3':>8} {'held up':<7} {'margin rule':<11} description")
     for m in missed:
         fresh = [m.runs.get(s) for s in HELD_UP_SEEDS]
-        fresh_text = f"{statistics.fmean(fresh):.6f}" if None not in fresh else "-"
-        second = f"{m.runs[1]:.6f}" if m.runs.get(1) is not None else "-"
-        print(f"{m.search.method:<7} {m.search.repeat:>3} {m.search.experiments.index(m.rows) + 1:>3} {m.best:9.6f} "
-              f"{m.runs[0]:9.6f} {second:>9} {fresh_text:>9} {str(m.held_up):<7} {m.rows[0].status:<10} "
-              f"{m.rows[0].description}")
-    held = sum(m.held_up is True for m in missed)
+        mean = statistics.fmean(fresh) if None not in fresh else None
+        cells = [f"{v:.6f}" if v is not None else "-" for v in (m.runs.get(1), mean)]
+        gain = f"{gate.improvement(m.best, mean):+.4f}" if mean is not None else "-"
+        print(f"{m.search.method:<7} {m.search.repeat:>3} {m.number:>3} {m.best:9.6f} "
+              f"{m.runs[0]:9.6f} {cells[0]:>9} {cells[1]:>9} {gain:>8} {str(m.held_up):<7} "
+              f"{'keep' if m.margin_keeps else 'discard':<11} {results.one_line(m.rows[0].description, 60)}")
     candidates = sum(1 for ss in by_method.values() for s in ss for rows in s.experiments if rows[0].status != "invalid")
-    print(f"missed by the means rule: {len(missed)} of {candidates} candidates would have been kept by the margin "
-          f"rule; {held} of them held up on seeds {HELD_UP_SEEDS} (their mean beats the best of the moment); "
-          f"the means rule kept {extra_keeps} the margin rule would not have")
+    by_margin = [m for m in missed if m.margin_keeps]
+    near = [m for m in missed if not m.margin_keeps]
+    print(f"of {candidates} candidates: the margin rule would have kept {len(by_margin)} the means rule did not, "
+          f"{sum(m.held_up is True for m in by_margin)} of them held up (their mean on seeds {HELD_UP_SEEDS} beats "
+          f"the best of the moment); near misses of both rules: {len(near)}, {sum(m.held_up is True for m in near)} "
+          f"held up; the means rule kept {extra_keeps} the margin rule would not have")
 
 
 def main() -> None:
@@ -315,15 +409,27 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(OUT), help="the chart (PNG); the rows go beside it as .tsv")
     parser.add_argument("--no-recheck", action="store_true", help="skip re-running what the margin rule would keep")
+    parser.add_argument("--from-tsv", default=None, help="run nothing: the figures and chart of a TSV this bench wrote")
     args = parser.parse_args()
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if not (data_dir / "cpu" / "manifest.json").exists():
+        prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
+    if args.from_tsv:  # the rows of an earlier bench; the re-checks run again, on candidates rebuilt
+        by_method, missed, extra_keeps = read_rows(Path(args.from_tsv)), [], 0
+        args.repeats = max(len(ss) for ss in by_method.values())
+        for found in (s for ss in by_method.values() for s in ss if not args.no_recheck and len(s.baseline) > 1):
+            with tempfile.TemporaryDirectory(prefix=f"bench_search_{found.method}_") as temporary:
+                path, rebuilt = rebuild(found, Path(temporary))
+                more, extra = recheck(rebuilt, path, args, data_dir)
+                missed, extra_keeps = missed + [dataclasses.replace(m, search=found) for m in more], extra_keeps + extra
+        report(by_method, missed, extra_keeps, args, sum(s.wall_s for ss in by_method.values() for s in ss))
+        chart(Path(args.out), by_method, args)
+        print(f"\nchart: {args.out} (from {args.from_tsv})")
+        return
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}: choose from {', '.join(METHODS)}")
-
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    if not (data_dir / "cpu" / "manifest.json").exists():
-        prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tsv = out.with_suffix(".tsv")
