@@ -18,9 +18,9 @@ beside it (method, repeat and proposer seed first, then results.tsv's columns).
 What the stricter gate costs (unless --no-recheck): each candidate the means rule did not keep is judged again
 by the loop's former margin rule (bench_gate.py's `margin_rule`: beat the best by max(min_margin, z * sd of the
 baseline seeds), re-run on seed 1 within the band), against the best of the moment in this run. Each one that
-rule would have kept, and each near miss (the means rule re-ran it on seed 1, then discarded it), is re-run,
-through the loop, on seeds 2 and 3, which neither rule saw; its gain "held up" when the mean of those two runs
-still beats that best. --from-tsv runs nothing but these re-checks, on candidates rebuilt from their
+rule would have kept, and each near miss (the means rule re-ran it on more seeds, then discarded it), is re-run,
+through the loop, on two seeds that neither rule saw (HELD_UP_SEEDS); its gain "held up" when the mean of those
+two runs still beats that best. --from-tsv runs nothing but these re-checks, on candidates rebuilt from their
 descriptions, and prints the figures of the rows an earlier bench wrote (one cut short, say).
 
     python bench/bench_search.py [--repeats 2] [--experiments 16] [--budget-tokens 65536]
@@ -63,6 +63,7 @@ from autoresearch_kernel.loop import Loop, LoopConfig  # noqa: E402
 from autoresearch_kernel.notebook import SANDBOX  # noqa: E402
 from autoresearch_kernel.proposers.constants import find_constants, literal_value  # noqa: E402
 from autoresearch_kernel.proposers.optuna_search import PREFIX, edit  # noqa: E402
+from autoresearch_kernel.records import seed_for  # noqa: E402
 from autoresearch_kernel.results import COLUMNS, Row  # noqa: E402
 
 # method -> (the loop's --proposer, its options besides the seed)
@@ -73,7 +74,9 @@ METHODS = {
     "cmaes": ("optuna", {"sampler": "cmaes"}),
 }
 BASELINE_SEEDS = (0, 1, 2)  # the loop's default
-HELD_UP_SEEDS = (2, 3)  # seeds no candidate runs on in the search (it runs on 0, confirms on 1)
+# Seeds no candidate runs on in the search: it runs on the first baseline seed and confirms on the next ones.
+_LAST = seed_for(BASELINE_SEEDS, gate.GateConfig().confirm_runs)
+HELD_UP_SEEDS = (_LAST + 1, _LAST + 2)
 OUT = Path(__file__).resolve().parent / "search.png"
 
 
@@ -162,7 +165,7 @@ def run_on_seeds(repo_path: Path, commit: str, seeds: tuple[int, ...], tag: str,
 @dataclass
 class Missed:
     """A candidate the means rule did not keep: one the margin rule would have kept, or a near miss (the means
-    rule re-ran it on seed 1, then discarded it)."""
+    rule re-ran it on more seeds, then discarded it)."""
 
     search: Search
     number: int  # the experiment, 1-based
@@ -274,7 +277,7 @@ def read_rows(path: Path) -> dict[str, list[Search]]:
     by_method: dict[str, list[Search]] = {}
     with path.open(newline="") as handle:
         for line in csv.DictReader(handle, delimiter="\t"):
-            row = Row(**{name: value(name, line[name]) for name in COLUMNS})
+            row = Row(**{name: value(name, line.get(name) or "") for name in COLUMNS})  # older TSVs lack newer columns
             searches = by_method.setdefault(line["method"], [])
             if not searches or searches[-1].repeat != int(line["repeat"]):
                 searches.append(Search(line["method"], int(line["repeat"])))
@@ -379,9 +382,9 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
                       for ss in by_method.values() for s in ss if len(s.baseline) > 1})
     print(f"\nwhat the stricter gate costs: the candidates the means rule did not keep that the former margin rule "
           f"(margin {', '.join(map(str, margins))}, against the best of the moment) would have kept, and its near "
-          f"misses (re-run on seed 1, then discarded), each re-run on seeds {HELD_UP_SEEDS}")
-    print(f"{'method':<7} {'rep':>3} {'exp':>3} {'best then':>9} {'seed 0':>9} {'seed 1':>9} {'seeds 2,3':>9} "
-          f"{'gain 2,3':>8} {'held up':<7} {'margin rule':<11} description")
+          f"misses (re-run on more seeds, then discarded), each re-run on seeds {HELD_UP_SEEDS}")
+    print(f"{'method':<7} {'rep':>3} {'exp':>3} {'best then':>9} {'seed 0':>9} {'seed 1':>9} {'fresh':>9} "
+          f"{'gain':>8} {'held up':<7} {'margin rule':<11} description")
     for m in missed:
         fresh = [m.runs.get(s) for s in HELD_UP_SEEDS]
         mean = statistics.fmean(fresh) if None not in fresh else None

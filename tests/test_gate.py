@@ -3,6 +3,7 @@
 `decide_by_means` with the pooled `NoiseEstimate`, and a simulation against candidates that only re-draw the
 initialisation, next to the margin rule the loop used before (kept here, as `margin_rule`, for comparison only).
 """
+import dataclasses
 import math
 import statistics
 
@@ -125,6 +126,19 @@ def test_means_rule_decides_on_the_mean_after_the_confirmations_with_a_smaller_m
     assert regressed.status == "discard" and regressed.best == pytest.approx(1.0)
 
 
+def test_a_gain_that_stays_borderline_gets_more_seeds_up_to_confirm_runs_then_the_mean_decides():
+    best, three = [1.0, 1.0, 1.0, 1.0], dataclasses.replace(MEANS, confirm_runs=3)
+    # two runs: se 0.00866, margin 0.01732; a mean gain of 0.015 lies between 1 se and the margin
+    assert decide_by_means(best, [0.985, 0.985], KNOWN, three).status == "confirm"
+    assert decide_by_means(best, [0.985, 0.985], KNOWN, MEANS).status == "discard"  # one confirmation only
+    # three runs: se 0.00764, margin 0.01528: the same mean gain of 0.016 is now enough
+    assert decide_by_means(best, [0.984, 0.984, 0.984], KNOWN, three).status == "keep"
+    # a mean that falls to 1 se or less stops early; the last allowed run decides either way
+    assert decide_by_means(best, [0.985, 1.0], KNOWN, three).status == "discard"
+    assert decide_by_means(best, [0.99, 0.99, 0.99, 0.99], KNOWN, three).status == "discard"
+    assert GateConfig().confirm_runs == 3
+
+
 def test_means_rule_crashes_on_a_missing_metric_and_refuses_a_missing_best():
     decision = decide_by_means([1.0], [0.9, None], KNOWN, MEANS)
     assert (decision.status, decision.value, decision.best) == ("crash", None, 1.0)
@@ -211,6 +225,18 @@ def test_the_cost_a_real_gain_of_two_sds_is_kept_more_often_as_the_noise_estimat
     thin, filled = keep_rate(means_rule, 2.0), keep_rate(means_rule, 2.0, pooled_pairs=20)
     assert filled > 0.25 and filled > 3 * thin
     assert keep_rate(means_rule, 4.0, pooled_pairs=20) > 0.9
+
+
+def test_more_confirmation_seeds_keep_real_gains_more_often_and_seed_luck_no_more_often():
+    def rule(confirm_runs):
+        config = GateConfig(confirm_runs=confirm_runs)
+        return lambda baseline, runs, pairs: decide_by_means(
+            baseline, runs, estimate_noise([baseline, *pairs], "cpu"), config).status
+
+    one, three = rule(1), rule(3)
+    assert keep_rate(three, 3.0) > keep_rate(one, 3.0) + 0.1  # a 3-sd gain early in a run: ~0.23 -> ~0.44
+    assert keep_rate(three, 2.0, pooled_pairs=20) > keep_rate(one, 2.0, pooled_pairs=20) + 0.05
+    assert keep_rate(three, 0.0) < 1 / 200 and keep_rate(three, 0.0, pooled_pairs=20) < 1 / 100
 
 
 def test_baseline_keeps_the_mean_as_first_best_and_records_the_first_candidates_margin():
