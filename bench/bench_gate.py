@@ -11,8 +11,9 @@ Both rules are applied afterwards to the same measured values, each candidate ag
 - the rule it has now (gate.decide_by_means): the candidate's mean against the baseline's mean in standard
   errors of their difference, with the noise pooled over the baseline and the confirmation pairs this rule
   asked for so far, and the cpu profile's default as the prior.
-To measure what either rule might ask for, the loop runs with a gate that keeps nothing and re-runs on seed 1
-every candidate whose first run beats the baseline's mean (neither rule re-runs any other).
+To measure what either rule might ask for, the loop runs with a gate that keeps nothing and re-runs every
+candidate on the next seeds (1, 2, 3: the means rule's confirmations) while its mean beats the baseline's mean
+(neither rule re-runs any other).
 
     python bench/bench_gate.py [--candidates 10] [--budget-tokens 65536] [--data-dir DIR]
 
@@ -43,8 +44,9 @@ BASELINE_SEEDS = (0, 1, 2)  # as the issue measured it: the loop's default
 MODEL_LINE = "model = GPT().to(run.device)"
 # The measuring gate: never keeps (the margin is a million standard errors), and re-runs every candidate whose
 # first run is better than the baseline's mean at all (a floor of 0 standard errors, no band).
-MEASURE_ALL = gate.GateConfig(z=1e6, min_margin=0.0, confirm_band=0.0, confirm_floor=0.0)
 RULE = gate.GateConfig()  # the rules compared use the loop's defaults
+MEASURE_ALL = gate.GateConfig(z=1e6, min_margin=0.0, confirm_band=0.0, confirm_floor=0.0,
+                              confirm_runs=RULE.confirm_runs)
 # A run's wall-clock limit. The loop's default (from the cpu profile's 45 s: 165 s) is hit by a 65,536-token run
 # on a busy shared machine; a token budget gives the same val_bpb however long the run takes, so wait for it.
 TIMEOUT_S = 900.0
@@ -149,22 +151,24 @@ def main() -> None:
     for commit, runs in candidates.items():
         old = margin_rule_status(mean, former_margin(baseline), runs)
         noise = gate.estimate_noise(pooled, "cpu", RULE)
-        first = gate.decide_by_means(baseline, runs[:1], noise, RULE)
-        new = gate.decide_by_means(baseline, runs[:2], noise, RULE) if first.status == "confirm" else first
-        if first.status == "confirm":
-            pooled.append(runs[:2])
+        new, used = gate.decide_by_means(baseline, runs[:1], noise, RULE), 1
+        while new.status == "confirm" and used < len(runs):  # the confirmations it asks for, one seed at a time
+            used += 1
+            new = gate.decide_by_means(baseline, runs[:used], noise, RULE)
+        if used > 1:
+            pooled.append(runs[:used])
         old_keeps += old == "keep"
         new_keeps += new.status == "keep"
         second = f"{runs[1]:.6f}" if len(runs) > 1 else "-"
         print(f"{names[commit]:<46} {runs[0]:9.6f} {second:>9}  {old:<12} {new.status:<10} {new.margin:.6f}")
 
     first_runs = [runs[0] for runs in candidates.values()]
-    pairs = [runs[:2] for runs in candidates.values() if len(runs) > 1]
+    pairs = [runs for runs in candidates.values() if len(runs) > 1]
     within = gate.NoiseEstimate.pooled([baseline, *pairs], prior_sd=None)
     final = gate.estimate_noise(pooled, "cpu", RULE)
     print(f"spread: {len(first_runs)} re-draws of the initialisation on seed 0: sd {statistics.stdev(first_runs):.6f} "
           f"(mean {statistics.fmean(first_runs):.6f}); seed-to-seed within the baseline and {len(pairs)} re-run "
-          f"pairs: sd {within.sd:.6f} on {within.measured_dof} dof")
+          f"groups: sd {within.sd:.6f} on {within.measured_dof} dof")
     print(f"means rule's noise at the end: sd {final.sd:.6f}, upper bound {final.upper:.6f} on {final.dof:g} dof "
           f"({final.measured_dof} measured)")
     print(f"false keeps: margin rule {old_keeps} of {len(candidates)}, means rule {new_keeps} of {len(candidates)}")
