@@ -405,6 +405,9 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each method (R); repeat r: proposer seed r")
+    parser.add_argument("--first-repeat", type=int, default=0,
+                        help="start at this repeat (and proposer seed): more repeats of a bench run before, whose "
+                             "TSVs --from-tsv then reads together")
     parser.add_argument("--experiments", type=int, default=16, help="proposals per run (N)")
     parser.add_argument("--budget-tokens", type=int, default=65_536)
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
@@ -412,13 +415,17 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(OUT), help="the chart (PNG); the rows go beside it as .tsv")
     parser.add_argument("--no-recheck", action="store_true", help="skip re-running what the margin rule would keep")
-    parser.add_argument("--from-tsv", default=None, help="run nothing: the figures and chart of a TSV this bench wrote")
+    parser.add_argument("--from-tsv", nargs="+", default=None,
+                        help="run nothing but the re-checks: the figures and chart of the TSVs this bench wrote")
     args = parser.parse_args()
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if not (data_dir / "cpu" / "manifest.json").exists():
         prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
     if args.from_tsv:  # the rows of an earlier bench; the re-checks run again, on candidates rebuilt
-        by_method, missed, extra_keeps = read_rows(Path(args.from_tsv)), [], 0
+        by_method, missed, extra_keeps = {}, [], 0
+        for path in args.from_tsv:
+            for method, searches in read_rows(Path(path)).items():
+                by_method.setdefault(method, []).extend(searches)
         args.repeats = max(len(ss) for ss in by_method.values())
         for found in (s for ss in by_method.values() for s in ss if not args.no_recheck and len(s.baseline) > 1):
             with tempfile.TemporaryDirectory(prefix=f"bench_search_{found.method}_") as temporary:
@@ -427,7 +434,7 @@ def main() -> None:
                 missed, extra_keeps = missed + [dataclasses.replace(m, search=found) for m in more], extra_keeps + extra
         report(by_method, missed, extra_keeps, args, sum(s.wall_s for ss in by_method.values() for s in ss))
         chart(Path(args.out), by_method, args)
-        print(f"\nchart: {args.out} (from {args.from_tsv})")
+        print(f"\nchart: {args.out} (from {', '.join(args.from_tsv)})")
         return
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -441,7 +448,7 @@ def main() -> None:
     extra_keeps = 0
     started = time.perf_counter()
     try:
-        for repeat in range(args.repeats):  # repeat-major: a bench cut short has about as many repeats of each
+        for repeat in range(args.first_repeat, args.first_repeat + args.repeats):  # repeat-major: a bench cut short has about as many repeats of each
             for method in methods:
                 with tempfile.TemporaryDirectory(prefix=f"bench_search_{method}_") as temporary:
                     found = search(method, repeat, Path(temporary), args, data_dir)
