@@ -23,16 +23,17 @@ through the loop, on two seeds that neither rule saw (HELD_UP_SEEDS); its gain "
 two runs still beats that best. --from-tsv runs nothing but these re-checks, on candidates rebuilt from their
 descriptions, and prints the figures of the rows an earlier bench wrote (one cut short, say).
 
-    python bench/bench_search.py [--repeats 2] [--experiments 16] [--budget-tokens 65536]
+    python bench/bench_search.py [--repeats 1] [--first-repeat 0] [--experiments 16] [--budget-tokens 65536]
                                  [--methods random,mutate,tpe,cmaes] [--threshold 0.02] [--data-dir DIR]
-                                 [--out bench/search.png] [--no-recheck] [--from-tsv TSV]
+                                 [--out bench/search.png] [--no-recheck] [--from-tsv TSV ...]
 
 Why 16 experiments: Optuna's TPE draws its first 10 trials at random (n_startup_trials), and the kept notebook
 is the first trial of each region, so with the same seed TPE proposes exactly what random search proposes for
 its first 9 experiments; fewer experiments compare random search with itself.
 Time: a run costs 35 to 80 s here whatever the token budget (start-up, export and scoring dominate; 8,192
-tokens train in 4 s), so the default, 4 methods x 2 repeats x (3 baseline seeds + 16 experiments + their
-confirmations) and the re-checks, about 170 runs, takes about two hours on a quiet machine, more on a busy one.
+tokens train in 4 s), so the default, 4 methods x 1 repeat x (3 baseline seeds + 16 experiments + their
+confirmations) and the re-checks, about 80 runs, took 51.8 minutes on a quiet machine (more on a busy one);
+each further repeat (--repeats, or --first-repeat on its own and --from-tsv to read them together) as long.
 `--repeats 1 --experiments 2 --budget-tokens 8192` checks the script in about five minutes per method.
 """
 from __future__ import annotations
@@ -404,7 +405,7 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each method (R); repeat r: proposer seed r")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each method (R); repeat r: proposer seed r")
     parser.add_argument("--first-repeat", type=int, default=0,
                         help="start at this repeat (and proposer seed): more repeats of a bench run before, whose "
                              "TSVs --from-tsv then reads together")
