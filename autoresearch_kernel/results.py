@@ -6,7 +6,8 @@ analysis code reads our files. Our extra columns follow (see `COLUMNS`).
 
 A kill must never leave half a row: each append is one `os.write` of whole lines on an `O_APPEND`
 descriptor followed by `fsync`, and a reader ignores a final line without its newline (the next writer
-truncates it away before appending). The file lives under `runs/<tag>/`, which git ignores, so a `git reset`
+truncates it away before appending). Writers take turns under an advisory lock (`flock`), so a torn tail is
+only ever a killed writer's, never a row another writer is still writing. The file lives under `runs/<tag>/`, which git ignores, so a `git reset`
 in the loop's worktree can never erase history.
 
 Invalid proposals (no commit, no experiment) go to a sibling file of the same shape, `invalid.tsv`, so that
@@ -20,6 +21,7 @@ that experiment).
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
 import math
 import os
@@ -186,17 +188,21 @@ def _upgrade_header(path: Path) -> None:
 
 
 def append(path: str | os.PathLike, *rows: Row) -> None:
-    """Append whole rows: one write of all their lines on an O_APPEND descriptor, then fsync."""
+    """Append whole rows: one write of all their lines on an O_APPEND descriptor, under the file's lock, then
+    fsync."""
     if not rows:
         return
     for row in rows:
         if row.status not in STATUSES + NOT_RUN:
             raise ValueError(f"unknown status {row.status!r}: use one of {STATUSES + NOT_RUN}")
     path = ensure_file(path)
-    _repair_torn_tail(path)
     data = "".join(format_row(row) for row in rows).encode("utf-8")
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
+        # Writers take turns (lanes, a dashboard, an agent's step): one that read another's row half-written
+        # would take it for a torn tail and cut it off. The lock goes with the descriptor, even on a kill.
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        _repair_torn_tail(path)
         written = os.write(descriptor, data)
         if written != len(data):  # a full disk: do not leave a partial row behind
             raise OSError(f"short write to {path}: {written} of {len(data)} bytes")

@@ -1,9 +1,11 @@
 """results.tsv: the reference's formats, atomic appends, torn-line repair, and loading both file shapes."""
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -89,6 +91,27 @@ def test_concurrent_writers_never_interleave_rows(tmp_path):
     assert sorted(r.experiment for r in rows) == sorted([n for n in range(200)] + [1000 + n for n in range(200)])
     assert all(r.description == "x" * 197 + "..." for r in rows)  # long descriptions are cut to 200
     assert all(len(line.split("\t")) == len(COLUMNS) for line in path.read_text().splitlines())
+
+
+def test_a_writer_waits_for_one_midway_through_its_row_instead_of_cutting_it_as_torn(tmp_path):
+    # The interleaving that lost a row under load: one writer read another's row half-written, took it for
+    # the torn tail of a kill, and truncated it.
+    path = results.ensure_file(tmp_path / "results.tsv")
+    line = results.format_row(Row("abcdef1", 1.0, 1.0, "keep", "first", experiment=1)).encode()
+    appending = threading.Thread(target=results.append, args=(path, Row("abcdef2", 1.0, 1.0, "keep", "second",
+                                                                          experiment=2)))
+    with open(path, "ab") as other:  # another writer, its lock taken, midway through its row
+        fcntl.flock(other, fcntl.LOCK_EX)
+        other.write(line[:40])
+        other.flush()
+        appending.start()
+        appending.join(timeout=1.0)
+        assert appending.is_alive()  # it waits its turn
+        other.write(line[40:])
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_UN)
+    appending.join(timeout=30)
+    assert [r.experiment for r in results.read_rows(path)] == [1, 2]
 
 
 def test_a_killed_writer_leaves_only_whole_rows(tmp_path):
