@@ -8,10 +8,11 @@ runs, never its luckiest draw, in units of the standard error of their differenc
     se = noise.upper * sqrt(1 / n_best + 1 / n_candidate),    margin = max(min_margin, z * se)
 
 Kept at once when its gain exceeds the margin by the band; re-run on another seed while the mean's gain is
-borderline (decision "confirm", up to `confirm_runs` times), kept as soon as the mean's gain exceeds the margin
-(which shrinks with every run), discarded when it falls to one standard error or the runs are used up. Equal or worse: discard. A
-missing or non-finite metric: crash. A candidate whose run is identical to its parent's on the same seed
-changed nothing that was measured: "noop" (`noop_decision`), not a discard that looks like a measurement.
+borderline (decision "confirm", up to `confirm_runs` times), kept as soon as the mean's gain exceeds the
+margin (which shrinks with every run), discarded when it falls to one standard error or the runs are used up.
+Equal or worse: discard. A missing or non-finite metric: crash. A candidate whose run is identical to its
+parent's on the same seed changed nothing that was measured: "noop" (`noop_decision`), not a discard that
+looks like a measurement.
 
 The noise (`NoiseEstimate.pooled`, `estimate_noise`) pools every repeated measurement the run makes (the
 baseline seeds, confirmations, re-runs of one commit on distinct seeds: `repeated_groups`) with a per-profile
@@ -250,7 +251,7 @@ def decide_by_means(best_runs: Sequence[float | None], runs: Sequence[float | No
         return Decision("keep", value, value, margin, gain, f"better: {beats}")
     last = len(runs) >= 1 + config.confirm_runs  # no re-run left: this mean decides
     if gain > margin and (len(runs) > 1 or last):
-        return Decision("keep", value, value, margin, gain, f"better, confirmed: {beats}")
+        return Decision("keep", value, value, margin, gain, f"better{', confirmed' if len(runs) > 1 else ''}: {beats}")
     floor = min(config.confirm_floor * se, margin) if se > 0 else margin  # without noise a re-run says nothing new
     if gain <= floor or last:
         return Decision("discard", value, best, margin, gain, f"not better enough: {beats}")
