@@ -21,8 +21,8 @@ from autoresearch_kernel.integrity import Candidate
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage, usage_of
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runstate import Pending
+from autoresearch_kernel.workspace import read_program
 
-PROGRAM = "program.md"  # the human's instructions, read from the run's worktree
 # Duplicates in a row after which the run stops: a proposer that only repeats itself would spin forever.
 MAX_DUPLICATES = 20
 
@@ -45,7 +45,7 @@ class Intake:
         kind = "fix" if fix else "candidate"
         base = loop.workspace.read_sandbox(fix.commit if fix else state.kept)
         context = ProposalContext(
-            program=self._program(), notebook=base, history=loop.records.history(),
+            program=read_program(loop.workspace.root), notebook=base, history=loop.records.history(),
             failure=fix.failure if fix else None, best_val_bpb=loop.records.best(),
             profile=loop.config.profile, device=loop.config.device,
             running=[f.description for f in state.flights if f.kind != "baseline"],
@@ -139,6 +139,3 @@ class Intake:
         loop.status.message = f"{status} proposal: {row.failure[:120]}"
         loop.emit(invalid=row)
 
-    def _program(self) -> str:
-        path = self.loop.workspace.worktree / PROGRAM
-        return path.read_text(encoding="utf-8") if path.exists() else ""

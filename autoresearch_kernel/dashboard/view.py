@@ -20,7 +20,8 @@ import pandas as pd
 
 from autoresearch_kernel import report, runstate
 from autoresearch_kernel.dashboard.control import Settings
-from autoresearch_kernel.dashboard.snapshot import PROGRAM, Detail, Snapshot
+from autoresearch_kernel.dashboard.snapshot import Detail, Snapshot
+from autoresearch_kernel.workspace import PROGRAM
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"  # the LLM proposer's key: read by the loop process, never by the widgets
 MAX_LANES = 64  # the form's bound on lanes: more would only queue on the same devices
