@@ -26,6 +26,17 @@ from autoresearch_kernel.runstate import Pending
 # The kinds of row that are a proposer's idea (confirmations and baselines are not). A rebase is the idea
 # re-applied onto a newer best: its row, not the "stale" one before it, says whether the idea was kept.
 IDEAS = ("candidate", "fix", "rebase")
+# A crash that is the machine's, not the code's (a lost worker, a loop killed mid-run too often) says so in its
+# failure, so that the idea memory does not block the code for ever (memory.Entry.status "fault").
+MACHINE_FAULT = "machine fault: "
+# A run past its wall-clock limit may be a busy machine's doing: it is run again, with the limit times
+# TIMEOUT_GROWTH, this many times before the timeout counts as the code's.
+TIMEOUT_RETRIES = 1
+TIMEOUT_GROWTH = 2.0
+
+
+def is_machine_fault(row: Row) -> bool:
+    return row.status == "crash" and row.failure.startswith(MACHINE_FAULT)
 
 
 class Records:
