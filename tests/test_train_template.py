@@ -24,10 +24,11 @@ PROFILE = "cpu"        # cpu | gpu: sizes of the prepared data and of the evalua
 DATA_DIR = ""          # prepared data folder; "" means the default
 DEVICE = "auto"        # auto picks cuda, then mps, then cpu
 SEED = 0
-BUDGET_SECONDS = 0.0   # > 0: wall-clock training seconds (warm-up steps excluded); 0: the profile's default
+BUDGET_SECONDS = 0.0   # > 0: wall-clock training seconds (warm-up steps excluded); all 0: the profile's default
 BUDGET_TOKENS = 0      # > 0: a fixed number of training tokens instead (deterministic)
 METRICS_PATH = "metrics.json"
-EVALUATE = True        # False in the loop: its scorer measures the model outside this kernel'''
+EVALUATE = True        # False in the loop: its scorer measures the model outside this kernel
+BUDGET_FLOPS = 0.0     # > 0: training FLOPs instead, counted by the harness (deterministic, compute-fair)'''
 
 
 def _execute(notebook, out_dir, prepared_dir, **parameters):
