@@ -19,6 +19,7 @@ SLOW_MODULES = {
     "test_browser",            # JupyterLab in Chromium
     "test_cli_loop",           # the CLI's loop in a subprocess
     "test_integrity",          # loops whose candidates try to cheat
+    "test_budget_loop",        # loops whose candidates train past their budget
     "test_loop",               # loops on real kernels, kills and resumes
     "test_loop_lanes",         # two lanes on real kernels: stale candidates, stop, abort and resume
     "test_loop_notebook",      # the controller notebook through papermill

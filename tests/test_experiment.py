@@ -153,3 +153,25 @@ def test_device_auto_and_missing_devices():
 def test_smoothed_curve_is_unbiased_from_the_first_value():
     assert smoothed_curve([4.0, 4.0, 4.0]) == pytest.approx([4.0, 4.0, 4.0])
     assert smoothed_curve([4.0, 2.0])[1] == pytest.approx((0.09 * 4 + 0.1 * 2) / 0.19)
+
+
+@pytest.mark.slow  # two evaluations of the profile's 65,536 tokens
+def test_the_same_seed_and_flop_budget_give_the_same_val_bpb_to_the_last_digit(prepared_dir, tmp_path):
+    from autoresearch_kernel.harness.data import load_prepared
+    from autoresearch_kernel.harness.evaluate import evaluate_bpb
+
+    vocab = get_profile("cpu").vocab_size
+    data = load_prepared(str(prepared_dir), "cpu")
+    values = []
+    for _ in range(2):
+        run = _start(prepared_dir, tmp_path, budget_flops=12 * 64 * 6 * 8 * vocab)
+        model = Bigram(vocab)  # initialised after start: seeded by it
+
+        def logits(idx, model=model):
+            return model.head(model.embed(idx))
+
+        _train(run, model)
+        scorer = torch.nn.Module()
+        scorer.forward = logits
+        values.append((evaluate_bpb(scorer, data).val_bpb, run.flops_used(), run.losses))
+    assert values[0] == values[1] and values[0][1] == 12 * 64 * 6 * 8 * vocab

@@ -92,6 +92,26 @@ def test_run_once_gives_the_same_val_bpb_for_the_same_seed(short_run, prepared_d
     assert f"---\nval_bpb:          {metrics['val_bpb']:.6f}\n" in completed.stdout
 
 
+def test_a_flop_budget_gives_the_same_val_bpb_twice_and_prices_the_baselines_tokens(prepared_dir, tmp_path):
+    """Two steps' worth of the baseline's counted FLOPs (19,484,170.625 per token): the notebook in a kernel,
+    then run-once in another; the same seed gives the same val_bpb and FLOPs to the last digit."""
+    flops = 2 * STEP_TOKENS * 19_484_170.625 * 0.999
+    first = _execute(TEMPLATE, tmp_path, prepared_dir, BUDGET_FLOPS=flops)
+    assert first.status == "ok", first.failure
+    metrics = first.metrics
+    assert (metrics["num_steps"], metrics["budget_flops"], metrics["flops_per_token"]) == (2, flops, 19_484_170.625)
+    assert metrics["flops"] == 2 * STEP_TOKENS * 19_484_170.625 and metrics["budget_tokens"] is None
+    again = tmp_path / "again"
+    completed = subprocess.run(
+        [sys.executable, "-m", "autoresearch_kernel", "run-once", "--budget-flops", repr(flops),
+         "--data-dir", str(prepared_dir), "--device", "cpu", "--seed", "0", "--out", str(again)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    repeated = json.loads((again / "metrics.json").read_text())
+    assert (repeated["val_bpb"], repeated["flops"]) == (metrics["val_bpb"], metrics["flops"])
+
+
 def test_training_longer_lowers_val_bpb(short_run, prepared_dir, tmp_path):
     longer = _execute(TEMPLATE, tmp_path, prepared_dir, BUDGET_TOKENS=LONG_TOKENS)
     assert longer.status == "ok", longer.failure

@@ -36,7 +36,7 @@ class Settings:
     proposer: str = "mutate"  # mutate | llm
     model: str = ""  # llm only
     base_url: str = ""  # llm only: any OpenAI-compatible endpoint
-    budget_kind: str = "seconds"  # seconds | tokens: per experiment, as in the CLI
+    budget_kind: str = "seconds"  # seconds | tokens | flops: per experiment, as in the CLI
     budget: float = 0.0  # 0: the profile's default
     max_experiments: int = 0  # 0: until stopped
     lanes: int = 1  # experiments in flight at once; 1 sends nothing (the loop's default, or one per device)
@@ -51,7 +51,8 @@ class Settings:
             "proposer": self.proposer, "model": (self.model or None) if llm else None,
             "base_url": (self.base_url or None) if llm else None,
             "budget_tokens": int(budget) if budget and self.budget_kind == "tokens" else None,
-            "budget_seconds": float(budget) if budget and self.budget_kind != "tokens" else None,
+            "budget_flops": float(budget) if budget and self.budget_kind == "flops" else None,
+            "budget_seconds": float(budget) if budget and self.budget_kind == "seconds" else None,
             "max_experiments": int(self.max_experiments) if self.max_experiments > 0 else None,
             # only when asked for: a one-lane form builds the command line it always built
             "lanes": int(self.lanes) if self.lanes > 1 else None, "devices": self.devices or None,

@@ -28,6 +28,7 @@ import torch
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.harness.flops import StepCounter
 from autoresearch_kernel.harness.metrics import STATUS_FAILED, Metrics, write_metrics
+from autoresearch_kernel.harness.profiles import Budget
 
 # Steps left off the training clock: on CUDA the first ones compile (the reference skips 10); elsewhere
 # only the first step pays a one-time cost (lazy allocation, thread-pool start).
@@ -276,12 +277,7 @@ def seed_everything(seed: int) -> None:
 
 
 def describe(run: Experiment) -> str:
-    if run.budget_flops is not None:
-        budget = f"{run.budget_flops:.4g} training FLOPs"
-    elif run.budget_tokens is not None:
-        budget = f"{run.budget_tokens:,} training tokens"
-    else:
-        budget = f"{run.budget_seconds:.0f} s of training"
+    budget = Budget(run.budget_seconds, run.budget_tokens, run.budget_flops).describe()
     device = run.device.type
     if device == "cuda":
         device = f"cuda ({torch.cuda.get_device_name(run.device)})"

@@ -92,6 +92,14 @@ class Budget:
     def amount(self) -> float:
         return float(self.flops if self.flops is not None else self.tokens if self.tokens is not None else self.seconds)
 
+    def describe(self) -> str:
+        """`1.25e+12 training FLOPs`, `65,536 training tokens` or `45 s of training`."""
+        if self.flops is not None:
+            return f"{self.flops:.4g} training FLOPs"
+        if self.tokens is not None:
+            return f"{self.tokens:,} training tokens"
+        return f"{self.seconds:.0f} s of training"
+
 
 def choose_budget(profile: str | Profile, seconds: float = 0.0, tokens: int = 0, flops: float = 0.0) -> Budget:
     """The budget in force: the one given (FLOPs, then tokens, then seconds), else the profile's default (a FLOP
