@@ -80,13 +80,19 @@ def test_a_run_writes_metrics_checkpoint_curve_and_summary(short_run):
     assert any("image/png" in o.get("data", {}) for o in cell.outputs)  # the loss curve
 
 
-def test_run_once_gives_the_same_val_bpb_for_the_same_seed(short_run, prepared_dir, tmp_path):
+def _run_once(out_dir, prepared_dir, *budget):
+    """`autoresearch run-once` on seed 0 in a subprocess (a kernel of its own); the completed process."""
     completed = subprocess.run(
-        [sys.executable, "-m", "autoresearch_kernel", "run-once", "--budget-tokens", str(SHORT_TOKENS),
-         "--data-dir", str(prepared_dir), "--device", "cpu", "--seed", "0", "--out", str(tmp_path)],
+        [sys.executable, "-m", "autoresearch_kernel", "run-once", *budget,
+         "--data-dir", str(prepared_dir), "--device", "cpu", "--seed", "0", "--out", str(out_dir)],
         capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def test_run_once_gives_the_same_val_bpb_for_the_same_seed(short_run, prepared_dir, tmp_path):
+    completed = _run_once(tmp_path, prepared_dir, "--budget-tokens", str(SHORT_TOKENS))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["val_bpb"] == short_run.metrics["val_bpb"]
     assert f"---\nval_bpb:          {metrics['val_bpb']:.6f}\n" in completed.stdout
@@ -102,12 +108,7 @@ def test_a_flop_budget_gives_the_same_val_bpb_twice_and_prices_the_baselines_tok
     assert (metrics["num_steps"], metrics["budget_flops"], metrics["flops_per_token"]) == (2, flops, 19_484_170.625)
     assert metrics["flops"] == 2 * STEP_TOKENS * 19_484_170.625 and metrics["budget_tokens"] is None
     again = tmp_path / "again"
-    completed = subprocess.run(
-        [sys.executable, "-m", "autoresearch_kernel", "run-once", "--budget-flops", repr(flops),
-         "--data-dir", str(prepared_dir), "--device", "cpu", "--seed", "0", "--out", str(again)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr
+    _run_once(again, prepared_dir, "--budget-flops", repr(flops))
     repeated = json.loads((again / "metrics.json").read_text())
     assert (repeated["val_bpb"], repeated["flops"]) == (metrics["val_bpb"], metrics["flops"])
 
