@@ -84,8 +84,10 @@ class Settler:
         return gate.Decision("crash", None, self.records.best(), self.records.margin(), None, reason)
 
     def _over_budget(self, row: Row) -> gate.Decision | None:
-        """The over-budget verdict of a run that trained past its budget (measured outside its kernel), else None."""
-        if row.status == "crash":
+        """The over-budget verdict of a run that trained past its budget (measured outside its kernel), else None.
+        A run the scorer did not measure (a base notebook without harness.finish reports its own metrics, and
+        spends no budget the harness knows of) is not verified."""
+        if row.status == "crash" or row.forward_flops_per_token is None:
             return None
         config = self.loop.config
         chosen = choose_budget(config.profile, config.budget_seconds, config.budget_tokens, config.budget_flops)
