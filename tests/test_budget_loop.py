@@ -12,6 +12,7 @@ from test_integrity import make_repo
 
 from autoresearch_kernel import results
 from autoresearch_kernel.gate import GateConfig
+from autoresearch_kernel.integrity.budget import Tolerance
 from autoresearch_kernel.integrity.guard import Guard
 from autoresearch_kernel.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers.base import Proposal, Usage
@@ -34,8 +35,12 @@ pytestmark = pytest.mark.timeout(1800)  # three loops of real kernels, on two sh
 BUDGETS = {
     "flops": dict(budget_flops=16 * STEP_TOKENS * TINY_FLOPS_PER_TOKEN * 0.999),  # 16 steps
     "tokens": dict(budget_tokens=16 * STEP_TOKENS),
-    "seconds": dict(budget_seconds=20.0),  # long enough that training, not start-up, dominates the CPU time
+    "seconds": dict(budget_seconds=60.0),  # long enough that training, not start-up, weighs in the CPU time
 }
+# The tiny notebook's start-up, export and kernel (about 10 of its baseline's 24 CPU seconds, measured on two
+# shared cores) dilute a doubled training to 1.56 x its CPU seconds (1.93 x for the shipped notebook's 143 s),
+# so the CPU test runs here with a 30 % slack: an honest change took 0.91 x the baseline's.
+TOLERANCE = Tolerance(seconds=0.3)
 
 
 class EditingProposer:
@@ -67,7 +72,7 @@ def budget_run(request, prepared_dir, tmp_path_factory):
     proposer = EditingProposer(edits)
     config = LoopConfig(repo=repo, tag="budget", data_dir=str(prepared_dir), device="cpu", baseline_seeds=(0,),
                         timeout_s=600, fix_attempts=0, max_experiments=len(edits), gate=GateConfig(confirm_runs=0),
-                        **BUDGETS[request.param])
+                        budget_tolerance=TOLERANCE, **BUDGETS[request.param])
     with Loop(config, proposer=proposer, checks=Guard(static=False)) as loop:
         loop.run()
         folder, kept = loop.folder, loop.state.kept
