@@ -99,7 +99,8 @@ def test_rows_record_what_was_measured_and_an_honest_change_keeps_to_its_budget(
     rows = budget_run["rows"]
     for row in rows.values():
         assert row.cpu_seconds > 1 and row.forward_flops_per_token > 0  # measured outside the kernel
-        assert row.flops == pytest.approx(row.tokens_m * 1e6 * TINY_FLOPS_PER_TOKEN, rel=0.01)  # the harness's count
+        # the harness's count; rows keep tokens in thousands
+        assert row.flops == pytest.approx(row.tokens_m * 1e6 * TINY_FLOPS_PER_TOKEN, abs=500 * TINY_FLOPS_PER_TOKEN)
     assert rows["cheat"].cpu_seconds > rows["baseline (seed 0)"].cpu_seconds
     if budget_run["kind"] == "flops":
         assert rows["honest"].status in ("keep", "discard"), rows["honest"].failure
