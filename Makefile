@@ -26,14 +26,15 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # The main job: data prepared once (the embedded corpus, cpu profile), then a bounded loop with the
-# offline mutate proposer (2 baseline seeds + 3 experiments of 65,536 training tokens each, a budget in tokens so
-# that a busy machine measures the same as a quiet one: about 5 minutes on 2 cores),
+# offline mutate proposer (2 baseline seeds + 3 experiments of 1.25e12 training FLOPs each, counted by the
+# harness: the baseline's 65,536 tokens, and a larger model fewer; a budget in FLOPs so that a busy machine
+# measures the same as a quiet one and a change cannot buy its gain with compute: about 5 minutes on 2 cores),
 # then the report. Each `make run` is a new run tag; the loop prints how to resume it or run it longer.
 run: install
 	@data="$${AUTORESEARCH_DATA_DIR:-$$HOME/.cache/autoresearch_kernel}"; \
 	test -f "$$data/cpu/manifest.json" || $(BIN)/python -m autoresearch_kernel prepare
 	@tag="make-$$(date +%Y%m%d-%H%M%S)"; \
-	$(BIN)/python -m autoresearch_kernel loop --tag $$tag --proposer mutate --budget-tokens 65536 \
+	$(BIN)/python -m autoresearch_kernel loop --tag $$tag --proposer mutate --budget-flops 1.25e12 \
 		--baseline-seeds 2 --max-experiments 3 && \
 	$(BIN)/python -m autoresearch_kernel report --tag $$tag
 

@@ -21,6 +21,7 @@ def add_agent_commands(commands) -> None:
     budget = init.add_mutually_exclusive_group()
     budget.add_argument("--budget-seconds", type=float, default=0.0, help="training seconds per experiment")
     budget.add_argument("--budget-tokens", type=int, default=0, help="training tokens per experiment instead")
+    budget.add_argument("--budget-flops", type=float, default=0.0, help="training FLOPs per experiment instead")
     init.add_argument("--baseline-seeds", type=int, default=3, help="seeds the unmodified notebook runs on first")
     init.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per run (default: from the budget)")
     init.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -71,7 +72,7 @@ def _agent_init(args: argparse.Namespace) -> int:
 
     config = LoopConfig(
         repo=args.repo, tag=args.tag, data_dir=args.data_dir, profile=args.profile,
-        budget_seconds=args.budget_seconds, budget_tokens=args.budget_tokens,
+        budget_seconds=args.budget_seconds, budget_tokens=args.budget_tokens, budget_flops=args.budget_flops,
         baseline_seeds=tuple(range(args.baseline_seeds)), timeout_s=args.timeout, device=args.device,
         sandbox=not args.no_sandbox,
     )

@@ -131,6 +131,8 @@ def _add_run_once(commands) -> None:
     budget = once.add_mutually_exclusive_group()
     budget.add_argument("--budget-seconds", type=float, default=0.0, help="training seconds (default: the profile's)")
     budget.add_argument("--budget-tokens", type=int, default=0, help="a fixed number of training tokens instead")
+    budget.add_argument("--budget-flops", type=float, default=0.0, help="training FLOPs instead, counted by the "
+                        "harness (the cpu profile's default budget: 1.25e12)")
     once.add_argument("--profile", default="cpu", help="cpu | gpu")
     once.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
     once.add_argument("--seed", type=int, default=0)
@@ -152,6 +154,7 @@ def _run_once(args: argparse.Namespace) -> None:
         seed=args.seed,
         budget_seconds=args.budget_seconds,
         budget_tokens=args.budget_tokens,
+        budget_flops=args.budget_flops,
     )
     print(f"executed notebook: {result.output_path}")
     print(summary_of(result))

@@ -56,6 +56,7 @@ def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed:
         seed=job.seed,
         budget_seconds=float(config.budget_seconds),
         budget_tokens=int(config.budget_tokens),
+        budget_flops=float(config.budget_flops),
         metrics_path=str(output.with_suffix(".metrics.json")),
         evaluate=False,  # the scorer measures the model, outside the jail
     )

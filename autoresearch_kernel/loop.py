@@ -91,6 +91,7 @@ class Loop:
         self.memory: memory.Memory | None = None
         self.status = LoopStatus(tag=config.tag, pid=os.getpid(), started_at=time.time(),
                                  budget_seconds=config.budget_seconds, budget_tokens=config.budget_tokens,
+                                 budget_flops=config.budget_flops,
                                  timeout_s=config.run_timeout())
         try:
             self.data_dir = str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else str(default_data_dir())

@@ -48,7 +48,7 @@ MEMORY_FILE = "memory.sqlite"  # in runs/, next to the run folders (ignored by g
 # Bumped when an entry's meaning changes; the Python version is part of it because `ast.unparse` (the
 # normalised code) may spell things differently in another one. Either way the file is rebuilt.
 SCHEMA = 2  # 2: machine faults are entries of status "fault"
-MEASURED_WITH = ("profile", "data_dir", "budget_seconds", "budget_tokens")  # settings.YARDSTICK, per run
+MEASURED_WITH = ("profile", "data_dir", "budget_seconds", "budget_tokens", "budget_flops")  # settings.YARDSTICK, per run
 BUSY_SECONDS = 60.0  # another loop of the repository may hold the write lock while it rebuilds
 DIGEST_CHARS = 2500
 CACHED_NOTEBOOKS = 256  # commits read from git and kept (parents repeat: the kept commit is everyone's)

@@ -101,6 +101,7 @@ class Order:
     budget_tokens: int
     timeout_s: float  # the whole-notebook wall-clock limit
     threads: int | None
+    budget_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class RayExecutor:
     def __call__(self, job: Job, lane: Lane, cancel) -> RunResult:
         order = Order(job, self.run_folder.candidate(job.number, job.commit).read_text(encoding="utf-8"),
                       self.config.profile, float(self.config.budget_seconds), int(self.config.budget_tokens),
-                      self.config.run_timeout() * job.timeout_scale, lane.threads)
+                      self.config.run_timeout() * job.timeout_scale, lane.threads, float(self.config.budget_flops))
         lost = None
         for _ in range(1 + RETRIES):
             if cancel.is_set():
@@ -434,7 +435,8 @@ class LaneWorker:
         notebook.parent.mkdir(parents=True, exist_ok=True)
         notebook.write_text(order.notebook, encoding="utf-8")
         config = LoopConfig(profile=order.profile, budget_seconds=order.budget_seconds,
-                            budget_tokens=order.budget_tokens, timeout_s=order.timeout_s)
+                            budget_tokens=order.budget_tokens, timeout_s=order.timeout_s,
+                            budget_flops=order.budget_flops)
         lane = dataclasses.replace(self.lane, device=self.device, threads=order.threads)
         try:
             result = run_experiment(config, self.folder, self.expected.data_dir, self.expected.jailed, job, lane,

@@ -17,6 +17,7 @@ import time
 
 from autoresearch_kernel import gate, results
 from autoresearch_kernel.harness.metrics import finite_figure
+from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.proposers import HistoryEntry, Usage
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runfolder import RunFolder
@@ -130,6 +131,10 @@ class Records:
         """What a proposer sees: the ideas tried (invalid replies included), in the order they finished."""
         return [HistoryEntry(r.experiment, r.description, r.status, r.val_bpb) for r in self.ideas]
 
+    def budget_reference(self) -> budget.Reference:
+        """What the baseline's own runs spent on the run's budget: the yardstick of budget.verify."""
+        return budget.Reference.of(spent(r) for r in self.rows if r.kind == "baseline" and r.status == "keep")
+
     def parent_run(self, parent: str, seed: int) -> Row | None:
         """The kept parent's run on `seed` (a baseline seed, or the kept candidate's own run)."""
         for row in reversed(self.rows):
@@ -151,6 +156,14 @@ def same_result(run: Row, parent: Row) -> bool:
     if run.val_bpb is None or parent.val_bpb is None:
         return False
     return f"{run.val_bpb:.6f}" == f"{parent.val_bpb:.6f}" and f"{run.tokens_m:.3f}" == f"{parent.tokens_m:.3f}"
+
+
+def spent(row: Row) -> budget.Spent:
+    """A run's row as the budget's verification reads it: compute seconds are CPU seconds on a CPU, wall seconds
+    on a GPU (whose work the CPU time does not see)."""
+    seconds = row.wall_seconds if row.device.startswith("cuda") else row.cpu_seconds
+    return budget.Spent(tokens=row.tokens_m * 1e6, forward_flops_per_token=row.forward_flops_per_token,
+                        seconds=seconds or None)
 
 
 def seed_for(seeds: tuple[int, ...], run_index: int) -> int:
@@ -178,6 +191,9 @@ def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commi
         failure=result.failure or ("" if ok else "crash: the run reported no val_bpb"),
         sandbox=sandbox,
         **(where or {}),
+        flops=_figure(metrics, "flops"),
+        forward_flops_per_token=result.forward_flops_per_token,
+        cpu_seconds=result.cpu_seconds,
     )
 
 

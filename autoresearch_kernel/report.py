@@ -30,6 +30,7 @@ BASELINE = "baseline"
 CONFIRM = "confirm"
 NOOP = "noop"
 STALE = "stale"
+OVER_BUDGET = "over-budget"  # trained past its budget, as the loop measured it (integrity/budget.py)
 REBASE = "rebase"
 # settle.py's words in a stale row's `failure` when its change was re-applied as another experiment
 REBASED_AS = re.compile(r"re-applied there as experiment (\d+)")
@@ -59,6 +60,7 @@ class Summary:
     baseline: float | None  # the first best (the baseline's mean in our files, its first row in the reference's)
     best: float | None
     change_percent: float | None  # (best - baseline) / baseline * 100: negative is better
+    over_budget: int = 0  # candidates that trained past their budget: never kept
 
     def baseline_phrase(self) -> str:
         """`2 baseline runs (mean 1.683143 ± 0.004500)`; "" when there is no baseline run."""
@@ -78,6 +80,7 @@ class Summary:
         some)."""
         noop = f", noop {self.noop}" if self.noop else ""
         stale = f", stale {self.stale}" if self.stale else ""
+        stale += f", over-budget {self.over_budget}" if self.over_budget else ""
         rate = f", keep rate {self.keep_rate:.0%}" if self.keep_rate is not None else ""
         return (f"{plural(self.experiments, 'experiment')}: keep {self.keep}, discard {self.discard}, "
                 f"crash {self.crash}{noop}{stale}{rate}")
@@ -157,7 +160,8 @@ def summary(frame: pd.DataFrame) -> Summary:
     ideas = candidate_rows(frame)
     counts = ideas["status"].value_counts() if len(ideas) else pd.Series(dtype=int)
     keep, discard, crash = (int(counts.get(status, 0)) for status in ("keep", "discard", "crash"))
-    decided = keep + discard + crash
+    over_budget = int(counts.get(OVER_BUDGET, 0))
+    decided = keep + discard + crash + over_budget
     best = running_best(frame).dropna()
     baseline, last = (float(best.iloc[0]), float(best.iloc[-1])) if len(best) else (None, None)
     return Summary(
@@ -168,6 +172,7 @@ def summary(frame: pd.DataFrame) -> Summary:
         keep_rate=keep / decided if decided else None,
         baseline=baseline, best=last,
         change_percent=(last - baseline) / baseline * 100 if baseline else None,
+        over_budget=over_budget,
     )
 
 

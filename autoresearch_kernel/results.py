@@ -36,7 +36,8 @@ from autoresearch_kernel.redaction import redact
 
 # noop: identical to its parent's run, nothing measured. stale: it beat the best, but the best had moved on
 # from its parent while it ran (lanes); its change was re-applied onto the new best (a "rebase") or did not apply
-STATUSES = ("keep", "discard", "crash", "noop", "stale")
+# over-budget: it trained past its budget, as the loop measured it outside the kernel (integrity/budget.py)
+STATUSES = ("keep", "discard", "crash", "noop", "stale", "over-budget")
 NOT_RUN = ("invalid", "duplicate")  # invalid.tsv's statuses: proposals that produced no experiment
 KINDS = ("baseline", "candidate", "confirm", "fix", "rebase")
 
@@ -75,9 +76,14 @@ class Row:
     node: str = ""  # the machine it ran on (this host's name, or a Ray node's address)
     queued_at: str = ""  # local ISO times: committed (runnable), started on its lane
     started_at: str = ""
+    # the FLOP budget and its verification outside the kernel (harness/flops.py, integrity/budget.py)
+    flops: float | None = None  # training FLOPs the harness counted in the kernel (informative)
+    forward_flops_per_token: float | None = None  # the exported program's, counted by the scorer
+    cpu_seconds: float | None = None  # CPU time of the run's whole process tree, measured by the loop
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
+MEASURED = ("flops", "forward_flops_per_token", "cpu_seconds")  # numbers that may be unknown (empty cells)
 REFERENCE_COLUMNS = COLUMNS[:5]
 # results.tsv is read by people in spreadsheets: these names match the reference's style.
 HEADER = "\t".join(COLUMNS) + "\n"
@@ -129,6 +135,9 @@ def format_row(row: Row) -> str:
         row.node,
         row.queued_at,
         row.started_at,
+        _fmt(row.flops, 0),
+        _fmt(row.forward_flops_per_token, 1),
+        _fmt(row.cpu_seconds, 2),
     ]
     return "\t".join(cells) + "\n"
 
@@ -262,7 +271,7 @@ def _frame(text: str) -> pd.DataFrame:
         sep="\t",
         dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str, "node": str},
         keep_default_na=False,
-        na_values={"val_bpb": [""], "best": [""], "noise_std": [""], "cost_usd": [""]},
+        na_values={name: [""] for name in ("val_bpb", "best", "noise_std", "cost_usd", *MEASURED)},
     )
     frame["val_bpb"] = pd.to_numeric(frame["val_bpb"], errors="coerce")
     frame["memory_gb"] = pd.to_numeric(frame["memory_gb"], errors="coerce")
@@ -286,7 +295,9 @@ def _rows(frame: pd.DataFrame) -> list[Row]:
     rows = []
     for record in frame.to_dict("records"):
         values = {name: record[name] for name in COLUMNS if name in record}
-        for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd"):
+        for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd", *MEASURED):
+            if name not in values:
+                continue
             value = values.get(name)
             values[name] = None if value is None or value == "" or pd.isna(value) else float(value)
         # a crash, or a proposal that ran nothing and points at no value, is written 0.000000: no value

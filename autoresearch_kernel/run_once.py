@@ -32,6 +32,7 @@ def run_once(
     budget_seconds: float = 0.0,
     budget_tokens: int = 0,
     timeout_s: float = TIMEOUT_S,
+    budget_flops: float = 0.0,
 ) -> RunResult:
     """Execute `notebook` once into `out_dir`; AutoresearchError when it did not finish with a val_bpb."""
     notebook, out_dir = Path(notebook), Path(out_dir).resolve()
@@ -46,6 +47,7 @@ def run_once(
         seed=seed,
         budget_seconds=float(budget_seconds),
         budget_tokens=int(budget_tokens),
+        budget_flops=float(budget_flops),
         metrics_path=str(out_dir / "metrics.json"),
     )
     result = run_notebook(notebook, out_dir / notebook.name, parameters.for_papermill(), timeout_s=timeout_s,

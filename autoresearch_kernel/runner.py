@@ -10,6 +10,7 @@ output path, whatever happened, so that it can be read in the morning.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import psutil
 
 from autoresearch_kernel.integrity.environment import experiment_env
 from autoresearch_kernel.integrity.jail import Jail
+from autoresearch_kernel.integrity.usage import TreeMeter
 from autoresearch_kernel.text import ANSI_ESCAPE
 
 # How often the runner looks at the child: bounds the delay of a timeout or an abort.
@@ -50,6 +52,9 @@ class RunResult:
     error_message: str | None = None
     traceback_tail: str | None = None
     node: str = ""  # the machine it ran on, when not this one (a Ray node)
+    # measured on the trusted side, for the budget's verification (integrity/budget.py)
+    cpu_seconds: float | None = None  # CPU time of the whole reaped process tree (integrity/usage.py)
+    forward_flops_per_token: float | None = None  # the exported program's, counted by the scorer
 
     @property
     def ok(self) -> bool:
@@ -112,7 +117,8 @@ def run_notebook(
             env=env,
             start_new_session=True,  # its own group, so a Ctrl-C at the loop's terminal is ours to handle
         )
-        stopped_by = _wait(child, started + timeout_s, cancel)
+        meter = TreeMeter(child.pid)
+        stopped_by = _wait(child, started + timeout_s, cancel, meter)
     wall_seconds = time.monotonic() - started
 
     if stopped_by:
@@ -130,13 +136,16 @@ def run_notebook(
                 else "the run was aborted by the user"
             ),
         )
-    return _result(child.returncode, wall_seconds, output, log_path, metrics_path)
+    result = _result(child.returncode, wall_seconds, output, log_path, metrics_path)
+    return dataclasses.replace(result, cpu_seconds=round(meter.cpu_seconds, 2))
 
 
-def _wait(child: subprocess.Popen, deadline: float, cancel: threading.Event | None) -> str | None:
-    """Wait for the child; kill its tree at the deadline or on cancel. Returns why it was stopped, if it was."""
+def _wait(child: subprocess.Popen, deadline: float, cancel: threading.Event | None, meter: TreeMeter) -> str | None:
+    """Wait for the child, sampling its tree's CPU time at each poll; kill its tree at the deadline or on
+    cancel. Returns why it was stopped, if it was."""
     try:
         while True:
+            meter.sample()
             try:
                 child.wait(timeout=POLL_SECONDS)
                 return None

@@ -96,6 +96,7 @@ class LoopStatus:
     budget_seconds: float = 0.0  # training budget per experiment (0: profile default)
     budget_tokens: int = 0
     timeout_s: float = 0.0  # the wall-clock limit of one run
+    budget_flops: float = 0.0
     proposals: int = 0  # proposals made by this loop process (invalid ones included)
     best: float | None = None
     noise_std: float | None = None

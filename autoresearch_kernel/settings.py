@@ -22,10 +22,12 @@ from pathlib import Path
 
 from autoresearch_kernel import gate
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
+from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.runfolder import RunFolder
 
 # Settings a resumed run may not change: its results were measured with them.
-YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline_seeds", "gate")
+YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline_seeds", "gate", "budget_flops",
+             "budget_tolerance")
 # What a resume started from a form sends: limits of this process only; everything else is the run's own.
 RESUMABLE = ("max_experiments", "timeout_s")
 NOT_STORED = ("repo", "tag", "resume")  # where and whether to resume: not settings of the run
@@ -41,8 +43,8 @@ class LoopConfig:
     tag: str = ""
     data_dir: str | None = None  # prepared data folder; None: the harness's default
     profile: str = "cpu"  # cpu | gpu: must match the prepared data
-    budget_seconds: float = 0.0  # training seconds per experiment; 0: the profile's default
-    budget_tokens: int = 0  # a fixed token budget instead (deterministic); excludes budget_seconds
+    budget_seconds: float = 0.0  # training seconds per experiment; all three 0: the profile's default budget
+    budget_tokens: int = 0  # a fixed token budget instead (deterministic); excludes the other two
     max_experiments: int | None = None  # proposals this process makes (invalid ones count); None: forever
     baseline_seeds: tuple[int, ...] = (0, 1, 2)  # the unmodified notebook runs once per seed first
     gate: gate.GateConfig = field(default_factory=gate.GateConfig)
@@ -60,14 +62,19 @@ class LoopConfig:
     devices: str | None = None  # cuda:0,cuda:1,... | all (every GPU); None: every lane uses `device`
     executor: str = "local"  # local: lanes on this machine | ray: each run a Ray task on some node
     ray_address: str | None = None  # ray: the cluster to join (None: RAY_ADDRESS, or a local one)
+    # the compute-fair budget (harness/flops.py) and its verification outside the jail (integrity/budget.py)
+    budget_flops: float = 0.0  # training FLOPs per experiment instead, counted by the harness (deterministic)
+    budget_tolerance: budget.Tolerance = field(default_factory=budget.Tolerance)
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
         self.baseline_seeds = tuple(int(s) for s in self.baseline_seeds)
         if isinstance(self.gate, dict):  # read back from config.json
             self.gate = gate.GateConfig(**self.gate)
-        if self.budget_seconds and self.budget_tokens:
-            raise AutoresearchError("give either a seconds budget or a tokens budget, not both")
+        if isinstance(self.budget_tolerance, dict):
+            self.budget_tolerance = budget.Tolerance(**self.budget_tolerance)
+        if sum(1 for b in (self.budget_seconds, self.budget_tokens, self.budget_flops) if b) > 1:
+            raise AutoresearchError("give one budget (seconds, tokens or FLOPs), not two")
         if self.executor not in EXECUTORS:
             raise AutoresearchError(f"unknown executor {self.executor!r}: use {' or '.join(EXECUTORS)}")
         if not self.baseline_seeds or len(set(self.baseline_seeds)) != len(self.baseline_seeds):
@@ -98,7 +105,7 @@ class LoopConfig:
         """The whole-notebook limit: the reference's 10 minutes for a 300 s budget, scaled with the budget.
 
         Twice the budget, and at least the budget plus two minutes for start-up and evaluation, which do
-        not shrink with a small budget. A token budget uses the profile's seconds as its scale.
+        not shrink with a small budget. A token or FLOP budget uses the profile's seconds as its scale.
         """
         if self.timeout_s:
             return float(self.timeout_s)
@@ -206,6 +213,8 @@ OPTIONS = (
     Option("budget_seconds", "--budget-seconds", "training seconds per experiment (default: the profile's)",
            float, budget=True),
     Option("budget_tokens", "--budget-tokens", "training tokens per experiment instead", int, budget=True),
+    Option("budget_flops", "--budget-flops", "training FLOPs per experiment instead, counted by the harness "
+           "(the cpu profile's default: 1.25e12)", float, budget=True),
     Option("max_experiments", "--max-experiments", "stop after N proposals (default: never)", int),
     Option("baseline_seeds", "--baseline-seeds", "seeds the unmodified notebook runs on first (default: 3)", int,
            to_config=lambda count: tuple(range(count))),

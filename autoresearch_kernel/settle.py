@@ -2,6 +2,8 @@
 
 A run finished on some lane. Its experiment (a `runstate.Pending`, "a flight") is then:
 - a baseline seed: its row is written; the seed that completes the baseline also writes the first best;
+- a candidate's run past its budget, as measured outside its kernel (integrity/budget.py): "over-budget"
+  before any gate, never kept, reverted, and the proposer is told;
 - a candidate whose parent is still the best: decided by the gate as always (keep, discard, noop, crash, or
   "confirm": one more run on another seed, which a lane picks up next);
 - a candidate whose parent is no longer the best (another lane's candidate was kept while it ran) that
@@ -21,7 +23,8 @@ import time
 
 from autoresearch_kernel import gate, records, results
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
-from autoresearch_kernel.integrity import Candidate
+from autoresearch_kernel.harness.profiles import choose_budget
+from autoresearch_kernel.integrity import Candidate, budget
 from autoresearch_kernel.merge import merge_notebooks
 from autoresearch_kernel.proposers import Proposal, Usage
 from autoresearch_kernel.results import Row
@@ -30,7 +33,7 @@ from autoresearch_kernel.workspace import short
 
 FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal sees
 # Statuses whose runs are never needed again: their weights are deleted (GPU ones are large).
-REVERTED_WITHOUT_WEIGHTS = ("discard", "noop", "stale")
+REVERTED_WITHOUT_WEIGHTS = ("discard", "noop", "stale", budget.STATUS)
 # Crashes that are the machine's, not the code's: no fix proposal is asked for (the code may be fine).
 NOT_THE_CODE = ("WorkerLost",)
 
@@ -70,6 +73,9 @@ class Settler:
         """The verdict on a flight whose last run is saved: its rows, one more run (confirm), or a rebase."""
         if flight.kind == "baseline":
             return self._baseline(flight, pending_rows(flight)[-1])
+        over = self._over_budget(pending_rows(flight)[-1])
+        if over is not None:
+            return self.settle(flight, over, fixable=False)
         decision = self._decide(flight)
         if flight.parent != self.state.kept and decision.status in ("keep", "confirm"):
             return self._stale(flight, decision)
@@ -91,6 +97,22 @@ class Settler:
 
     def _crash(self, reason: str) -> gate.Decision:
         return gate.Decision("crash", None, self.records.best(), self.records.margin(), None, reason)
+
+    def _over_budget(self, row: Row) -> gate.Decision | None:
+        """The over-budget verdict of a run that trained past its budget (measured outside its kernel), else None.
+        A run the scorer did not measure (a base notebook without harness.finish reports its own metrics, and
+        spends no budget the harness knows of) is not verified."""
+        if row.status == "crash" or row.forward_flops_per_token is None:
+            return None
+        config = self.loop.config
+        chosen = choose_budget(config.profile, config.budget_seconds, config.budget_tokens, config.budget_flops)
+        verdict = budget.verify(chosen.kind, chosen.amount, records.spent(row), self.records.budget_reference(),
+                                config.budget_tolerance)
+        if not verdict.over:
+            return None
+        best = self.records.best()
+        gain = gate.improvement(best, row.val_bpb) if best is not None and row.val_bpb is not None else None
+        return gate.Decision(budget.STATUS, row.val_bpb, best, self.records.margin() or 0.0, gain, verdict.reason)
 
     def _decide(self, flight: Pending) -> gate.Decision:
         """The gate on the runs so far, against the best of this moment; a first run identical to its parent's

@@ -15,7 +15,7 @@ To measure what either rule might ask for, the loop runs with a gate that keeps 
 candidate on the next seeds (1, 2, 3: the means rule's confirmations) while its mean beats the baseline's mean
 (neither rule re-runs any other).
 
-    python bench/bench_gate.py [--candidates 10] [--budget-tokens 65536] [--data-dir DIR]
+    python bench/bench_gate.py [--candidates 10] [--budget-flops 1.25e12 | --budget-tokens N] [--data-dir DIR]
 
 About a minute per run on this machine's 2 shared cores (--candidates 4: 9 runs in 8.7 minutes); the default,
 3 + 10 runs and the re-runs of about half the candidates, takes 15 to 18 minutes.
@@ -35,6 +35,7 @@ import nbformat
 
 from autoresearch_kernel import gate
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
+from autoresearch_kernel.harness.profiles import choose_budget
 from autoresearch_kernel.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage
 
@@ -112,7 +113,9 @@ def project(folder: Path, notebook: nbformat.NotebookNode | None = None) -> Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=10, help="initialisation-only candidates (K)")
-    parser.add_argument("--budget-tokens", type=int, default=65_536)
+    parser.add_argument("--budget-tokens", type=int, default=0, help="a token budget instead of FLOPs")
+    parser.add_argument("--budget-flops", type=float, default=0.0,
+                        help="training FLOPs per run (default: the cpu profile's 1.25e12, 65,536 tokens of the baseline)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
 
@@ -122,7 +125,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_gate_") as temporary:
         config = LoopConfig(repo=project(Path(temporary)), tag="gate", data_dir=str(data_dir), device="cpu",
-                            budget_tokens=args.budget_tokens, baseline_seeds=BASELINE_SEEDS,
+                            budget_tokens=args.budget_tokens, budget_flops=args.budget_flops, baseline_seeds=BASELINE_SEEDS,
                             gate=MEASURE_ALL, max_experiments=args.candidates, timeout_s=TIMEOUT_S)
         with Loop(config, proposer=RedrawProposer()) as loop:
             why = loop.run()
@@ -143,7 +146,7 @@ def main() -> None:
     pooled = [baseline]  # the means rule pools the confirmation pairs it asked for, in order, as the loop does
     old_keeps = new_keeps = 0
     mean = statistics.fmean(baseline)
-    print(f"cpu profile, {args.budget_tokens:,} tokens per run, {len(rows)} runs in {wall / 60:.1f} min")
+    print(f"cpu profile, {choose_budget('cpu', tokens=args.budget_tokens, flops=args.budget_flops).describe()} per run, {len(rows)} runs in {wall / 60:.1f} min")
     print(f"baseline, seeds {BASELINE_SEEDS}: {', '.join(f'{v:.6f}' for v in baseline)}; mean {mean:.6f}, "
           f"sd {statistics.stdev(baseline):.6f}; the margin rule's margin "
           f"{former_margin(baseline):.6f}")

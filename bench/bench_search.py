@@ -23,7 +23,7 @@ through the loop, on two seeds that neither rule saw (HELD_UP_SEEDS); its gain "
 two runs still beats that best. --from-tsv runs nothing but these re-checks, on candidates rebuilt from their
 descriptions, and prints the figures of the rows an earlier bench wrote (one cut short, say).
 
-    python bench/bench_search.py [--repeats 1] [--first-repeat 0] [--experiments 16] [--budget-tokens 65536]
+    python bench/bench_search.py [--repeats 1] [--first-repeat 0] [--experiments 16] [--budget-flops 1.25e12 | --budget-tokens N]
                                  [--methods random,mutate,tpe,cmaes] [--threshold 0.02] [--data-dir DIR]
                                  [--out bench/search.png] [--no-recheck] [--from-tsv TSV ...]
 
@@ -60,6 +60,7 @@ from autoresearch_kernel import gate, results  # noqa: E402
 from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
 from autoresearch_kernel.events import Event  # noqa: E402
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare  # noqa: E402
+from autoresearch_kernel.harness.profiles import choose_budget  # noqa: E402
 from autoresearch_kernel.loop import Loop, LoopConfig  # noqa: E402
 from autoresearch_kernel.notebook import SANDBOX  # noqa: E402
 from autoresearch_kernel.proposers.constants import find_constants, literal_value  # noqa: E402
@@ -128,7 +129,8 @@ def search(method: str, repeat: int, folder: Path, args: argparse.Namespace, dat
     proposer, options = METHODS[method]
     found = Search(method, repeat)
     config = LoopConfig(repo=project(folder), tag=f"{method}-{repeat}", data_dir=str(data_dir), device="cpu",
-                        budget_tokens=args.budget_tokens, baseline_seeds=BASELINE_SEEDS, proposer=proposer,
+                        budget_tokens=args.budget_tokens,
+                        budget_flops=args.budget_flops, baseline_seeds=BASELINE_SEEDS, proposer=proposer,
                         proposer_options={**options, "seed": repeat}, max_experiments=args.experiments,
                         timeout_s=TIMEOUT_S)
     started = time.perf_counter()
@@ -152,6 +154,7 @@ def run_on_seeds(repo_path: Path, commit: str, seeds: tuple[int, ...], tag: str,
     repo = git.Repo(repo_path)
     repo.git.checkout("--detach", commit)
     config = LoopConfig(repo=repo_path, tag=tag, data_dir=str(data_dir), device="cpu", budget_tokens=args.budget_tokens,
+                        budget_flops=args.budget_flops,
                         baseline_seeds=seeds, max_experiments=0, timeout_s=TIMEOUT_S)
     try:
         with Loop(config) as loop:
@@ -320,7 +323,8 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
                   label=f"{method}: lowest seed-0 run, kept or not")
     axes.set_xlabel("experiment (0: the baseline)")
     axes.set_ylabel("val_bpb")
-    axes.set_title(f"cpu profile, {args.budget_tokens:,} tokens per run. Solid: the gate's best so far (the mean of the "
+    budget = choose_budget('cpu', tokens=args.budget_tokens, flops=args.budget_flops).describe()
+    axes.set_title(f"cpu profile, {budget} per run. Solid: the gate's best so far (the mean of the "
                    f"kept runs),\nmean over repeats, band min-max. Dashed: the lowest seed-0 run so far, kept or not",
                    fontsize=9)
     axes.grid(alpha=0.3)
@@ -331,7 +335,7 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
 
 def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps: int, args, wall: float) -> None:
     methods = list(by_method)
-    print(f"\ncpu profile, {args.budget_tokens:,} tokens per run; {args.repeats} repeats x {args.experiments} "
+    print(f"\ncpu profile, {choose_budget('cpu', tokens=args.budget_tokens, flops=args.budget_flops).describe()} per run; {args.repeats} repeats x {args.experiments} "
           f"experiments per method, baseline seeds {BASELINE_SEEDS}; {wall / 60:.1f} min in all")
     found = next((s for ss in by_method.values() for s in ss if len(s.baseline) > 1), None)
     if found is not None:
@@ -410,7 +414,9 @@ def main() -> None:
                         help="start at this repeat (and proposer seed): more repeats of a bench run before, whose "
                              "TSVs --from-tsv then reads together")
     parser.add_argument("--experiments", type=int, default=16, help="proposals per run (N)")
-    parser.add_argument("--budget-tokens", type=int, default=65_536)
+    parser.add_argument("--budget-tokens", type=int, default=0, help="a token budget instead of FLOPs")
+    parser.add_argument("--budget-flops", type=float, default=0.0,
+                        help="training FLOPs per run (default: the cpu profile's 1.25e12, 65,536 tokens of the baseline)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--threshold", type=float, default=0.02, help="the improvement over the baseline to reach, bpb")
     parser.add_argument("--data-dir", default=None)

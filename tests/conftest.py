@@ -19,6 +19,7 @@ SLOW_MODULES = {
     "test_browser",            # JupyterLab in Chromium
     "test_cli_loop",           # the CLI's loop in a subprocess
     "test_integrity",          # loops whose candidates try to cheat
+    "test_budget_loop",        # loops whose candidates train past their budget
     "test_loop",               # loops on real kernels, kills and resumes
     "test_intake",             # a loop on real kernels: what a proposal is built from
     "test_recovery",           # loops killed at each persistence point, then resumed

@@ -7,18 +7,75 @@ import torch
 
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.harness.experiment import TrainingFailed, pick_device, smoothed_curve, start
-from autoresearch_kernel.harness.profiles import get_profile
+from autoresearch_kernel.harness.profiles import Budget, choose_budget, get_profile
 
 
 def _start(prepared_dir, tmp_path, **budget):
     return start(profile="cpu", data_dir=str(prepared_dir), device="cpu", seed=0, metrics_path=tmp_path / "metrics.json", **budget)
 
 
-def test_budget_defaults_to_the_profile_and_tokens_take_precedence(prepared_dir, tmp_path):
-    assert _start(prepared_dir, tmp_path).budget_seconds == get_profile("cpu").budget_seconds
+def test_budget_defaults_to_the_profile_and_flops_then_tokens_take_precedence(prepared_dir, tmp_path):
+    default = _start(prepared_dir, tmp_path)
+    assert (default.budget_flops, default.budget_tokens, default.budget_seconds) == (1.25e12, None, None)
     run = _start(prepared_dir, tmp_path, budget_seconds=7.0, budget_tokens=1000)
-    assert (run.budget_seconds, run.budget_tokens) == (None, 1000)
+    assert (run.budget_seconds, run.budget_tokens, run.budget_flops) == (None, 1000, None)
+    assert _start(prepared_dir, tmp_path, budget_tokens=1000, budget_flops=5e9).budget_flops == 5e9
     assert _start(prepared_dir, tmp_path, budget_seconds=7.0).budget_seconds == 7.0
+    # the gpu profile keeps the reference's time budget
+    assert choose_budget("gpu") == Budget(seconds=300.0) and choose_budget("cpu").kind == "flops"
+
+
+class Bigram(torch.nn.Module):
+    """Embedding, `hidden` square layers, head: forward FLOPs per token 2 x width x (vocab + hidden x width)."""
+
+    def __init__(self, vocab, width=8, hidden=0):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.hidden = torch.nn.ModuleList(torch.nn.Linear(width, width, bias=False) for _ in range(hidden))
+        self.head = torch.nn.Linear(width, vocab, bias=False)
+
+    def forward(self, idx, targets):
+        x = self.embed(idx)
+        for layer in self.hidden:
+            x = layer(x)
+        return torch.nn.functional.cross_entropy(self.head(x).flatten(0, 1), targets.flatten())
+
+
+def _train(run, model, rows=2, seq_len=32):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = run.batches(rows, seq_len=seq_len)
+    step = 0
+    while not run.done():
+        x, y, _ = next(batches)
+        loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        run.tick(step, loss.detach())
+        step += 1
+    return step
+
+
+def test_a_flop_budget_prices_every_token_at_the_first_steps_counted_flops(prepared_dir, tmp_path):
+    vocab = get_profile("cpu").vocab_size
+    per_token = 6 * 8 * vocab  # the head's matmul forward (2 x 8 x vocab) and backward (twice that)
+    run = _start(prepared_dir, tmp_path, budget_flops=10 * 64 * per_token)  # ten steps of 2 x 32 tokens
+    assert run.progress() == 0.0 and run.flops_used() is None
+    steps = _train(run, Bigram(vocab))
+    assert steps == 10 and run.tokens_served == 640 and run.flops_used() == 640 * per_token
+    metrics = run.metrics(status="ok")
+    assert (metrics.flops, metrics.flops_per_token, metrics.budget_flops) == (640 * per_token, per_token, 10 * 64 * per_token)
+
+
+def test_a_deeper_model_gets_fewer_tokens_under_the_same_flop_budget(prepared_dir, tmp_path):
+    vocab = get_profile("cpu").vocab_size
+    budget = 40 * 64 * 6 * 8 * vocab
+    shallow, deep = (_start(prepared_dir, tmp_path, budget_flops=budget) for _ in range(2))
+    _train(shallow, Bigram(vocab))
+    _train(deep, Bigram(vocab, hidden=64))  # 64 x 8 x 8 more per token: 1.125 x the shallow model's
+    assert deep.tokens_served < shallow.tokens_served == 40 * 64
+    assert deep.tokens_served == 36 * 64  # ceil(40 / 1.125) steps: the budget is spent at the first tick past it
+    assert deep.flops_used() >= budget > deep.flops_used() - 64 * 6 * 8 * (vocab + 64 * 8)
 
 
 def test_start_removes_a_stale_metrics_file(prepared_dir, tmp_path):
@@ -96,3 +153,25 @@ def test_device_auto_and_missing_devices():
 def test_smoothed_curve_is_unbiased_from_the_first_value():
     assert smoothed_curve([4.0, 4.0, 4.0]) == pytest.approx([4.0, 4.0, 4.0])
     assert smoothed_curve([4.0, 2.0])[1] == pytest.approx((0.09 * 4 + 0.1 * 2) / 0.19)
+
+
+@pytest.mark.slow  # two evaluations of the profile's 65,536 tokens
+def test_the_same_seed_and_flop_budget_give_the_same_val_bpb_to_the_last_digit(prepared_dir, tmp_path):
+    from autoresearch_kernel.harness.data import load_prepared
+    from autoresearch_kernel.harness.evaluate import evaluate_bpb
+
+    vocab = get_profile("cpu").vocab_size
+    data = load_prepared(str(prepared_dir), "cpu")
+    values = []
+    for _ in range(2):
+        run = _start(prepared_dir, tmp_path, budget_flops=12 * 64 * 6 * 8 * vocab)
+        model = Bigram(vocab)  # initialised after start: seeded by it
+
+        def logits(idx, model=model):
+            return model.head(model.embed(idx))
+
+        _train(run, model)
+        scorer = torch.nn.Module()
+        scorer.forward = logits
+        values.append((evaluate_bpb(scorer, data).val_bpb, run.flops_used(), run.losses))
+    assert values[0] == values[1] and values[0][1] == 12 * 64 * 6 * 8 * vocab

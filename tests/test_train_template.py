@@ -24,10 +24,11 @@ PROFILE = "cpu"        # cpu | gpu: sizes of the prepared data and of the evalua
 DATA_DIR = ""          # prepared data folder; "" means the default
 DEVICE = "auto"        # auto picks cuda, then mps, then cpu
 SEED = 0
-BUDGET_SECONDS = 0.0   # > 0: wall-clock training seconds (warm-up steps excluded); 0: the profile's default
+BUDGET_SECONDS = 0.0   # > 0: wall-clock training seconds (warm-up steps excluded); all 0: the profile's default
 BUDGET_TOKENS = 0      # > 0: a fixed number of training tokens instead (deterministic)
 METRICS_PATH = "metrics.json"
-EVALUATE = True        # False in the loop: its scorer measures the model outside this kernel'''
+EVALUATE = True        # False in the loop: its scorer measures the model outside this kernel
+BUDGET_FLOPS = 0.0     # > 0: training FLOPs instead, counted by the harness (deterministic, compute-fair)'''
 
 
 def _execute(notebook, out_dir, prepared_dir, **parameters):
@@ -79,16 +80,37 @@ def test_a_run_writes_metrics_checkpoint_curve_and_summary(short_run):
     assert any("image/png" in o.get("data", {}) for o in cell.outputs)  # the loss curve
 
 
-def test_run_once_gives_the_same_val_bpb_for_the_same_seed(short_run, prepared_dir, tmp_path):
+def _run_once(out_dir, prepared_dir, *budget):
+    """`autoresearch run-once` on seed 0 in a subprocess (a kernel of its own); the completed process."""
     completed = subprocess.run(
-        [sys.executable, "-m", "autoresearch_kernel", "run-once", "--budget-tokens", str(SHORT_TOKENS),
-         "--data-dir", str(prepared_dir), "--device", "cpu", "--seed", "0", "--out", str(tmp_path)],
+        [sys.executable, "-m", "autoresearch_kernel", "run-once", *budget,
+         "--data-dir", str(prepared_dir), "--device", "cpu", "--seed", "0", "--out", str(out_dir)],
         capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def test_run_once_gives_the_same_val_bpb_for_the_same_seed(short_run, prepared_dir, tmp_path):
+    completed = _run_once(tmp_path, prepared_dir, "--budget-tokens", str(SHORT_TOKENS))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["val_bpb"] == short_run.metrics["val_bpb"]
     assert f"---\nval_bpb:          {metrics['val_bpb']:.6f}\n" in completed.stdout
+
+
+def test_a_flop_budget_gives_the_same_val_bpb_twice_and_prices_the_baselines_tokens(prepared_dir, tmp_path):
+    """Two steps' worth of the baseline's counted FLOPs (19,484,170.625 per token): the notebook in a kernel,
+    then run-once in another; the same seed gives the same val_bpb and FLOPs to the last digit."""
+    flops = 2 * STEP_TOKENS * 19_484_170.625 * 0.999
+    first = _execute(TEMPLATE, tmp_path, prepared_dir, BUDGET_FLOPS=flops)
+    assert first.status == "ok", first.failure
+    metrics = first.metrics
+    assert (metrics["num_steps"], metrics["budget_flops"], metrics["flops_per_token"]) == (2, flops, 19_484_170.625)
+    assert metrics["flops"] == 2 * STEP_TOKENS * 19_484_170.625 and metrics["budget_tokens"] is None
+    again = tmp_path / "again"
+    _run_once(again, prepared_dir, "--budget-flops", repr(flops))
+    repeated = json.loads((again / "metrics.json").read_text())
+    assert (repeated["val_bpb"], repeated["flops"]) == (metrics["val_bpb"], metrics["flops"])
 
 
 def test_training_longer_lowers_val_bpb(short_run, prepared_dir, tmp_path):

@@ -43,7 +43,7 @@ class Settings:
     base_url: str = ""  # llm and hybrid only: any OpenAI-compatible endpoint
     sampler: str = ""  # optuna and hybrid only: tpe | cmaes | random ("": the loop's default, tpe)
     llm_share: float = 0.0  # hybrid only: the share of experiments the llm proposes (0: the loop's default)
-    budget_kind: str = "seconds"  # seconds | tokens: per experiment, as in the CLI
+    budget_kind: str = "seconds"  # seconds | tokens | flops: per experiment, as in the CLI
     budget: float = 0.0  # 0: the profile's default
     max_experiments: int = 0  # 0: until stopped
     lanes: int = 1  # experiments in flight at once; 1 sends nothing (the loop's default, or one per device)
@@ -60,7 +60,8 @@ class Settings:
             "sampler": (self.sampler or None) if search else None,
             "llm_share": self.llm_share if self.proposer == "hybrid" and self.llm_share > 0 else None,
             "budget_tokens": int(budget) if budget and self.budget_kind == "tokens" else None,
-            "budget_seconds": float(budget) if budget and self.budget_kind != "tokens" else None,
+            "budget_flops": float(budget) if budget and self.budget_kind == "flops" else None,
+            "budget_seconds": float(budget) if budget and self.budget_kind == "seconds" else None,
             "max_experiments": int(self.max_experiments) if self.max_experiments > 0 else None,
             # only when asked for: a one-lane form builds the command line it always built
             "lanes": int(self.lanes) if self.lanes > 1 else None, "devices": self.devices or None,

@@ -290,7 +290,8 @@ class DashboardView:
         self.base_url = w.Text(value=settings.base_url, description="endpoint", layout=wide,
                                placeholder="any OpenAI-compatible URL (default: $OPENAI_BASE_URL, else OpenAI)")
         self.key_note = w.HTML(api_key_note())
-        self.budget_kind = w.Dropdown(options=[("seconds / experiment", "seconds"), ("tokens / experiment", "tokens")],
+        self.budget_kind = w.Dropdown(options=[("seconds / experiment", "seconds"), ("tokens / experiment", "tokens"),
+                                               ("FLOPs / experiment", "flops")],
                                       value=settings.budget_kind, description="budget in")
         self.budget = w.FloatText(value=settings.budget, description="budget",
                                   tooltip="0: the profile's default")

@@ -7,7 +7,9 @@ clock, prints the live progress line, records the loss curve and stops a run who
 
 The clock follows the reference: the first few steps (compile, allocator warm-up) are not timed, and only
 the time between ticks after them counts as training time. A token budget ignores the clock altogether,
-so that the same seed gives the same val_bpb on the same machine.
+so that the same seed gives the same val_bpb on the same machine. A FLOP budget does too: the first step
+(from the first batch served to the first tick) runs under a FLOP counter (flops.py), and every token served
+is then priced at that step's FLOPs per token, so a larger model gets fewer tokens for the same budget.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import numpy as np
 import torch
 
 from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.harness.flops import StepCounter
 from autoresearch_kernel.harness.metrics import STATUS_FAILED, Metrics, write_metrics
+from autoresearch_kernel.harness.profiles import Budget
 
 # Steps left off the training clock: on CUDA the first ones compile (the reference skips 10); elsewhere
 # only the first step pays a one-time cost (lazy allocation, thread-pool start).
@@ -54,9 +58,11 @@ class Experiment:
     seed: int
     data: object  # the prepared data, as the harness loaded and verified it
     metrics_path: Path
-    budget_seconds: float | None  # exactly one of the two budgets is set
+    budget_seconds: float | None  # exactly one of the three budgets is set
     budget_tokens: int | None
     warmup_steps: int
+    budget_flops: float | None = None  # training FLOPs, as the harness counts them (flops.StepCounter)
+    count_flops: bool = True  # count the first step's FLOPs (always under a FLOP budget)
     evaluate: bool = True  # False: the loop's scorer measures the model outside this kernel
     started_at: float = field(default_factory=time.perf_counter)
     tokens_served: int = 0
@@ -67,6 +73,7 @@ class Experiment:
     _last_tick: float | None = None
     _tokens_at_last_tick: int = 0
     _last_print: float = -math.inf
+    _flops: StepCounter = field(default_factory=StepCounter)
 
     # ---- what the agent's cells use -------------------------------------------------------------------
 
@@ -81,6 +88,8 @@ class Experiment:
                 "scores sequences of the profile's length, so train on at most that"
             )
         for x, y, epoch in train_batches(self.data, batch_size, seq_len, self.device, seed=self.seed):
+            if self.count_flops and self.num_steps == 0:
+                self._flops.start()  # the first step is counted, from its first batch to the first tick
             self.tokens_served += x.numel()
             yield x, y, epoch
 
@@ -89,6 +98,9 @@ class Experiment:
         if isinstance(loss, torch.Tensor):
             loss = loss.detach()
         loss_value = float(loss)  # on a GPU this waits for the step to finish, so the clock is honest
+        if self._flops.counting:
+            # inside the warm-up, so never on the clock (WARMUP_STEPS_* >= 1); the counter slows this step
+            self._flops.stop(self.tokens_served)
         now = time.perf_counter()
         self.num_steps += 1
         if self._last_tick is not None and self.num_steps > self.warmup_steps:
@@ -107,14 +119,25 @@ class Experiment:
             print(self.progress_line(step), flush=True)
 
     def done(self) -> bool:
-        """True once the budget (training seconds or training tokens) is spent."""
+        """True once the budget (training seconds, tokens or FLOPs) is spent."""
         return self.progress() >= 1.0
 
     def progress(self) -> float:
         """Fraction of the budget spent, 0..1: the clock for time-based learning-rate schedules."""
+        if self.budget_flops is not None:
+            return min(1.0, (self.flops_used() or 0) / self.budget_flops)
         if self.budget_tokens is not None:
             return min(1.0, self.tokens_served / self.budget_tokens)
         return min(1.0, self.training_seconds / self.budget_seconds)
+
+    def flops_used(self) -> int | None:
+        """Training FLOPs so far: the tokens served at the counted first step's FLOPs per token (None before
+        that step, or when nothing is counted)."""
+        return self._flops.flops_for(self.tokens_served)
+
+    def stop_counting(self) -> None:
+        """End a count still running (a run that ended before its first tick)."""
+        self._flops.stop(self.tokens_served)
 
     # ---- what the report and the progress line use ----------------------------------------------------
 
@@ -128,7 +151,9 @@ class Experiment:
     def progress_line(self, step: int) -> str:
         rate = self.tokens_per_second()
         rate_text = f"{rate:,.0f} tok/s" if rate else "warm-up"
-        if self.budget_tokens is not None:
+        if self.budget_flops is not None:
+            left = f"{max(0.0, self.budget_flops - (self.flops_used() or 0)) / 1e12:.3f} TFLOP left"
+        elif self.budget_tokens is not None:
             left = f"{max(0, self.budget_tokens - self.tokens_served) / 1e6:.2f}M tokens left"
         else:
             left = f"{max(0.0, self.budget_seconds - self.training_seconds):.0f}s left"
@@ -165,6 +190,9 @@ class Experiment:
             budget_seconds=self.budget_seconds,
             budget_tokens=self.budget_tokens,
             checkpoint=None,
+            budget_flops=self.budget_flops,
+            flops=self.flops_used(),
+            flops_per_token=self._flops.per_token(),
         )
         fields.update(measured)
         return Metrics(**fields)
@@ -188,6 +216,7 @@ def start(
     budget_tokens: int = 0,
     metrics_path: str | os.PathLike = "metrics.json",
     evaluate: bool = True,
+    budget_flops: float = 0.0,
 ) -> Experiment:
     """Set up one experiment from the notebook's parameters: seed, device, verified data, budget.
 
@@ -195,7 +224,7 @@ def start(
     model for the loop's scorer instead of measuring it here.
     """
     from autoresearch_kernel.harness.data import load_prepared
-    from autoresearch_kernel.harness.profiles import get_profile
+    from autoresearch_kernel.harness.profiles import choose_budget, get_profile
 
     metrics_path = Path(metrics_path)
     # A metrics file from an earlier run at this path must never pass for this run's.
@@ -204,11 +233,8 @@ def start(
     seed_everything(seed)
     profile_obj = get_profile(profile)
     data = load_prepared(data_dir or None, profile_obj, validation=bool(evaluate))
-    if budget_tokens and budget_tokens > 0:
-        seconds, tokens = None, int(budget_tokens)
-    else:
-        # No budget given: the profile's default wall-clock budget (300 s on a GPU, 45 s on CPU).
-        seconds, tokens = float(budget_seconds) if budget_seconds > 0 else profile_obj.budget_seconds, None
+    budget = choose_budget(profile_obj, budget_seconds, budget_tokens, budget_flops)
+    seconds, tokens, flops = budget.seconds, budget.tokens, budget.flops
     run = Experiment(
         device=chosen,
         profile=profile_obj,
@@ -219,6 +245,9 @@ def start(
         budget_tokens=tokens,
         warmup_steps=WARMUP_STEPS_CUDA if chosen.type == "cuda" else WARMUP_STEPS_OTHER,
         evaluate=bool(evaluate),
+        budget_flops=flops,
+        # On CUDA the reference's time budget runs untouched (no counter around its compiled first step).
+        count_flops=flops is not None or chosen.type != "cuda",
     )
     print(describe(run), flush=True)
     return run
@@ -248,10 +277,7 @@ def seed_everything(seed: int) -> None:
 
 
 def describe(run: Experiment) -> str:
-    if run.budget_tokens is not None:
-        budget = f"{run.budget_tokens:,} training tokens"
-    else:
-        budget = f"{run.budget_seconds:.0f} s of training"
+    budget = Budget(run.budget_seconds, run.budget_tokens, run.budget_flops).describe()
     device = run.device.type
     if device == "cuda":
         device = f"cuda ({torch.cuda.get_device_name(run.device)})"

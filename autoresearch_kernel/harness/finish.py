@@ -63,6 +63,7 @@ SUMMARY_NAMES = (
 
 def finish(run: Experiment, model: nn.Module) -> None:
     """Checkpoint, evaluate, record and summarise the run (the record is in `run.metrics_path`)."""
+    run.stop_counting()  # a run that ended before its first tick
     base = unwrap(model)
     checkpoint = save_checkpoint(base, checkpoint_path(run.metrics_path))
     # The program is what the loop's scorer measures: nothing else this kernel writes is believed.

@@ -35,11 +35,16 @@ class Metrics:
     seed: int
     device: str
     profile: str
-    budget_seconds: float | None  # the budget in force: exactly one of these two is set
+    budget_seconds: float | None  # the budget in force: exactly one of these three is set (budget_flops below)
     budget_tokens: int | None
     checkpoint: str | None  # the trained weights, saved before evaluation
     program: str | None = None  # the eager model exported (torch.export) for the clean re-score
     export_failure: str | None = None  # why the export failed, when it did (a keep then cannot be verified)
+    # the FLOP budget (harness/flops.py): informative figures of this kernel; the loop verifies the budget
+    # outside it (integrity/budget.py)
+    budget_flops: float | None = None
+    flops: int | None = None  # training FLOPs used: tokens served x the counted first step's FLOPs per token
+    flops_per_token: float | None = None  # the counted first step's FLOPs per token (forward, backward, optimizer)
 
 
 def write_metrics(path: str | os.PathLike, metrics: Metrics) -> Path:

@@ -17,10 +17,11 @@ class ExperimentParameters:
     data_dir: str = ""  # prepared data folder; "" means the default
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     seed: int = 0
-    budget_seconds: float = 0.0  # > 0: wall-clock training seconds (warm-up excluded); 0: the profile's
+    budget_seconds: float = 0.0  # > 0: wall-clock training seconds (warm-up excluded); all 0: the profile's
     budget_tokens: int = 0  # > 0: a fixed number of training tokens instead (deterministic)
     metrics_path: str = "metrics.json"
     evaluate: bool = True  # False in the loop: its scorer measures the model outside the kernel
+    budget_flops: float = 0.0  # > 0: training FLOPs instead, as the harness counts them (deterministic)
 
     def for_papermill(self) -> dict:
         """The parameters cell's names and values, as papermill injects them."""

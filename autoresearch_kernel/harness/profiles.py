@@ -21,6 +21,7 @@ class Profile:
     eval_batch_size: int  # default rows per forward pass during evaluation (does not change the result)
     tokenizer_chars: int  # at most this many characters of training text train the tokenizer
     tokenizer_doc_chars: int  # each document contributes at most this many characters to that
+    budget_flops: float | None = None  # default training FLOPs of one experiment; None: budget_seconds instead
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +67,53 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=16,  # logits of 16 x 256 x 4096 floats: 64 MB, kind to small machines
         tokenizer_chars=50_000_000,
         tokenizer_doc_chars=10_000,
+        # Deterministic and compute-fair by default: the shipped baseline counts 19,484,170 FLOPs per
+        # training token (harness/flops.py: forward, backward and Muon over its first step), so 1.25e12
+        # FLOPs buy it 32 steps of 2,048 tokens, exactly the 65,536 tokens the token budget gave it before;
+        # a model twice as costly per token gets half the tokens.
+        budget_flops=1.25e12,
     ),
 }
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One experiment's budget: exactly one of the three is set."""
+
+    seconds: float | None = None  # training seconds (warm-up excluded)
+    tokens: int | None = None  # training tokens served
+    flops: float | None = None  # training FLOPs, as the harness counts them (harness/flops.py)
+
+    @property
+    def kind(self) -> str:
+        return "flops" if self.flops is not None else "tokens" if self.tokens is not None else "seconds"
+
+    @property
+    def amount(self) -> float:
+        return float(self.flops if self.flops is not None else self.tokens if self.tokens is not None else self.seconds)
+
+    def describe(self) -> str:
+        """`1.25e+12 training FLOPs`, `65,536 training tokens` or `45 s of training`."""
+        if self.flops is not None:
+            return f"{self.flops:.4g} training FLOPs"
+        if self.tokens is not None:
+            return f"{self.tokens:,} training tokens"
+        return f"{self.seconds:.0f} s of training"
+
+
+def choose_budget(profile: str | Profile, seconds: float = 0.0, tokens: int = 0, flops: float = 0.0) -> Budget:
+    """The budget in force: the one given (FLOPs, then tokens, then seconds), else the profile's default (a FLOP
+    budget on the cpu profile, the reference's 300 s on the gpu profile). One rule for the kernel and the loop."""
+    profile = get_profile(profile)
+    if flops and flops > 0:
+        return Budget(flops=float(flops))
+    if tokens and tokens > 0:
+        return Budget(tokens=int(tokens))
+    if seconds and seconds > 0:
+        return Budget(seconds=float(seconds))
+    if profile.budget_flops:
+        return Budget(flops=float(profile.budget_flops))
+    return Budget(seconds=float(profile.budget_seconds))
 
 
 def get_profile(name: str | Profile) -> Profile:

@@ -249,7 +249,7 @@ def score_result(result, scorer: Scorer, device: str):
         return _failed(result, "ScoringFailed", measured.failure), measured
     metrics["val_bpb"] = round(measured.val_bpb, 6)
     append_summary(result.output_path, metrics, measured.seconds)
-    return dataclasses.replace(result, metrics=metrics), measured
+    return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token), measured
 
 
 def _failed(result, name: str, message: str):

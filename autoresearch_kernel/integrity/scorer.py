@@ -14,7 +14,11 @@ costs only the program's load and the evaluation. The loop talks to it over a pi
 
     parent:  Scorer(data_dir, profile, device, jail).score(program, bf16) -> Score
     child:   python -I -X pycache_prefix=<tmp> -c <start> --data-dir D --profile P --device X
-             reads {"program": path, "bf16": bool}, answers {"val_bpb": x, "failure": null, "seconds": s}
+             reads {"program": path, "bf16": bool}, answers {"val_bpb": x, "failure": null, "seconds": s,
+             "forward_flops_per_token": f}
+
+It also counts the program's forward FLOPs per token (harness/flops.py) on a row of the profile's length:
+the loop's verification of the budget (integrity/budget.py) prices the tokens trained with it.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class Score:
     val_bpb: float | None
     seconds: float  # the request's wall time in the parent (load and evaluation)
     failure: str | None = None
+    forward_flops_per_token: float | None = None  # the program's forward pass, counted here
 
     @property
     def ok(self) -> bool:
@@ -76,7 +81,8 @@ class Scorer:
         except (OSError, RuntimeError) as error:
             self.close()  # a dead or stuck scorer is started afresh for the next request
             return Score(None, time.monotonic() - started, f"scorer: {error}")
-        return Score(answer.get("val_bpb"), time.monotonic() - started, answer.get("failure"))
+        return Score(answer.get("val_bpb"), time.monotonic() - started, answer.get("failure"),
+                     answer.get("forward_flops_per_token"))
 
     def close(self) -> None:
         process, self._process = self._process, None
@@ -171,13 +177,15 @@ def check_archive(program: Path) -> None:
                 raise ValueError(f"the exported program holds a Python object ({leaf}), not only tensors")
 
 
-def score_program(program: Path, data, device: str, bf16: bool) -> float:
-    """Load the program and score it with the harness on the loaded, verified data."""
+def score_program(program: Path, data, device: str, bf16: bool) -> tuple[float, float]:
+    """Load the program and score it with the harness on the loaded, verified data: (val_bpb, its forward
+    FLOPs per token)."""
     import contextlib
 
     import torch
 
     from autoresearch_kernel.harness.evaluate import evaluate_bpb
+    from autoresearch_kernel.harness.flops import forward_flops_per_token
 
     check_archive(program)
     module = torch.export.load(str(program)).module()
@@ -187,7 +195,8 @@ def score_program(program: Path, data, device: str, bf16: bool) -> float:
     with precision:
         value = evaluate_bpb(model, data, target).val_bpb
         check_causality_on_rows(model, data, target)
-    return value
+        flops = forward_flops_per_token(model, data.profile.seq_len, target)
+    return value, flops
 
 
 def check_causality_on_rows(model, data, device, rows: int = CAUSALITY_ROWS) -> None:
@@ -266,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             request = json.loads(line)
-            value = score_program(Path(request["program"]), data, args.device, bool(request.get("bf16")))
-            answer(val_bpb=value, failure=None, seconds=round(time.monotonic() - started, 3))
+            value, flops = score_program(Path(request["program"]), data, args.device, bool(request.get("bf16")))
+            answer(val_bpb=value, failure=None, seconds=round(time.monotonic() - started, 3),
+                   forward_flops_per_token=flops)
         except Exception as error:  # the reason goes to the experiment's row
             answer(val_bpb=None, failure=_failure(error), seconds=round(time.monotonic() - started, 3))
     return 0

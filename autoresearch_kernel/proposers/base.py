@@ -45,7 +45,7 @@ class HistoryEntry:
 
     number: int
     description: str
-    status: str                 # keep | discard | crash | noop; invalid | duplicate: nothing ran (NOT_RUN)
+    status: str                 # keep | discard | crash | noop | stale | over-budget; invalid | duplicate: nothing ran (NOT_RUN)
     val_bpb: float | None
 
 

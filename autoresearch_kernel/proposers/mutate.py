@@ -196,7 +196,7 @@ class MutateProposer:
             self.last_keep = name
         elif self.last_keep == name:
             self.last_keep = None
-        elif status in ("discard", "noop"):  # a noop: the constant changed nothing, step elsewhere
+        elif status in ("discard", "noop", "over-budget"):  # a noop: the constant changed nothing, step elsewhere
             step.size, step.direction = max(step.size * SHRINK, MIN_SIZE), -direction
         elif status == "crash":
             step.size, step.direction = max(step.size * CRASH_SHRINK, MIN_SIZE), -direction

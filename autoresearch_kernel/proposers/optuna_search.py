@@ -48,6 +48,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would d
 STUDY_FILE = "optuna.db"
 SAMPLERS = ("tpe", "cmaes", "random")  # random: the yardstick a model-based sampler must beat
 PREFIX = "optuna: "
+FAILED = ("crash", "over-budget")  # told to the study as failed trials (an over-budget value was bought with compute)
 # A region of width 1 reaches, either way from its centre: floats a factor 3, powers of two 2 exponents,
 # integers half their value (at least 2 granules), fractions 0.25. A plateau doubles the width, up to 8.
 SCALE_FACTOR = 3.0
@@ -202,7 +203,7 @@ class OptunaProposer:
         if found is None:
             return
         study, trial = found
-        if status == "crash" or (status == "duplicate" and val_bpb is None):
+        if status in FAILED or (status == "duplicate" and val_bpb is None):
             study.tell(trial.number, state=TrialState.FAIL)
         elif val_bpb is not None and math.isfinite(val_bpb):
             study.tell(trial.number, float(val_bpb))
@@ -287,7 +288,7 @@ class OptunaProposer:
                 if not runs:
                     continue
                 values = [e.val_bpb for e in runs if e.val_bpb is not None and math.isfinite(e.val_bpb)]
-                if runs[0].status == "crash" or (runs[0].status == "duplicate" and not values):
+                if runs[0].status in FAILED or (runs[0].status == "duplicate" and not values):
                     study.tell(trial.number, state=TrialState.FAIL)
                 elif runs[0].status == "invalid" or not values:  # it never ran: nothing to learn
                     study.tell(trial.number, state=TrialState.PRUNED)

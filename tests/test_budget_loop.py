@@ -1,0 +1,106 @@
+"""The budget verified outside the kernel, through the real loop: real kernels in the real jail, the real scorer,
+the training notebook shrunk to one narrow layer (tests/test_integrity.py's `tiny_template`).
+
+Under a FLOP, a token and a time budget the loop runs the baseline and a candidate that ignores `run.done()`:
+once its budget is spent it trains as many steps again, on fresh batches, without telling the clock. The cheat
+is recorded `over-budget` (its reason names the figures), never kept, reverted, and the proposer hears it.
+Under the FLOP budget an honest change runs first: the gate decides it as usual.
+"""
+import nbformat
+import pytest
+from test_integrity import make_repo
+
+from autoresearch_kernel import results
+from autoresearch_kernel.gate import GateConfig
+from autoresearch_kernel.integrity.budget import Tolerance
+from autoresearch_kernel.integrity.guard import Guard
+from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.proposers.base import Proposal, Usage
+
+STEP_TOKENS = 8 * 256  # the tiny notebook's tokens per step
+TINY_FLOPS_PER_TOKEN = 865_152.3  # the tiny notebook's, as the harness counts its first step
+AFTER_TRAINING = "    run.tick(step, loss.detach())\n    step += 1"
+CHEAT = AFTER_TRAINING + """
+for _ in range(step):  # the budget is spent: as many steps again, unseen by the clock and by done()
+    for _ in range(GRAD_ACCUM_STEPS):
+        x, y, epoch = next(batches)
+        with autocast:
+            loss = train_model(x, y)
+        (loss / GRAD_ACCUM_STEPS).backward()
+    for optimizer in optimizers:
+        optimizer.step()
+    model.zero_grad(set_to_none=True)"""
+HONEST = ("UNEMBEDDING_LR = 0.004           # AdamW, output head", "UNEMBEDDING_LR = 0.008           # AdamW, output head")
+pytestmark = pytest.mark.timeout(1800)  # three loops of real kernels, on two shared cores
+BUDGETS = {
+    "flops": dict(budget_flops=16 * STEP_TOKENS * TINY_FLOPS_PER_TOKEN * 0.999),  # 16 steps
+    "tokens": dict(budget_tokens=16 * STEP_TOKENS),
+    "seconds": dict(budget_seconds=60.0),  # long enough that training, not start-up, weighs in the CPU time
+}
+# The tiny notebook's start-up, export and kernel (about 10 of its baseline's 24 CPU seconds, measured on two
+# shared cores) dilute a doubled training to 1.56 x its CPU seconds (1.93 x for the shipped notebook's 143 s),
+# so the CPU test runs here with a 30 % slack: an honest change took 0.91 x the baseline's.
+TOLERANCE = Tolerance(seconds=0.3)
+
+
+class EditingProposer:
+    """Proposes fixed text replacements in the training notebook, one per proposal; records what it is told."""
+
+    name = "scripted"
+    fixes_crashes = False
+
+    def __init__(self, edits):
+        self.edits, self.feedbacks = list(edits), []
+
+    def propose(self, context) -> Proposal:
+        description, old, new = self.edits.pop(0)
+        notebook = nbformat.from_dict(context.notebook)
+        cell = next(c for c in notebook.cells if old in c.source)
+        cell.source = cell.source.replace(old, new)
+        return Proposal(description, notebook, Usage())
+
+    def feedback(self, proposal, status, val_bpb=None) -> None:
+        self.feedbacks.append((proposal.description, status))
+
+
+@pytest.fixture(scope="module", params=list(BUDGETS))
+def budget_run(request, prepared_dir, tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp(request.param) / "project")
+    edits = [("cheat: trains on twice its budget", AFTER_TRAINING, CHEAT)]
+    if request.param == "flops":
+        edits.insert(0, ("honest: higher head learning rate", *HONEST))
+    proposer = EditingProposer(edits)
+    config = LoopConfig(repo=repo, tag="budget", data_dir=str(prepared_dir), device="cpu", baseline_seeds=(0,),
+                        timeout_s=600, fix_attempts=0, max_experiments=len(edits), gate=GateConfig(confirm_runs=0),
+                        budget_tolerance=TOLERANCE, **BUDGETS[request.param])
+    with Loop(config, proposer=proposer, checks=Guard(static=False)) as loop:
+        loop.run()
+        folder, kept = loop.folder, loop.state.kept
+        branch_head = loop.workspace.head()
+    rows = {r.description.split(":")[0]: r for r in results.read_rows(folder / "results.tsv")}
+    return dict(kind=request.param, rows=rows, proposer=proposer, kept=kept, head=branch_head)
+
+
+def test_a_candidate_that_trains_on_twice_its_budget_is_over_budget_and_not_kept(budget_run):
+    cheat = budget_run["rows"]["cheat"]
+    assert cheat.status == "over-budget", (budget_run["kind"], cheat.failure, cheat.cpu_seconds)
+    assert cheat.failure.startswith("over-budget: ")
+    assert budget_run["kept"][:7] != cheat.commit and budget_run["head"][:7] != cheat.commit  # reverted
+    assert ("cheat: trains on twice its budget", "over-budget") in budget_run["proposer"].feedbacks
+    if budget_run["kind"] == "flops":  # priced from the scorer's forward FLOPs: twice the tokens, past 1.25 F
+        assert "FLOPs (3 x " in cheat.failure and cheat.tokens_m == pytest.approx(2 * 16 * STEP_TOKENS / 1e6, abs=1e-3)
+    elif budget_run["kind"] == "tokens":
+        assert "tokens > 1.25 x the budget's 32,768" in cheat.failure
+    else:  # a time budget: only the CPU seconds of the jail's tree show it
+        assert "compute seconds >" in cheat.failure
+
+
+def test_rows_record_what_was_measured_and_an_honest_change_keeps_to_its_budget(budget_run):
+    rows = budget_run["rows"]
+    for row in rows.values():
+        assert row.cpu_seconds > 1 and row.forward_flops_per_token > 0  # measured outside the kernel
+        # the harness's count; rows keep tokens in thousands
+        assert row.flops == pytest.approx(row.tokens_m * 1e6 * TINY_FLOPS_PER_TOKEN, abs=500 * TINY_FLOPS_PER_TOKEN)
+    assert rows["cheat"].cpu_seconds > rows["baseline (seed 0)"].cpu_seconds
+    if budget_run["kind"] == "flops":
+        assert rows["honest"].status in ("keep", "discard"), rows["honest"].failure
