@@ -24,6 +24,9 @@ from autoresearch_kernel.runner import RunResult
 from autoresearch_kernel.runstate import Pending
 
 IDEAS = ("candidate", "fix")  # the kinds of row that are a proposer's idea (confirmations and baselines are not)
+# The best run again on a seed it lacks, for a candidate's pair (the paired gate): a run of the best, like a
+# baseline seed, never a candidate; it decides nothing and never moves the best.
+PAIR = "pair"
 
 
 class Records:
@@ -103,7 +106,7 @@ class Records:
         return [r for r in self.rows if r.experiment in numbers]
 
     def last_kept_commit(self) -> str | None:
-        kept = [r for r in self.rows if r.status == "keep"]
+        kept = [r for r in self.rows if r.status == "keep" and r.kind != PAIR]  # a pair may be an older best's
         return kept[-1].commit if kept else None
 
     def first_baseline_commit(self) -> str | None:
@@ -114,11 +117,34 @@ class Records:
         return [HistoryEntry(r.experiment, r.description, r.status, r.val_bpb) for r in self.ideas]
 
     def parent_run(self, parent: str, seed: int) -> Row | None:
-        """The kept parent's run on `seed` (a baseline seed, or the kept candidate's own run)."""
+        """The kept parent's run on `seed` (a baseline seed, the kept candidate's own run, or a pair run)."""
         for row in reversed(self.rows):
             if row.commit == parent[:7] and row.seed == seed and row.status == "keep" and row.val_bpb is not None:
                 return row
         return None
+
+    # -- the paired gate: the best's run on each seed -----------------------------------------------------
+    def pairs(self, best: str, runs: list[Row]) -> list[gate.Pair]:
+        """Each of the candidate's runs with the best's run on the same seed (best None where it has none)."""
+        partners = [self.parent_run(best, run.seed) for run in runs]
+        return [gate.Pair(run.seed, partner.val_bpb if partner else None, run.val_bpb)
+                for run, partner in zip(runs, partners)]
+
+    def lacks_run(self, best: str, seed: int) -> bool:
+        """The best has no run on `seed` and never tried one (a crashed pair run is not asked for again)."""
+        return self.parent_run(best, seed) is None and not any(
+            r.commit == best[:7] and r.seed == seed and r.kind == PAIR for r in self.rows)
+
+    def paired(self, best: str, rows: list[Row]) -> list[Row]:
+        """The rows with their seed partner (the best's run on the same seed) and the paired gain recorded."""
+        paired = []
+        for row in rows:
+            partner = self.parent_run(best, row.seed) if row.kind != PAIR else None
+            if partner is not None and row.val_bpb is not None and partner.experiment != row.experiment:
+                row = dataclasses.replace(row, pair_experiment=partner.experiment,
+                                          paired_gain=gate.improvement(partner.val_bpb, row.val_bpb))
+            paired.append(row)
+        return paired
 
 
 def _stamped(rows: list[Row]) -> list[Row]:

@@ -37,7 +37,7 @@ from autoresearch_kernel.redaction import redact
 # from its parent while it ran (lanes); its change was re-applied onto the new best (a "rebase") or did not apply
 STATUSES = ("keep", "discard", "crash", "noop", "stale")
 NOT_RUN = ("invalid", "duplicate")  # invalid.tsv's statuses: proposals that produced no experiment
-KINDS = ("baseline", "candidate", "confirm", "fix", "rebase")
+KINDS = ("baseline", "candidate", "confirm", "fix", "rebase", "pair")  # pair: the best's run on a seed it lacked
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class Row:
     node: str = ""  # the machine it ran on (this host's name, or a Ray node's address)
     queued_at: str = ""  # local ISO times: committed (runnable), started on its lane
     started_at: str = ""
+    # the paired gate (issue 20): this run against the best's run on the same seed
+    pair_experiment: int = 0  # the experiment number of the best's run on this seed it was paired with (0: none)
+    paired_gain: float | None = None  # improvement(that run, this run): positive when this run is better
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
@@ -128,6 +131,8 @@ def format_row(row: Row) -> str:
         row.node,
         row.queued_at,
         row.started_at,
+        str(int(row.pair_experiment)),
+        _fmt(row.paired_gain, 6),
     ]
     return "\t".join(cells) + "\n"
 
@@ -233,7 +238,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         sep="\t",
         dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str, "node": str},
         keep_default_na=False,
-        na_values={"val_bpb": [""], "best": [""], "noise_std": [""], "cost_usd": [""]},
+        na_values={"val_bpb": [""], "best": [""], "noise_std": [""], "cost_usd": [""], "paired_gain": [""]},
     )
     frame["val_bpb"] = pd.to_numeric(frame["val_bpb"], errors="coerce")
     frame["memory_gb"] = pd.to_numeric(frame["memory_gb"], errors="coerce")
@@ -248,14 +253,14 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
     rows = []
     for record in frame.to_dict("records"):
         values = {name: record[name] for name in COLUMNS if name in record}
-        for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd"):
+        for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd", "paired_gain"):
             value = values.get(name)
             values[name] = None if value is None or value == "" or pd.isna(value) else float(value)
         # a crash, or a proposal that ran nothing and points at no value, is written 0.000000: no value
         crashed = values["status"] == "crash" or (values["status"] in NOT_RUN and not values["val_bpb"])
         if crashed:
             values["val_bpb"] = values["memory_gb"] = None
-        for name in ("experiment", "seed", "prompt_tokens", "completion_tokens", "lane"):
+        for name in ("experiment", "seed", "prompt_tokens", "completion_tokens", "lane", "pair_experiment"):
             if name in values:
                 values[name] = int(values[name] or 0)
         for name in ("wall_seconds", "training_seconds", "tokens_m", "margin"):
