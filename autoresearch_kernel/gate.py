@@ -184,7 +184,8 @@ def baseline_decision(runs: list[float | None], noise: NoiseEstimate, config: Ga
     candidate's single run will have to beat.
     """
     floor = noise_floor(runs)
-    margin = margin_for_means(noise, floor.runs if floor else 1, 1, config)
+    margin = (first_look_margin(noise, config) if config.rule == "paired"
+              else margin_for_means(noise, floor.runs if floor else 1, 1, config))
     if floor is None or floor.runs != len(runs):
         return Decision("crash", None, None, margin, None, "the unmodified notebook failed on a baseline seed")
     return Decision("keep", floor.mean, floor.mean, margin, 0.0,
@@ -352,18 +353,19 @@ def decide_paired(pairs: Sequence[Pair], best: float, noise: NoiseEstimate,
         raise ValueError("decide_paired() needs at least one run of the candidate")
     prior = math.sqrt(2.0) * noise.upper  # a re-drawing change's paired sd: the conservative spread
     rates = config.look_rates()
+    first = first_look_margin(noise, config)
     if not all(_finite(p.value) for p in pairs):
-        return Decision("crash", None, best, _first_margin(prior, rates, config), None, "no metric: the run failed")
+        return Decision("crash", None, best, first, None, "no metric: the run failed")
     value = statistics.fmean(float(p.value) for p in pairs)
     gains = [p.gain for p in pairs if p.gain is not None]
     n, last = len(gains), len(pairs) >= config.paired_runs
     if n == 0:  # the best has no run on any of these seeds (its runs crashed): nothing to compare yet
         status = "discard" if last else "confirm"
-        return Decision(status, value, best, _first_margin(prior, rates, config), None,
+        return Decision(status, value, best, first, None,
                         "no run of the best on these seeds to pair with")
     mean = statistics.fmean(gains)
     if n == 1:
-        margin = _first_margin(prior, rates, config)
+        margin = first
         said = f"first pair {mean:+.6f} against {margin:.6f} (the re-draw prior: paired sd <= {prior:.6f})"
         if mean > margin:
             return Decision("keep", value, value, margin, mean, f"better at once: {said}")
@@ -382,7 +384,9 @@ def decide_paired(pairs: Sequence[Pair], best: float, noise: NoiseEstimate,
     return Decision("confirm", value, best, margin, mean, f"borderline, re-run on another seed: {said}")
 
 
-def _first_margin(prior: float, rates: dict[int, float], config: GateConfig) -> float:
-    """What a first pair must gain to be kept at once: z_1 re-draw sds, never below the minimum."""
-    z = statistics.NormalDist().inv_cdf(1.0 - rates[1]) if rates[1] > 0 else math.inf
-    return max(config.min_margin, z * prior)
+def first_look_margin(noise: NoiseEstimate, config: GateConfig = GateConfig()) -> float:
+    """What a first pair must gain to be kept at once: z_1 re-draw sds (sqrt(2) x the noise bound), at least
+    the minimum; what rows and the live status show as the paired rule's margin before a decision."""
+    rate = config.look_rates()[1]
+    z = statistics.NormalDist().inv_cdf(1.0 - rate) if rate > 0 else math.inf
+    return max(config.min_margin, z * math.sqrt(2.0) * noise.upper)

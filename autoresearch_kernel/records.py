@@ -91,10 +91,13 @@ class Records:
         return self.noise().upper
 
     def margin(self, candidate_runs: int = 1) -> float | None:
-        """What a candidate with so many runs must gain over the best now; None before the baseline."""
+        """What a candidate with so many runs must gain over the best now (the paired rule: what a first run
+        must gain to be kept at once); None before the baseline."""
         best_runs = self.best_runs()
         if not best_runs:
             return None
+        if self.gate_config.rule == "paired":
+            return gate.first_look_margin(self.noise(), self.gate_config)
         return gate.margin_for_means(self.noise(), len(best_runs), candidate_runs, self.gate_config)
 
     def next_number(self, flights: list[Pending] = ()) -> int:

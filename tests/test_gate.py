@@ -50,7 +50,7 @@ def test_config_refuses_negative_settings():
 
 # -- the sound rule -------------------------------------------------------------------------------------------
 KNOWN = NoiseEstimate.known(0.01)
-MEANS = GateConfig(z=2.0, min_margin=0.0, confirm_band=1.0, confirm_runs=1, confirm_floor=1.0)
+MEANS = GateConfig(z=2.0, min_margin=0.0, confirm_band=1.0, confirm_runs=1, confirm_floor=1.0, rule="means")
 
 
 @pytest.mark.parametrize("dof, exact", [(3, 0.5844), (4, 1.0636), (10, 4.8652), (30, 20.599)])
