@@ -6,7 +6,9 @@ loop decides from is what a resume would read back. From the rows come the gate'
 and the runs it is the mean of, the noise pooled over every repeated measurement, the margin a candidate must
 beat now), the next experiment number, the seeds the baseline still needs, the history a
 proposer sees, and a candidate's parent run on the same seed (a candidate whose result is identical to it
-is a no-op).
+is a no-op). The paired gate's pairs come from here too: each of a candidate's runs with the best's run on
+the same seed (`pairs`), whether the best still lacks a seed (`lacks_run`), and the partner and paired gain
+each row records (`paired`).
 
 `row_from` and `crash_row` build the row of one run; its status is final only when the loop settles it.
 """

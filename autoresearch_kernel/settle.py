@@ -10,6 +10,10 @@ A run finished on some lane. Its experiment (a `runstate.Pending`, "a flight") i
   a "rebase" experiment, whose run decides; the original is recorded as "stale" with a pointer to it. A
   change that does not apply, or is already in the best, is recorded as stale and that is all;
 - anything else that lost is decided as usual: it did not beat the best, whatever the best is now.
+- under the paired rule (gate.decide_paired), a candidate's run on a seed the best has no run on waits: the
+  best is run on that seed (a `pair` flight, asked for when the confirmation is reserved, so another lane may
+  run it meanwhile); its row is the best's (it counts for every later pair and for the noise, never moves the
+  best), and the candidates that waited for it are decided then (`settle_waiting`, also after a resume).
 
 Then the rows are appended to results.tsv, the branch keeps or reverts, the flight leaves state.json, and
 the proposer hears the outcome. The loop owns the lanes and the proposals; this module owns the verdicts.
