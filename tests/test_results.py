@@ -176,3 +176,15 @@ def test_the_console_line_reads_a_baseline_seed_as_baseline_not_keep():
     kept = results.console_line(Row("1234567", 1.4, 1.0, "keep", "better", experiment=2))
     assert " baseline " in seed and " keep " not in seed
     assert " keep " in kept
+
+
+def test_the_paired_columns_round_trip_and_a_file_without_them_reads_with_none(tmp_path):
+    path = tmp_path / "results.tsv"
+    before = results.COLUMNS[:results.COLUMNS.index("pair_experiment")]  # a file written before the paired gate
+    old_row = results.format_row(Row("abcdef1", 1.5, 1.0, "keep", "baseline", experiment=1))
+    path.write_text("\t".join(before) + "\n" + "\t".join(old_row.split("\t")[:len(before)]) + "\n")
+    results.append(path, Row("1234567", 1.4, 1.0, "keep", "better", experiment=2, pair_experiment=1,
+                             paired_gain=0.0123456789))
+    rows = results.read_rows(path)
+    assert [(r.pair_experiment, r.paired_gain) for r in rows] == [(0, None), (1, 0.012346)]
+    assert results.load(path)["paired_gain"].isna().tolist() == [True, False]
