@@ -22,18 +22,54 @@ baseline's spread alone: three seeds underestimate the noise (their sample sd fa
 about one time in five), and a margin of z times that sd kept one in twenty candidates that only re-drew the
 initialisation (issue 12; `bench/bench_gate.py` measures it).
 
+The paired rule (`decide_paired`, the default: `GateConfig.rule`) compares runs seed by seed instead (common
+random numbers). Every run of the candidate on seed s is paired with the best's run on the same seed s (the
+loop runs the best on a seed it lacks, settle.py), and the decision uses the paired gains
+d_s = improvement(best_s, candidate_s). A change that keeps the initialisation and the data order (a learning
+rate, a schedule) moves val_bpb far less on one seed than a new seed does (issue 20: paired sd 0.0026 against
+a seed-to-seed sd of 0.0185 at 65,536 tokens), so its pairs cancel most of the noise. A change that draws the
+initialisation again (new shapes, or the same shapes and other random-number consumption) gets no such help:
+its paired sd is sqrt(2) times the seed-to-seed sd. Which kind a candidate is, is told from its own pairs only.
+The parameter shapes cannot tell: one `torch.randn(N)` before the model is built re-draws everything and
+changes no shape, and anything the jail reports about its initialisation is the candidate's word. So:
+- one pair (look 1): no spread of its own yet, so the spread is the conservative prior, the re-draw's:
+  sqrt(2) times the run's pooled seed-to-seed noise bound (`NoiseEstimate.upper`, which learns from the
+  baseline seeds, confirmations and the best's extra runs). A first pair that gains nothing (<= `paired_floor`)
+  is discarded after one run; one that beats z_1 prior sds (a gain so large that no re-draw explains it) is
+  kept at once; anything between earns another seed;
+- two or more pairs: the spread is the sample sd s of the candidate's own pairs, and the margin is
+  t_n * s / sqrt(n), with t_n the quantile of Student's t on n - 1 degrees of freedom (the exact form of
+  "the mean against an upper confidence bound of the spread": it accounts for s being estimated from n pairs,
+  as the chi-square bound of the pooled noise does). Keeps start at `paired_first_look` pairs (with two pairs,
+  one degree of freedom, the t quantile is 30 to 60: no real gain clears it); before that, and at every look,
+  a mean gain at or below `paired_futility` standard errors is discarded (a look that can only discard does
+  not add false keeps); at `paired_runs` runs the last look decides.
+Optional stopping: every look is another chance for seed luck, so one fixed margin would keep more than its
+nominal share of null changes. The looks' thresholds spend one total false-keep budget
+(`false_keep_rate`): look 1 gets `first_look_share` of it, looks `paired_first_look`..`paired_runs` share the
+rest in proportion to n - 1 (late looks, where a real gain shows, get more). A keep needs one look to clear
+its threshold, so by the union bound the whole sequential rule keeps a change with no true gain at most
+`false_keep_rate` of the time, whatever its paired sd (the t statistic does not depend on it) and the look-1
+prior only needs to be an upper bound of the sd. tests/test_gate.py simulates it: false keeps for an
+initialisation-preserving (sd 0.0026) and a re-drawing (sd 0.026) null change, and the power at 0.005, 0.01
+and 0.02 bpb; bench/bench_power.py measures it on real runs.
+
 Lower val_bpb is better (`LOWER_IS_BETTER`); the margin used is part of every decision so that each results
 row records it. Nothing here reads files, clocks or random numbers: `tests/test_gate.py` covers it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from autoresearch_kernel.distributions import t_quantile
+
 METRIC = "val_bpb"
 LOWER_IS_BETTER = True  # bits per byte: fewer is better
+RULES = ("paired", "means")
 
 
 @dataclass(frozen=True)
@@ -54,6 +90,17 @@ class GateConfig:
     prior_sd: float | None = None  # the noise default; None: the profile's (PROFILE_NOISE_SD)
     prior_weight: float = 4.0  # degrees of freedom the default counts as: a few runs' worth, not its 20
     noise_confidence: float = 0.9  # decisions use this one-sided upper confidence bound of the noise sd
+    # -- the paired rule (issue 20; see the module docstring). confirm_runs, confirm_band and confirm_floor
+    # are the means rule's; min_margin and the noise's prior apply to both.
+    rule: str = "paired"  # paired: seed-by-seed differences with the best | means: decide_by_means
+    # The whole sequential rule keeps a change without a true gain at most this often. 1%: of 20 null
+    # changes, none is kept 82% of the time (the union bound; simulated, the rule keeps about half that).
+    false_keep_rate: float = 0.01
+    paired_runs: int = 8  # the most runs a candidate gets (the first and its confirmations)
+    paired_first_look: int = 3  # the fewest pairs a keep after the first run needs
+    paired_futility: float = 0.5  # a mean gain at or below this many standard errors is discarded
+    paired_floor: float = 0.0  # a first pair gaining this (bpb) or less is discarded after one run
+    first_look_share: float = 0.1  # of false_keep_rate, spent on keeping a huge first gain at once
 
     def __post_init__(self) -> None:
         if self.z < 0 or self.min_margin < 0 or self.confirm_band < 0 or self.confirm_runs < 0:
@@ -62,6 +109,26 @@ class GateConfig:
             raise ValueError(f"gate settings must be >= 0 (prior_sd > 0), got {self}")
         if not 0.5 <= self.noise_confidence < 1.0:
             raise ValueError(f"noise_confidence must be in [0.5, 1), got {self.noise_confidence}")
+        if self.rule not in RULES:
+            raise ValueError(f"unknown gate rule {self.rule!r}: use one of {RULES}")
+        if not (0.0 < self.false_keep_rate < 0.5 and 0.0 <= self.first_look_share < 1.0
+                and 2 <= self.paired_first_look <= self.paired_runs):
+            raise ValueError(f"paired settings: 0 < false_keep_rate < 0.5, 0 <= first_look_share < 1, "
+                             f"2 <= paired_first_look <= paired_runs; got {self}")
+
+    @classmethod
+    def from_stored(cls, stored: dict) -> GateConfig:
+        """The gate a run's config.json holds. A run started before the paired rule stored no `rule`: it was
+        measured with the means rule and goes on with it; settings added since take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{"rule": "means", **{k: v for k, v in stored.items() if k in known}})
+
+    def look_rates(self) -> dict[int, float]:
+        """The false-keep budget of each look of the paired rule: {pairs: rate}; the rates sum to the budget."""
+        later = range(self.paired_first_look, self.paired_runs + 1)
+        rest = self.false_keep_rate * (1.0 - self.first_look_share)
+        weights = sum(n - 1 for n in later)
+        return {1: self.false_keep_rate * self.first_look_share, **{n: rest * (n - 1) / weights for n in later}}
 
 
 @dataclass(frozen=True)
@@ -117,7 +184,8 @@ def baseline_decision(runs: list[float | None], noise: NoiseEstimate, config: Ga
     candidate's single run will have to beat.
     """
     floor = noise_floor(runs)
-    margin = margin_for_means(noise, floor.runs if floor else 1, 1, config)
+    margin = (first_look_margin(noise, config) if config.rule == "paired"
+              else margin_for_means(noise, floor.runs if floor else 1, 1, config))
     if floor is None or floor.runs != len(runs):
         return Decision("crash", None, None, margin, None, "the unmodified notebook failed on a baseline seed")
     return Decision("keep", floor.mean, floor.mean, margin, 0.0,
@@ -256,3 +324,69 @@ def decide_by_means(best_runs: Sequence[float | None], runs: Sequence[float | No
     if gain <= floor or last:
         return Decision("discard", value, best, margin, gain, f"not better enough: {beats}")
     return Decision("confirm", value, best, margin, gain, f"borderline, re-run on another seed: {beats}")
+
+
+# -- the paired decision: seed-by-seed gains over the best, a spending rule over the looks ------------------
+@dataclass(frozen=True)
+class Pair:
+    """One seed's comparison: the best's run and the candidate's run on it (None: that run has no metric)."""
+
+    seed: int
+    best: float | None
+    value: float | None
+
+    @property
+    def gain(self) -> float | None:
+        return improvement(self.best, self.value) if _finite(self.best) and _finite(self.value) else None
+
+
+def decide_paired(pairs: Sequence[Pair], best: float, noise: NoiseEstimate,
+                  config: GateConfig = GateConfig()) -> Decision:
+    """Decide one candidate from its runs paired with the best's runs on the same seeds (module docstring).
+
+    `pairs`: one per run of the candidate so far, in order (a run whose seed the best has no run on carries
+    best None and counts as a run, not as a look); `best`: the best's value as rows record it; `noise`: the
+    run's pooled seed-to-seed noise, of which sqrt(2) times the bound is the spread of a first pair.
+    The value and a keep's best are the mean of the candidate's runs; the gain is the mean paired gain.
+    """
+    if not pairs:
+        raise ValueError("decide_paired() needs at least one run of the candidate")
+    prior = math.sqrt(2.0) * noise.upper  # a re-drawing change's paired sd: the conservative spread
+    rates = config.look_rates()
+    first = first_look_margin(noise, config)
+    if not all(_finite(p.value) for p in pairs):
+        return Decision("crash", None, best, first, None, "no metric: the run failed")
+    value = statistics.fmean(float(p.value) for p in pairs)
+    gains = [p.gain for p in pairs if p.gain is not None]
+    n, last = len(gains), len(pairs) >= config.paired_runs
+    if n == 0:  # the best has no run on any of these seeds (its runs crashed): nothing to compare yet
+        status = "discard" if last else "confirm"
+        return Decision(status, value, best, first, None,
+                        "no run of the best on these seeds to pair with")
+    mean = statistics.fmean(gains)
+    if n == 1:
+        margin = first
+        said = f"first pair {mean:+.6f} against {margin:.6f} (the re-draw prior: paired sd <= {prior:.6f})"
+        if mean > margin:
+            return Decision("keep", value, value, margin, mean, f"better at once: {said}")
+        status = "discard" if mean <= config.paired_floor or last else "confirm"
+        return Decision(status, value, best, margin, mean,
+                        f"{'not better' if status == 'discard' else 'promising, re-run on another seed'}: {said}")
+    se = statistics.stdev(gains) / math.sqrt(n)
+    look = max(n, config.paired_first_look)
+    margin = max(config.min_margin, t_quantile(1.0 - rates[min(look, config.paired_runs)], look - 1) * se)
+    said = (f"{n} pairs, mean gain {mean:+.6f} against {margin:.6f} (paired sd {se * math.sqrt(n):.6f}, "
+            f"se {se:.6f}; look budget {rates[min(look, config.paired_runs)]:.4f})")
+    if n >= config.paired_first_look and mean > margin:
+        return Decision("keep", value, value, margin, mean, f"better, confirmed: {said}")
+    if mean <= config.paired_futility * se or last:
+        return Decision("discard", value, best, margin, mean, f"not better enough: {said}")
+    return Decision("confirm", value, best, margin, mean, f"borderline, re-run on another seed: {said}")
+
+
+def first_look_margin(noise: NoiseEstimate, config: GateConfig = GateConfig()) -> float:
+    """What a first pair must gain to be kept at once: z_1 re-draw sds (sqrt(2) x the noise bound), at least
+    the minimum; what rows and the live status show as the paired rule's margin before a decision."""
+    rate = config.look_rates()[1]
+    z = statistics.NormalDist().inv_cdf(1.0 - rate) if rate > 0 else math.inf
+    return max(config.min_margin, z * math.sqrt(2.0) * noise.upper)

@@ -49,7 +49,7 @@ class Intake:
             program=read_program(loop.workspace.root), notebook=base, history=loop.records.history(),
             failure=fix.failure if fix else None, best_val_bpb=loop.records.best(),
             profile=loop.config.profile, device=loop.config.device,
-            running=[f.description for f in state.flights if f.kind != "baseline"],
+            running=[f.description for f in state.flights if f.kind not in ("baseline", "pair")],
             memory=loop.memory.digest(),
         )
         loop.set_phase("proposing", "asking for a fix" if fix else "", kind=kind)

@@ -43,7 +43,7 @@ class Job:
     number: int  # the experiment number its row gets
     commit: str  # full hash
     seed: int
-    kind: str  # baseline | candidate | confirm | fix | rebase
+    kind: str  # baseline | candidate | confirm | fix | rebase | pair
     queued_at: float = field(default_factory=time.time)  # epoch seconds it became runnable
     timeout_scale: float = 1.0  # the wall-clock limit's multiple: more for a run again after a timeout
 

@@ -239,6 +239,8 @@ class Loop:
         """Start work on free lanes: runs owed by experiments in flight first, then baseline seeds, then new
         proposals (not while stopping). Returns how many runs it started."""
         started = 0
+        if not self._cancel().is_set():
+            self.settler.settle_waiting()  # after a resume: flights whose runs are all in, not yet decided
         while self.scheduler.free() and not self._cancel().is_set() and (limit is None or started < limit):
             self.checks.before_experiment(self)
             flight = self._next_owed() or (None if owed_only else self._next_new())
@@ -314,7 +316,8 @@ class Loop:
         row = records.row_from(result, self.run_folder, outcome.job.number, outcome.job.kind, flight.commit,
                                flight.parent, outcome.job.seed, flight.description, self.sandbox_mark(),
                                records.Usage(**usage), records.where_from(outcome, outcome.job.queued_at))
-        row = dataclasses.replace(row, proposer="" if flight.kind == "baseline" else self.proposer_name(flight))
+        row = dataclasses.replace(row, proposer="" if flight.kind in ("baseline", records.PAIR)
+                                  else self.proposer_name(flight))
         excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
         return self.settler.run_finished(flight, row, excerpt, result.error_name)
 

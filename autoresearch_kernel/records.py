@@ -6,7 +6,9 @@ loop decides from is what a resume would read back. From the rows come the gate'
 and the runs it is the mean of, the noise pooled over every repeated measurement, the margin a candidate must
 beat now), the next experiment number, the seeds the baseline still needs, the history a
 proposer sees, and a candidate's parent run on the same seed (a candidate whose result is identical to it
-is a no-op).
+is a no-op). The paired gate's pairs come from here too: each of a candidate's runs with the best's run on
+the same seed (`pairs`), whether the best still lacks a seed (`lacks_run`), and the partner and paired gain
+each row records (`paired`).
 
 `row_from` and `crash_row` build the row of one run; its status is final only when the loop settles it.
 """
@@ -38,6 +40,9 @@ TIMEOUT_GROWTH = 2.0
 
 def is_machine_fault(row: Row) -> bool:
     return row.status == "crash" and row.failure.startswith(MACHINE_FAULT)
+# The best run again on a seed it lacks, for a candidate's pair (the paired gate): a run of the best, like a
+# baseline seed, never a candidate; it decides nothing and never moves the best.
+PAIR = "pair"
 
 
 class Records:
@@ -106,10 +111,13 @@ class Records:
         return self.noise().upper
 
     def margin(self, candidate_runs: int = 1) -> float | None:
-        """What a candidate with so many runs must gain over the best now; None before the baseline."""
+        """What a candidate with so many runs must gain over the best now (the paired rule: what a first run
+        must gain to be kept at once); None before the baseline."""
         best_runs = self.best_runs()
         if not best_runs:
             return None
+        if self.gate_config.rule == "paired":
+            return gate.first_look_margin(self.noise(), self.gate_config)
         return gate.margin_for_means(self.noise(), len(best_runs), candidate_runs, self.gate_config)
 
     def next_number(self, flights: list[Pending] = ()) -> int:
@@ -121,7 +129,7 @@ class Records:
         return [r for r in self.rows if r.experiment in numbers]
 
     def last_kept_commit(self) -> str | None:
-        kept = [r for r in self.rows if r.status == "keep"]
+        kept = [r for r in self.rows if r.status == "keep" and r.kind != PAIR]  # a pair may be an older best's
         return kept[-1].commit if kept else None
 
     def first_baseline_commit(self) -> str | None:
@@ -136,11 +144,34 @@ class Records:
         return budget.Reference.of(spent(r) for r in self.rows if r.kind == "baseline" and r.status == "keep")
 
     def parent_run(self, parent: str, seed: int) -> Row | None:
-        """The kept parent's run on `seed` (a baseline seed, or the kept candidate's own run)."""
+        """The kept parent's run on `seed` (a baseline seed, the kept candidate's own run, or a pair run)."""
         for row in reversed(self.rows):
             if row.commit == parent[:7] and row.seed == seed and row.status == "keep" and row.val_bpb is not None:
                 return row
         return None
+
+    # -- the paired gate: the best's run on each seed -----------------------------------------------------
+    def pairs(self, best: str, runs: list[Row]) -> list[gate.Pair]:
+        """Each of the candidate's runs with the best's run on the same seed (best None where it has none)."""
+        partners = [self.parent_run(best, run.seed) for run in runs]
+        return [gate.Pair(run.seed, partner.val_bpb if partner else None, run.val_bpb)
+                for run, partner in zip(runs, partners)]
+
+    def lacks_run(self, best: str, seed: int) -> bool:
+        """The best has no run on `seed` and never tried one (a crashed pair run is not asked for again)."""
+        return self.parent_run(best, seed) is None and not any(
+            r.commit == best[:7] and r.seed == seed and r.kind == PAIR for r in self.rows)
+
+    def paired(self, best: str, rows: list[Row]) -> list[Row]:
+        """The rows with their seed partner (the best's run on the same seed) and the paired gain recorded."""
+        paired = []
+        for row in rows:
+            partner = self.parent_run(best, row.seed) if row.kind != PAIR else None
+            if partner is not None and row.val_bpb is not None and partner.experiment != row.experiment:
+                row = dataclasses.replace(row, pair_experiment=partner.experiment,
+                                          paired_gain=gate.improvement(partner.val_bpb, row.val_bpb))
+            paired.append(row)
+        return paired
 
 
 def _stamped(rows: list[Row]) -> list[Row]:

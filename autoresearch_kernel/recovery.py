@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from autoresearch_kernel.records import Records
+from autoresearch_kernel.records import PAIR, Records
 from autoresearch_kernel.runner import kill_tree
 from autoresearch_kernel.runstate import State
 from autoresearch_kernel.workspace import Workspace
@@ -33,6 +33,8 @@ def recover(workspace: Workspace, state: State, records: Records) -> None:
         written = records.written(flight.numbers)
         if written:  # the rows made it to disk; only the keep/revert after them did not
             state.flights.remove(flight)
+            if flight.kind == PAIR:  # a run of the best: nothing to keep or revert
+                continue
             if written[0].status == "keep" and flight.kind != "baseline":
                 state.kept = flight.commit
             elif written[0].status != "keep":

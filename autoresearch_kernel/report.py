@@ -32,6 +32,7 @@ NOOP = "noop"
 STALE = "stale"
 OVER_BUDGET = "over-budget"  # trained past its budget, as the loop measured it (integrity/budget.py)
 REBASE = "rebase"
+PAIR = "pair"  # the best run again on a seed it lacked, for the paired gate: no idea, no decision
 # settle.py's words in a stale row's `failure` when its change was re-applied as another experiment
 REBASED_AS = re.compile(r"re-applied there as experiment (\d+)")
 UNSANDBOXED = "none"  # the `sandbox` column's value for an experiment that ran without the jail
@@ -118,8 +119,9 @@ def kinds(frame: pd.DataFrame) -> pd.Series:
 
 def outcome(status: str, kind: str) -> str:
     """A row's status as a reader should take it: a baseline seed is written "keep" (the reference's three
-    statuses) but is no decision, so it reads "baseline"; a crashed seed still reads "crash"."""
-    return BASELINE if kind == BASELINE and status != "crash" else status
+    statuses) but is no decision, so it reads "baseline" (the best's run for a pair reads "pair"); a crashed
+    seed still reads "crash"."""
+    return kind if kind in (BASELINE, PAIR) and status != "crash" else status
 
 
 def rebased_as(failure: str) -> int | None:
@@ -135,7 +137,7 @@ def baseline_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def candidate_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per idea tried: not the baseline's seeds, not a candidate's confirmation re-runs."""
-    return frame[~kinds(frame).isin([BASELINE, CONFIRM])]
+    return frame[~kinds(frame).isin([BASELINE, CONFIRM, PAIR])]
 
 
 def unsandboxed_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -237,7 +239,7 @@ def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
     x = _numbers(frame, "experiment")
     value = _numbers(frame, "val_bpb")
     status = frame["status"] if len(frame) else pd.Series(dtype=str)
-    drawn = status.isin(["keep", "discard", NOOP, STALE]) & (value > 0)
+    drawn = status.isin(["keep", "discard", NOOP, STALE]) & (value > 0) & (kinds(frame) != PAIR)
     seed = drawn & (kinds(frame) == BASELINE)
     discarded, kept, noop, stale = (drawn & ~seed & (status == name) for name in ("discard", "keep", NOOP, STALE))
     rebased = kept & (kinds(frame) == REBASE)

@@ -39,7 +39,7 @@ from autoresearch_kernel.redaction import redact
 # over-budget: it trained past its budget, as the loop measured it outside the kernel (integrity/budget.py)
 STATUSES = ("keep", "discard", "crash", "noop", "stale", "over-budget")
 NOT_RUN = ("invalid", "duplicate")  # invalid.tsv's statuses: proposals that produced no experiment
-KINDS = ("baseline", "candidate", "confirm", "fix", "rebase")
+KINDS = ("baseline", "candidate", "confirm", "fix", "rebase", "pair")  # pair: the best's run on a seed it lacked
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,9 @@ class Row:
     flops: float | None = None  # training FLOPs the harness counted in the kernel (informative)
     forward_flops_per_token: float | None = None  # the exported program's, counted by the scorer
     cpu_seconds: float | None = None  # CPU time of the run's whole process tree, measured by the loop
+    # the paired gate (issue 20): this run against the best's run on the same seed
+    pair_experiment: int = 0  # the experiment number of the best's run on this seed it was paired with (0: none)
+    paired_gain: float | None = None  # improvement(that run, this run): positive when this run is better
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
@@ -138,6 +141,8 @@ def format_row(row: Row) -> str:
         _fmt(row.flops, 0),
         _fmt(row.forward_flops_per_token, 1),
         _fmt(row.cpu_seconds, 2),
+        str(int(row.pair_experiment)),
+        _fmt(row.paired_gain, 6),
     ]
     return "\t".join(cells) + "\n"
 
@@ -271,7 +276,7 @@ def _frame(text: str) -> pd.DataFrame:
         sep="\t",
         dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str, "node": str},
         keep_default_na=False,
-        na_values={name: [""] for name in ("val_bpb", "best", "noise_std", "cost_usd", *MEASURED)},
+        na_values={name: [""] for name in ("val_bpb", "best", "noise_std", "cost_usd", *MEASURED, "paired_gain")},
     )
     frame["val_bpb"] = pd.to_numeric(frame["val_bpb"], errors="coerce")
     frame["memory_gb"] = pd.to_numeric(frame["memory_gb"], errors="coerce")
@@ -295,7 +300,7 @@ def _rows(frame: pd.DataFrame) -> list[Row]:
     rows = []
     for record in frame.to_dict("records"):
         values = {name: record[name] for name in COLUMNS if name in record}
-        for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd", *MEASURED):
+        for name in ("val_bpb", "memory_gb", "best", "noise_std", "cost_usd", *MEASURED, "paired_gain"):
             if name not in values:
                 continue
             value = values.get(name)
@@ -304,7 +309,7 @@ def _rows(frame: pd.DataFrame) -> list[Row]:
         crashed = values["status"] == "crash" or (values["status"] in NOT_RUN and not values["val_bpb"])
         if crashed:
             values["val_bpb"] = values["memory_gb"] = None
-        for name in ("experiment", "seed", "prompt_tokens", "completion_tokens", "lane"):
+        for name in ("experiment", "seed", "prompt_tokens", "completion_tokens", "lane", "pair_experiment"):
             if name in values:
                 values[name] = int(values[name] or 0)
         for name in ("wall_seconds", "training_seconds", "tokens_m", "margin"):

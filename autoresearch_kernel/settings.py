@@ -69,8 +69,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
         self.baseline_seeds = tuple(int(s) for s in self.baseline_seeds)
-        if isinstance(self.gate, dict):  # read back from config.json
-            self.gate = gate.GateConfig(**self.gate)
+        if isinstance(self.gate, dict):  # read back from config.json (an older run's: the means rule)
+            self.gate = gate.GateConfig.from_stored(self.gate)
         if isinstance(self.budget_tolerance, dict):
             self.budget_tolerance = budget.Tolerance(**self.budget_tolerance)
         if sum(1 for b in (self.budget_seconds, self.budget_tokens, self.budget_flops) if b) > 1:
@@ -150,6 +150,8 @@ def check_resume(folder: RunFolder, config: LoopConfig, data_dir: str) -> list[d
     stored = _read(folder)
     if not stored:
         return []
+    if isinstance(stored.get("gate"), dict):  # settings the gate gained since are their defaults, not a change
+        stored["gate"] = dataclasses.asdict(gate.GateConfig.from_stored(stored["gate"]))
     now = config.stored()
     now["data_dir"] = data_dir
     changes = [dict(setting=name, was=stored[name], now=now[name]) for name in now

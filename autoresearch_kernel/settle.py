@@ -12,6 +12,10 @@ A run finished on some lane. Its experiment (a `runstate.Pending`, "a flight") i
   a "rebase" experiment, whose run decides; the original is recorded as "stale" with a pointer to it. A
   change that does not apply, or is already in the best, is recorded as stale and that is all;
 - anything else that lost is decided as usual: it did not beat the best, whatever the best is now.
+- under the paired rule (gate.decide_paired), a candidate's run on a seed the best has no run on waits: the
+  best is run on that seed (a `pair` flight, asked for when the confirmation is reserved, so another lane may
+  run it meanwhile); its row is the best's (it counts for every later pair and for the noise, never moves the
+  best), and the candidates that waited for it are decided then (`settle_waiting`, also after a resume).
 
 Then the rows are appended to results.tsv, the branch keeps or reverts, the flight leaves state.json, and
 the proposer hears the outcome. The loop owns the lanes and the proposals; this module owns the verdicts.
@@ -65,17 +69,27 @@ class Settler:
         without this a baseline seed would be waited for forever and a candidate's run lost. Called on open."""
         rows = []
         for flight in list(self.state.flights):
-            if flight.runs and not flight.owes_run() and not self.records.written(flight.numbers):
+            if flight in self.state.flights and flight.runs and not flight.owes_run() \
+                    and not self.records.written(flight.numbers):
                 rows += self.decide(flight, excerpt=pending_rows(flight)[-1].failure)
         return rows
 
     def decide(self, flight: Pending, excerpt: str = "", error_name: str | None = None) -> list[Row]:
         """The verdict on a flight whose last run is saved: its rows, one more run (confirm), or a rebase."""
+        row = pending_rows(flight)[-1]
         if flight.kind == "baseline":
-            return self._baseline(flight, pending_rows(flight)[-1])
-        over = self._over_budget(pending_rows(flight)[-1])
+            return self._baseline(flight, row)
+        if flight.kind == records.PAIR:
+            return self._pair(flight, row)
+        over = self._over_budget(row)
         if over is not None:
             return self.settle(flight, over, fixable=False)
+        if self._awaits_pair(flight):  # decided once the best has run on this seed too
+            return []
+        return self._judge(flight, excerpt, error_name)
+
+    def _judge(self, flight: Pending, excerpt: str = "", error_name: str | None = None) -> list[Row]:
+        """The gate on a flight whose runs are all in: settle it, or reserve its next run (and the best's)."""
         decision = self._decide(flight)
         if flight.parent != self.state.kept and decision.status in ("keep", "confirm"):
             return self._stale(flight, decision)
@@ -83,14 +97,58 @@ class Settler:
             flight.numbers.append(self.records.next_number(self.state.flights))
             flight.queued_at = time.time()
             self.loop.save()
+            self._request_pair(records.seed_for(self.loop.config.baseline_seeds, len(flight.runs)))
             return []
         if decision.status == "crash" and error_name in NOT_THE_CODE:  # the code may be fine: no fix, no blame
             return self.settle(flight, decision, fixable=False, fault=True)
         return self.settle(flight, decision, excerpt=excerpt)
 
     def interrupted(self, flight: Pending) -> list[Row]:
-        return self.settle(flight, self._crash("interrupted: the loop stopped during this experiment more than "
-                                               "once"), fixable=False, fault=True)
+        reason = "interrupted: the loop stopped during this experiment more than once"
+        if flight.kind == records.PAIR:
+            return self._pair(flight, records.crash_row(flight.numbers[0], records.PAIR, flight.commit, flight.parent,
+                                                        flight.description, flight.seed, reason, Usage(),
+                                                        self.loop.sandbox_mark()))
+        return self.settle(flight, self._crash(reason), fixable=False, fault=True)
+
+    # -- the paired gate: the best's run on the seed a candidate ran on ----------------------------------------
+    def _awaits_pair(self, flight: Pending) -> bool:
+        """The paired rule needs the best's run on the seed of the flight's last run, and it has none yet: a
+        run of the best on that seed is asked for (once) and the flight waits for it."""
+        done = pending_rows(flight)
+        if self.loop.config.gate.rule != "paired" or flight.parent != self.state.kept or done[-1].val_bpb is None:
+            return False
+        if not self.records.lacks_run(self.state.kept, done[-1].seed):
+            return False
+        self._request_pair(done[-1].seed)
+        return True
+
+    def _request_pair(self, seed: int) -> None:
+        """A run of the best on `seed`, unless it has one, tried one, or one is in flight."""
+        kept = self.state.kept
+        if self.loop.config.gate.rule != "paired" or not self.records.lacks_run(kept, seed) or any(
+                f.kind == records.PAIR and f.commit == kept and f.seed == seed for f in self.state.flights):
+            return
+        self.loop.add_flight(Pending(numbers=[], kind=records.PAIR, commit=kept, parent=kept,
+                                     description=f"the best on seed {seed}, to pair with", seed=seed))
+
+    def _pair(self, flight: Pending, row: Row) -> list[Row]:
+        """The best's run on a seed it lacked: recorded as the best's (it counts for pairs and for the noise, it
+        decides nothing), then the candidates that waited for it are decided."""
+        noise = self.records.noise(with_rows=[row]).upper
+        written = self.loop.append([dataclasses.replace(row, best=None, noise_std=noise)])
+        self._forget(flight)
+        return written + self.settle_waiting()
+
+    def settle_waiting(self) -> list[Row]:
+        """Decide the flights whose runs are all in but undecided: those that waited for the best's run on a
+        seed, and any a kill left between its last run and its decision."""
+        rows: list[Row] = []
+        for flight in list(self.state.flights):
+            if flight in self.state.flights and flight.kind not in ("baseline", records.PAIR) and flight.runs \
+                    and not flight.owes_run() and not self._awaits_pair(flight):
+                rows += self._judge(flight)
+        return rows
 
     def refused(self, flight: Pending, reason: str) -> list[Row]:
         return self.settle(flight, self._crash(reason), fixable=False)
@@ -121,8 +179,12 @@ class Settler:
         parent_run = self.records.parent_run(flight.parent, done[0].seed)
         if parent_run is not None and records.same_result(done[0], parent_run):
             return gate.noop_decision(self.records.best(), done[0].val_bpb, self.records.margin(), done[0].seed)
-        return gate.decide_by_means(self.records.best_runs(), [r.val_bpb for r in done], self.records.noise(),
-                                    self.loop.config.gate)
+        config = self.loop.config.gate
+        if config.rule == "means":
+            return gate.decide_by_means(self.records.best_runs(), [r.val_bpb for r in done], self.records.noise(),
+                                        config)
+        return gate.decide_paired(self.records.pairs(self.state.kept, done), self.records.best(),
+                                  self.records.noise(), config)
 
     # -- the verdicts -----------------------------------------------------------------------------------------
     def _baseline(self, flight: Pending, row: Row) -> list[Row]:
@@ -191,7 +253,7 @@ class Settler:
                 for row in runs]
         if fault:
             rows = [dataclasses.replace(row, failure=records.MACHINE_FAULT + row.failure) for row in rows]
-        rows = loop.append(rows)
+        rows = loop.append(self.records.paired(self.state.kept, rows))  # before _apply: paired with the best
         self._apply(flight, status)
         if status in REVERTED_WITHOUT_WEIGHTS:
             for row in rows:

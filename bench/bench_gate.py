@@ -8,7 +8,8 @@ initialisation is drawn again and nothing else changes. No such candidate is bet
 Both rules are applied afterwards to the same measured values, each candidate against the baseline:
 - the margin rule the loop had: beat the baseline's mean by max(min_margin, z * sd of the 3 seeds); a gain
   within the band above that margin is re-run on seed 1, and the mean of the two runs decides;
-- the rule it has now (gate.decide_by_means): the candidate's mean against the baseline's mean in standard
+- the means rule (gate.decide_by_means, `GateConfig(rule="means")`; bench/bench_power.py measures it beside
+  the paired rule, the loop's default now): the candidate's mean against the baseline's mean in standard
   errors of their difference, with the noise pooled over the baseline and the confirmation pairs this rule
   asked for so far, and the cpu profile's default as the prior.
 To measure what either rule might ask for, the loop runs with a gate that keeps nothing and re-runs every
@@ -45,9 +46,9 @@ BASELINE_SEEDS = (0, 1, 2)  # as the issue measured it: the loop's default
 MODEL_LINE = "model = GPT().to(run.device)"
 # The measuring gate: never keeps (the margin is a million standard errors), and re-runs every candidate whose
 # first run is better than the baseline's mean at all (a floor of 0 standard errors, no band).
-RULE = gate.GateConfig()  # the rules compared use the loop's defaults
+RULE = gate.GateConfig(rule="means")  # the means rule with the loop's defaults (the paired: bench_power.py)
 MEASURE_ALL = gate.GateConfig(z=1e6, min_margin=0.0, confirm_band=0.0, confirm_floor=0.0,
-                              confirm_runs=RULE.confirm_runs)
+                              confirm_runs=RULE.confirm_runs, rule="means")
 # A run's wall-clock limit. The loop's default (from the cpu profile's 45 s: 165 s) is hit by a 65,536-token run
 # on a busy shared machine; a token budget gives the same val_bpb however long the run takes, so wait for it.
 TIMEOUT_S = 900.0

@@ -33,7 +33,7 @@ from autoresearch_kernel.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage
 
 # The sleep notebook's val_bpb is VALUE exactly: the gate is told the noise is tiny, so nothing is confirmed.
-EXACT = gate.GateConfig(z=2.0, min_margin=0.001, confirm_band=0.0, prior_sd=0.001)
+EXACT = gate.GateConfig(z=2.0, min_margin=0.001, confirm_band=0.0, prior_sd=0.001, rule="means")
 
 PARAMETERS = """\
 PROFILE = "cpu"

@@ -119,8 +119,9 @@ def test_each_outcome_has_its_exit_code_and_its_lines(agent_run):
     refused, keep, discard, crash, both, notebook, harness = (fields(s["out"]) for s in agent_run["steps"])
     assert refused["status"] == "refused" and "nothing changed" in refused["reason"]
     assert keep["status"] == "keep" and keep["val_bpb"] == "0.800000" and keep["best"] == "0.800000"
-    # 2 standard errors of a single run against the 2 baseline runs, the noise bound from the cpu default
-    assert keep["previous_best"] == "1.000500" and keep["margin"] == "0.060250"
+    # the paired rule's first look: z = 3.09 (a tenth of its 1% false-keep budget) times the re-draw prior,
+    # sqrt(2) x the noise bound (the 2 baseline runs pooled with the cpu default)
+    assert keep["previous_best"] == "1.000500" and keep["margin"] == "0.107495"
     assert discard["status"] == "discard" and discard["val_bpb"] == "1.500000" and discard["best"] == "0.800000"
     assert crash["status"] == "crash" and crash["val_bpb"] == "-" and "RuntimeError: scripted failure" in crash["failure"]
     assert 'raise RuntimeError("scripted failure")' in agent_run["steps"][3]["out"]  # the traceback's end

@@ -77,7 +77,7 @@ def run_loop(repo, data_dir, replies, guard, monkeypatch):
         config = LoopConfig(repo=repo, tag="attack", data_dir=str(data_dir), profile="cpu", device="cpu",
                             budget_tokens=2 * STEP_TOKENS, baseline_seeds=(0,), timeout_s=120, fix_attempts=0,
                             proposer="llm", proposer_options=options, max_experiments=len(replies), pause_seconds=0.3,
-                            gate=GateConfig(min_margin=1e-4, confirm_band=0.0, prior_sd=1e-4))
+                            gate=GateConfig(min_margin=1e-4, confirm_band=0.0, prior_sd=1e-4, rule="means"))
         error = None
         with Loop(config, checks=guard) as loop:
             try:

@@ -30,8 +30,9 @@ SECRET = "sk-test-0123456789abcdef"
 
 
 # The fixture's noise is NOISE = 0.001 per seed: the gate is told so (prior_sd) instead of the cpu profile's
-# default, 0.0156, next to which its small gains would all be noise.
-FIXTURE_GATE = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, prior_sd=0.001)
+# default, 0.0156, next to which its small gains would all be noise. These scenarios were written for the means
+# rule's decisions (one run against the best's mean); the paired rule's loop is tests/test_loop_paired.py.
+FIXTURE_GATE = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, prior_sd=0.001, rule="means")
 
 
 def config(repo, tag="t", **overrides):
@@ -291,7 +292,7 @@ def test_a_gain_within_the_noise_of_a_thin_estimate_is_not_kept(tmp_path):
     a run 0.0055 better than the baseline's mean is within the noise: discarded at once. The margin rule the
     loop had (2 x the two seeds' sd of 0.000707 = 0.001414) kept it."""
     repo = make_repo(tmp_path / "project")
-    thin = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0)  # no prior_sd: the profile's default
+    thin = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, rule="means")  # no prior_sd: the profile's
     with Loop(config(repo, gate=thin, max_experiments=1),
               proposer=ScriptedProposer([("a little better", {"VALUE": 0.995})])) as loop:
         loop.run()

@@ -47,7 +47,7 @@ def profiled_repo(path):
 
 def gpu_config(repo, **overrides):
     settings = dict(repo=repo, tag="t", profile="gpu", device="cpu", baseline_seeds=(0,), timeout_s=60,
-                    pause_seconds=0.3, gate=GateConfig(z=2.0, min_margin=0.001, confirm_band=0.0))
+                    pause_seconds=0.3, gate=GateConfig(z=2.0, min_margin=0.001, confirm_band=0.0, rule="means"))
     settings.update(overrides)
     return LoopConfig(**settings)
 

@@ -39,7 +39,7 @@ from autoresearch_kernel.ray_executor import (
 )
 from autoresearch_kernel.runner import kill_tree
 
-FIXTURE_GATE = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, prior_sd=0.001)  # as in test_loop.py
+FIXTURE_GATE = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, prior_sd=0.001, rule="means")  # as test_loop
 WORKER = "ray::LaneWorker"  # the title Ray gives a lane's actor process
 
 

@@ -1,4 +1,5 @@
 """The run's record in memory: appended rows are on disk and in the lists; numbers count the run in flight."""
+import dataclasses
 import math
 
 import pytest
@@ -42,7 +43,7 @@ def test_the_next_number_counts_the_experiment_in_flight(tmp_path):
 def test_the_gates_inputs_come_from_every_repeated_run_and_the_last_kept_commits_runs(tmp_path):
     """The best's runs are the kept commit's runs (one per seed); the noise pools each commit measured on more
     than one seed, a discarded candidate's confirmation included, and counts a same-seed re-run once."""
-    config = gate.GateConfig(prior_sd=0.01, prior_weight=2.0)
+    config = gate.GateConfig(prior_sd=0.01, prior_weight=2.0, rule="means")
     records = Records(RunFolder(tmp_path), "cpu", config)
     assert records.best_runs() == [] and records.margin() is None
     records.append([row(1, "baseline", commit="b"), row(1, "baseline", seed=1, value=1.02, commit="b")])
@@ -57,6 +58,31 @@ def test_the_gates_inputs_come_from_every_repeated_run_and_the_last_kept_commits
     assert noise.sd == pytest.approx(gate.NoiseEstimate.pooled([[1.0, 1.02], [0.97, 0.99], [0.9, 0.92]], 0.01, 2.0).sd)
     assert records.noise_std() == noise.upper
     assert records.margin(2) == pytest.approx(config.z * noise.upper * math.sqrt(1 / 2 + 1 / 2))
+    paired = Records(RunFolder(tmp_path), "cpu", gate.GateConfig(prior_sd=0.01, prior_weight=2.0))
+    assert paired.margin() == pytest.approx(gate.first_look_margin(noise, paired.gate_config))
+
+
+def test_a_candidates_runs_pair_with_the_bests_run_on_each_seed(tmp_path):
+    """Pairs by seed with the kept commit's runs (a pair run of the best included); a seed the best lacks
+    pairs with nothing and is asked for; the rows record their partner and the paired gain."""
+    records = Records(RunFolder(tmp_path), "cpu", gate.GateConfig())
+    best = lambda number, *args, **kw: dataclasses.replace(row(1, *args, commit="b", **kw), experiment=number)  # noqa: E731
+    records.append([best(1, "baseline"), best(2, "baseline", seed=1, value=1.02), best(3, "pair", seed=3, value=1.01),
+                    best(4, "pair", seed=4, value=None, status="crash")])
+    runs = [dataclasses.replace(row(5, *args, commit="c", **kw), experiment=n) for n, args, kw in [
+        (5, (), dict(value=0.99)), (6, ("confirm",), dict(seed=2, value=0.98)), (7, ("confirm",), dict(seed=3, value=1.0))]]
+    kept = "b000001" + "0" * 33
+    pairs = records.pairs(kept, runs)
+    assert [(p.seed, p.best, p.gain) for p in pairs] == [(0, 1.0, pytest.approx(0.01)), (2, None, None),
+                                                         (3, 1.01, pytest.approx(0.01))]
+    assert records.lacks_run(kept, 2) and not records.lacks_run(kept, 3)
+    assert not records.lacks_run(kept, 4)  # its pair run crashed: not asked for again
+    paired = records.paired(kept, runs)
+    assert [(r.pair_experiment, r.paired_gain) for r in paired] == [(1, pytest.approx(0.01)), (0, None),
+                                                                    (3, pytest.approx(0.01))]
+    records.append(paired)
+    assert records.last_kept_commit() == "c000005" and [r.pair_experiment for r in results.read_rows(
+        tmp_path / "results.tsv")][-3:] == [1, 0, 3]
 
 
 def test_rows_in_memory_hold_the_figures_results_tsv_holds(tmp_path):

@@ -213,3 +213,15 @@ def test_rows_as_written_are_the_rows_read_back():
     [written] = results.as_written([_row(1, val=1.23456789, best=1.2345678, margin=0.00123456)])
     assert (written.val_bpb, written.best, written.margin, written.description) == (1.234568, 1.234568, 0.001235,
                                                                                     "idea 1 second line")
+
+
+def test_the_paired_columns_round_trip_and_a_file_without_them_reads_with_none(tmp_path):
+    path = tmp_path / "results.tsv"
+    before = results.COLUMNS[:results.COLUMNS.index("pair_experiment")]  # a file written before the paired gate
+    old_row = results.format_row(Row("abcdef1", 1.5, 1.0, "keep", "baseline", experiment=1))
+    path.write_text("\t".join(before) + "\n" + "\t".join(old_row.split("\t")[:len(before)]) + "\n")
+    results.append(path, Row("1234567", 1.4, 1.0, "keep", "better", experiment=2, pair_experiment=1,
+                             paired_gain=0.0123456789))
+    rows = results.read_rows(path)
+    assert [(r.pair_experiment, r.paired_gain) for r in rows] == [(0, None), (1, 0.012346)]
+    assert results.load(path)["paired_gain"].isna().tolist() == [True, False]

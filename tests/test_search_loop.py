@@ -16,7 +16,7 @@ LLM_EDIT = ("Description: more noise\n<<<<<<< SEARCH\nNOISE = 0.001   # val_bpb 
 def hybrid_config(repo, llm, **overrides):
     options = dict(model="scripted", base_url=llm.base_url, retries=0, llm_share=0.5, constants="VALUE", seed=0)
     settings = dict(repo=repo, tag="h", baseline_seeds=(0,), timeout_s=60, proposer="hybrid", fix_attempts=0,
-                    proposer_options=options, gate=GateConfig(min_margin=0.001, confirm_band=0.0))
+                    proposer_options=options, gate=GateConfig(min_margin=0.001, confirm_band=0.0, rule="means"))
     settings.update(overrides)
     return LoopConfig(**settings)
 

@@ -59,3 +59,22 @@ def test_a_resume_takes_the_stored_settings_and_refuses_a_new_yardstick(tmp_path
         assert next(iter(change)) in str(refused.value) and "\n" not in str(refused.value)
     with pytest.raises(AutoresearchError, match="data_dir"):
         settings.check_resume(folder, LoopConfig.resumed(tmp_path, "t"), "/other")
+
+
+def test_a_tag_stored_before_the_paired_gate_resumes_with_the_rule_it_was_measured_with(tmp_path):
+    """config.json of an older tag holds a gate without `rule` and the paired settings: it resumes (no change
+    of the yardstick), with the means rule it was started with; asking for the paired rule is a change."""
+    folder = RunFolder.of(tmp_path, "t")
+    folder.path.mkdir(parents=True)
+    settings.store(folder, LoopConfig(repo=tmp_path, tag="t"), "/data", [])
+    stored = json.loads(folder.config.read_text())
+    older = {k: v for k, v in stored["settings"]["gate"].items() if k in (
+        "z", "min_margin", "confirm_band", "confirm_runs", "confirm_floor", "prior_sd", "prior_weight",
+        "noise_confidence")}
+    stored["settings"]["gate"] = older
+    folder.config.write_text(json.dumps(stored))
+    resumed = LoopConfig.resumed(tmp_path, "t")
+    assert resumed.gate == GateConfig(rule="means")
+    assert settings.check_resume(folder, resumed, "/data") == []
+    with pytest.raises(AutoresearchError, match="gate"):
+        settings.check_resume(folder, LoopConfig.resumed(tmp_path, "t", gate=GateConfig()), "/data")
