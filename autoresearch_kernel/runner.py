@@ -234,6 +234,9 @@ def _result(returncode: int, wall_seconds: float, output: Path, log_path: Path, 
     error_name, error_message, traceback_tail = _notebook_error(output)
     if error_name is None and returncode != 0:
         error_name, error_message, traceback_tail = _log_error(log_path)
+    refused = _refusals(output.parent, [metrics_path, log_path, output])
+    if refused:  # a link, FIFO or device where the run's own files belong: recorded, never followed
+        metrics, error_name, error_message = None, "RefusedFile", refused
     if returncode == 0 and metrics is not None and metrics.get("status") == "ok":
         status = "ok"
     else:
@@ -253,6 +256,21 @@ def _result(returncode: int, wall_seconds: float, output: Path, log_path: Path, 
         error_message=error_message,
         traceback_tail=traceback_tail,
     )
+
+
+def _refusals(folder: Path, paths: list[Path]) -> str:
+    """Why the run's own files in its folder are refused (not regular files), one clause each; "" if none."""
+    found = []
+    for path in paths:
+        if path.parent != folder:
+            continue
+        try:
+            os.close(untrusted.open_in(folder, path.name))
+        except untrusted.RefusedFile as error:
+            found.append(str(error))
+        except OSError:  # absent: said elsewhere (no metrics, no notebook)
+            continue
+    return "; ".join(found)
 
 
 def _read_metrics(path: Path) -> dict | None:

@@ -30,7 +30,7 @@ from autoresearch_kernel import results
 from autoresearch_kernel.errors import DataError, IntegrityError
 from autoresearch_kernel.integrity import static, untrusted
 from autoresearch_kernel.integrity.jail import Jail
-from autoresearch_kernel.integrity.limits import for_profile
+from autoresearch_kernel.integrity.limits import describe, for_profile, lower_own_oom_score
 from autoresearch_kernel.integrity.scorer import Scorer
 from autoresearch_kernel.notebook import SANDBOX, is_contract
 
@@ -101,6 +101,10 @@ class Guard(Checks):
         self._base = loop.workspace.read_sandbox(base)
         self._log = loop.run_folder.integrity_log
         self.snapshot(loop.data_dir, loop.config.profile)
+        if loop.jailed:  # the limits in force and what enforces them, for the morning (also `doctor`)
+            for line in describe(for_profile(loop.config.profile)):
+                self.note(line)
+            lower_own_oom_score()
         if self.scored_outside is None:
             self.scored_outside = any("harness.finish(" in c.source for c in contract_cells(self._base))
         if self.scored_outside:
