@@ -149,7 +149,7 @@ def _limited(result: RunResult, confinement, hit: str | None) -> RunResult:
 
     usage = confinement.usage()
     text = " ".join(filter(None, [result.error_name, result.error_message, result.traceback_tail]))
-    limit = hit or (confinement.exceeded(text) if result.status != "aborted" else None)
+    limit = hit or (confinement.exceeded(text, result.output_path.parent) if result.status != "aborted" else None)
     if not limit:
         return dataclasses.replace(result, usage=usage)
     removed = resource_limits.remove_large_files(result.output_path.parent)

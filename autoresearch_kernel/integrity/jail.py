@@ -155,7 +155,8 @@ def _open_parents(paths: list[Path]) -> list[str]:
 
 def _etc_binds() -> list[str]:
     """bwrap arguments for the RUNTIME_ETC entries present here: links as links, the rest read-only."""
-    args = []
+    args = ["--perms", "0755", "--dir", "/etc"]  # else bwrap makes it 0700: the jail's uid could not enter it
+    args += _open_parents([Path("/etc", name) for name in RUNTIME_ETC if os.path.lexists(os.path.join("/etc", name))])
     for name in RUNTIME_ETC:
         path = os.path.join("/etc", name)
         if os.path.islink(path):

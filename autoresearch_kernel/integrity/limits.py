@@ -206,10 +206,12 @@ class Confinement:
                 # drops to it inside, jail.DROP_PRIVILEGES; bwrap itself runs as root, which it does not bind)
                 resource.setrlimit(resource.RLIMIT_NPROC, (self.limits.processes, self.limits.processes))
 
-    def exceeded(self, error_text: str = "") -> str | None:
+    def exceeded(self, error_text: str = "", folder: Path | None = None) -> str | None:
         """The limit the finished jail hit, named (`memory limit 6.0 GB`), or None. Under rlimits the
-        error's own text says it (MemoryError, EAGAIN on fork, EFBIG)."""
+        error's own text says it (MemoryError, EAGAIN on fork, EFBIG). `folder`: its run folder, measured."""
         limits = self.limits
+        if folder is not None and folder_bytes(folder) > limits.disk:
+            return f"disk limit {size(limits.disk)}"
         if self.group is not None:
             hits = self.group.hits()
             if hits.oom_kills:
