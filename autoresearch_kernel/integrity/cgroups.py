@@ -125,6 +125,7 @@ class Group:
         self.backend = backend
         self.folders = {}
         for controller, parent in backend.parents.items():
+            sweep(parent)
             folder = parent / name
             folder.mkdir(exist_ok=True)
             self.folders[controller] = folder
@@ -218,6 +219,17 @@ class Group:
             except OSError:
                 pass
         return sorted(pids)
+
+
+def sweep(parent: Path) -> None:
+    """Remove the empty groups a killed loop left (named autoresearch-<its pid>-<n>, that pid gone)."""
+    for folder in parent.glob("autoresearch-*-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                folder.rmdir()  # refused while it holds processes: then it stays
+            except OSError:
+                pass
 
 
 def _counters(text: str) -> dict[str, int]:
