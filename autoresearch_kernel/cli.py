@@ -32,7 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loop_commands(commands)
     _add_run_once(commands)
     add_agent_commands(commands)  # agent-init, step, status: agent_cli.py
+    doctor = commands.add_parser("doctor", help="what confines an experiment here: the jail, its uid, its limits")
+    doctor.add_argument("--profile", default="cpu", help="cpu | gpu: whose limits to show")
+    doctor.set_defaults(handler=_doctor)
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> None:
+    from autoresearch_kernel.integrity.doctor import report
+
+    print(report(args.profile))
 
 
 def _prepare(args: argparse.Namespace) -> None:

@@ -7,12 +7,13 @@ training split and the notebook read-only, under the run's wall-clock limit.
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.harness.data import training_files
 from autoresearch_kernel.harness.parameters import ExperimentParameters
-from autoresearch_kernel.integrity import jail
+from autoresearch_kernel.integrity import jail, limits
 from autoresearch_kernel.lanes import Job, Lane
 from autoresearch_kernel.runfolder import RunFolder
 from autoresearch_kernel.runner import RunResult, run_notebook
@@ -63,7 +64,8 @@ def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed:
     cell_jail = None
     if jailed:  # read-only: the candidate and the training split; writable: its own folder
         readonly = (notebook, *training_files(data_dir, config.profile))
-        cell_jail = jail.Jail(readonly=readonly, writable=(output_folder,), gpu=device.startswith("cuda"))
+        cell_jail = jail.Jail(readonly=readonly, writable=(output_folder,), gpu=device.startswith("cuda"),
+                              limits=limits.for_profile(config.profile, cpus=lane.threads or os.cpu_count()))
     return run_notebook(
         notebook, output, parameters.for_papermill(), timeout_s=config.run_timeout() * job.timeout_scale,
         cwd=output_folder, device=device if device.startswith("cuda") or device == "cpu" else None,

@@ -414,6 +414,7 @@ class LaneWorker:
         """The node's scorer, as the loop's Guard makes its own: on the lane's device, jailed like the runs."""
         from autoresearch_kernel.integrity.guard import scoring_device
         from autoresearch_kernel.integrity.jail import Jail
+        from autoresearch_kernel.integrity.limits import for_profile
         from autoresearch_kernel.integrity.scorer import Scorer
 
         device = self.device if self.device.startswith("cuda") else scoring_device(self.device)
@@ -422,7 +423,8 @@ class LaneWorker:
         if self.expected.jailed:  # read-only: the data (validation included) and the experiments' folders
             data = Path(self.expected.data_dir) / self.expected.profile
             self.folder.notebooks.mkdir(parents=True, exist_ok=True)
-            jail = Jail(readonly=(data, self.folder.notebooks), gpu=self.scorer_type == "cuda")
+            jail = Jail(readonly=(data, self.folder.notebooks), gpu=self.scorer_type == "cuda",
+                        limits=for_profile(self.expected.profile))
         self.scorer = Scorer(self.expected.data_dir, self.expected.profile, device, jail, self.folder.scorer_log)
 
     def run(self, order: Order) -> Shipped:

@@ -7,6 +7,11 @@ papermill's own timeout is per cell, and killing papermill alone leaves its kern
 lives in a process session of its own). So papermill runs as a child process here, and at the limit (or on
 an abort) the whole process tree, kernel included, is killed. The executed notebook is always left at the
 output path, whatever happened, so that it can be read in the morning.
+
+A jailed run runs under its jail's resource limits (integrity/limits.py): the runner also watches the run
+folder's size, and a run that hit a limit is a crash named by it (`memory limit 6.0 GB`) whose large files are
+removed. Everything read back from the run folder is read as untrusted (integrity/untrusted.py): no link
+followed, regular files only, capped, and every string cleaned.
 """
 from __future__ import annotations
 
@@ -25,13 +30,15 @@ from pathlib import Path
 import nbformat
 import psutil
 
+from autoresearch_kernel.integrity import limits as resource_limits
+from autoresearch_kernel.integrity import untrusted
 from autoresearch_kernel.integrity.environment import experiment_env
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.usage import TreeMeter
-from autoresearch_kernel.text import ANSI_ESCAPE
 
 # How often the runner looks at the child: bounds the delay of a timeout or an abort.
 POLL_SECONDS = 0.2
+LIMIT_CHECK_SECONDS = 1.0  # how often a jailed run's folder size and fork refusals are looked at
 
 # papermill saves the output notebook this often during a long cell, so a killed run still shows progress.
 AUTOSAVE_SECONDS = 10
@@ -55,6 +62,9 @@ class RunResult:
     # measured on the trusted side, for the budget's verification (integrity/budget.py)
     cpu_seconds: float | None = None  # CPU time of the whole reaped process tree (integrity/usage.py)
     forward_flops_per_token: float | None = None  # the exported program's, counted by the scorer
+    # -- resource limits (integrity/limits.py) --
+    usage: resource_limits.Usage | None = None  # CPU seconds and peak memory of the jail, where measured
+    limit: str = ""  # the limit the run hit, named ("memory limit 6.0 GB"), or ""
 
     @property
     def ok(self) -> bool:
@@ -105,22 +115,66 @@ def run_notebook(
         "--autosave-cell-every", str(AUTOSAVE_SECONDS),
     ]
     env = experiment_env(device, threads=threads)
+    confinement = None
     if jail is not None:
         command = jail.command(command)
+        confinement = jail.confine()
     started = time.monotonic()
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own group, so a Ctrl-C at the loop's terminal is ours to handle
-        )
-        meter = TreeMeter(child.pid)
-        stopped_by = _wait(child, started + timeout_s, cancel, meter)
-    wall_seconds = time.monotonic() - started
+    try:
+        with open(log_path, "wb") as log:
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own group, so a Ctrl-C at the loop's terminal is ours to handle
+                **(confinement.popen_options() if confinement else {}),
+            )
+            meter = TreeMeter(child.pid)
+            watch = (lambda: confinement.watch(output.parent)) if confinement else None
+            stopped_by = _wait(child, started + timeout_s, cancel, meter, watch)
+        wall_seconds = time.monotonic() - started
+        if confinement is None:
+            return _measured(_finish(notebook, output, log_path, metrics_path, child.returncode, stopped_by,
+                                     wall_seconds, timeout_s), meter)
+        confinement.kill()  # nothing of the jail may still run while its folder is read
+        hit = stopped_by if stopped_by not in (None, "timeout", "aborted") else None
+        result = _finish(notebook, output, log_path, metrics_path, child.returncode,
+                         "timeout" if hit else stopped_by, wall_seconds, timeout_s)
+        return _measured(_limited(result, confinement, hit), meter)
+    finally:
+        if confinement is not None:
+            confinement.close()
 
+
+def _measured(result: RunResult, meter: TreeMeter) -> RunResult:
+    """The CPU seconds the run's whole process tree used, for the budget's verification: its jail's cgroup's
+    count where the limits use one (exact), else the runner's samples of the tree (integrity/usage.py)."""
+    counted = result.usage.cpu_seconds if result.usage is not None else None
+    seconds = counted if counted is not None else meter.cpu_seconds
+    return dataclasses.replace(result, cpu_seconds=round(seconds, 2))
+
+
+def _limited(result: RunResult, confinement, hit: str | None) -> RunResult:
+    """The result with the jail's usage; a crash named by the limit it hit (`hit`: the one the runner stopped
+    it for), its large files removed."""
+    import dataclasses
+
+    usage = confinement.usage()
+    text = " ".join(filter(None, [result.error_name, result.error_message, result.traceback_tail]))
+    limit = hit or (confinement.exceeded(text, result.output_path.parent) if result.status != "aborted" else None)
+    if not limit:
+        return dataclasses.replace(result, usage=usage)
+    removed = resource_limits.remove_large_files(result.output_path.parent)
+    detail = f"; its large files were removed ({', '.join(removed[:5])})" if removed else ""
+    return dataclasses.replace(result, status="crash", metrics=None, usage=usage, limit=limit,
+                               error_name="ResourceLimit", error_message=f"{limit}: the run hit its jail's "
+                               f"{limit.rsplit(' limit', 1)[0]} limit and was stopped{detail}")
+
+
+def _finish(notebook: Path, output: Path, log_path: Path, metrics_path: Path, returncode: int,
+            stopped_by: str | None, wall_seconds: float, timeout_s: float) -> RunResult:
     if stopped_by:
         _note_stop(notebook, output, stopped_by, timeout_s)
         return RunResult(
@@ -136,13 +190,15 @@ def run_notebook(
                 else "the run was aborted by the user"
             ),
         )
-    result = _result(child.returncode, wall_seconds, output, log_path, metrics_path)
-    return dataclasses.replace(result, cpu_seconds=round(meter.cpu_seconds, 2))
+    return _result(returncode, wall_seconds, output, log_path, metrics_path)
 
 
-def _wait(child: subprocess.Popen, deadline: float, cancel: threading.Event | None, meter: TreeMeter) -> str | None:
-    """Wait for the child, sampling its tree's CPU time at each poll; kill its tree at the deadline or on
-    cancel. Returns why it was stopped, if it was."""
+def _wait(child: subprocess.Popen, deadline: float, cancel: threading.Event | None, meter: TreeMeter,
+          watch=None) -> str | None:
+    """Wait for the child, sampling its tree's CPU time at each poll; kill its tree at the deadline, on cancel,
+    or when `watch()` names a limit hit. Returns why it was stopped ("timeout", "aborted", the limit's name),
+    if it was."""
+    next_check = time.monotonic() + LIMIT_CHECK_SECONDS
     try:
         while True:
             meter.sample()
@@ -159,6 +215,13 @@ def _wait(child: subprocess.Popen, deadline: float, cancel: threading.Event | No
                 kill_tree(child.pid)
                 child.wait()
                 return "timeout"
+            if watch is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + LIMIT_CHECK_SECONDS
+                hit = watch()
+                if hit:
+                    kill_tree(child.pid)
+                    child.wait()
+                    return hit
     except BaseException:
         # KeyboardInterrupt or any error in the caller: never leave a kernel running behind us.
         kill_tree(child.pid)
@@ -187,6 +250,9 @@ def _result(returncode: int, wall_seconds: float, output: Path, log_path: Path, 
     error_name, error_message, traceback_tail = _notebook_error(output)
     if error_name is None and returncode != 0:
         error_name, error_message, traceback_tail = _log_error(log_path)
+    refused = _refusals(output.parent, [metrics_path, log_path, output])
+    if refused:  # a link, FIFO or device where the run's own files belong: recorded, never followed
+        metrics, error_name, error_message = None, "RefusedFile", refused
     if returncode == 0 and metrics is not None and metrics.get("status") == "ok":
         status = "ok"
     else:
@@ -208,12 +274,32 @@ def _result(returncode: int, wall_seconds: float, output: Path, log_path: Path, 
     )
 
 
+def _refusals(folder: Path, paths: list[Path]) -> str:
+    """Why the run's own files in its folder are refused (not regular files), one clause each; "" if none."""
+    found = []
+    for path in paths:
+        if path.parent != folder:
+            continue
+        try:
+            os.close(untrusted.open_in(folder, path.name))
+        except untrusted.RefusedFile as error:
+            found.append(str(error))
+        except OSError:  # absent: said elsewhere (no metrics, no notebook)
+            continue
+    return "; ".join(found)
+
+
 def _read_metrics(path: Path) -> dict | None:
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+        metrics = json.loads(untrusted.read_text(path, untrusted.METRICS_BYTES))
+    except (OSError, ValueError):  # a link, a FIFO, too large, not JSON: no metrics (the run is a crash)
         return None
     return metrics if isinstance(metrics, dict) else None
+
+
+def _read_notebook(path: Path) -> nbformat.NotebookNode:
+    """The executed notebook, read as untrusted (no link followed, capped); raises when it cannot be."""
+    return nbformat.reads(untrusted.read_text(path, untrusted.NOTEBOOK_BYTES), as_version=4)
 
 
 def traceback_tail(output: Path) -> str | None:
@@ -224,25 +310,28 @@ def traceback_tail(output: Path) -> str | None:
 def _notebook_error(output: Path) -> tuple[str | None, str | None, str | None]:
     """The first error output in the executed notebook: (name, message, last lines of traceback)."""
     try:
-        nb = nbformat.read(output, as_version=4)
+        nb = _read_notebook(output)
+    except untrusted.RefusedFile as error:
+        return "RefusedFile", untrusted.clean(error), None
     except Exception:  # a notebook cut short by a kill mid-write is not worth a second error
         return None, None, None
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                lines = [ANSI_ESCAPE.sub("", line) for line in out.get("traceback", [])]
-                text = "\n".join(lines).splitlines()
-                return out.get("ename"), out.get("evalue"), "\n".join(text[-TRACEBACK_TAIL_LINES:])
+                lines = untrusted.clean("\n".join(map(str, out.get("traceback", []))), 10 * untrusted.TEXT_CHARS,
+                                        tail=True).splitlines()
+                return (untrusted.clean(out.get("ename"), 200), untrusted.clean(out.get("evalue")),
+                        untrusted.clean("\n".join(lines[-TRACEBACK_TAIL_LINES:]), tail=True))
     return None, None, None
 
 
 def _log_error(log_path: Path) -> tuple[str | None, str | None, str | None]:
     """papermill's own complaint (a dead kernel, a bad notebook) from the end of its log."""
     try:
-        lines = log_path.read_text(errors="replace").splitlines()
+        lines = untrusted.read_text(log_path, untrusted.LOG_TAIL_BYTES, tail=True).splitlines()
     except OSError:
         return None, None, None
-    tail = [ANSI_ESCAPE.sub("", line) for line in lines[-TRACEBACK_TAIL_LINES:]]
+    tail = [untrusted.clean(line, 500) for line in lines[-TRACEBACK_TAIL_LINES:]]
     for line in reversed(tail):
         match = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)):\s*(.*)$", line.strip())
         if match:
@@ -253,8 +342,8 @@ def _log_error(log_path: Path) -> tuple[str | None, str | None, str | None]:
 def _note_stop(notebook: Path, output: Path, why: str, timeout_s: float) -> None:
     """Leave a readable executed notebook even when papermill was killed, and say in it what happened."""
     try:
-        nb = nbformat.read(output, as_version=4)
-    except Exception:  # killed before its first save, or mid-write: keep the source at least
+        nb = _read_notebook(output)
+    except Exception:  # killed before its first save, or mid-write, or a planted link: keep the source
         nb = nbformat.read(notebook, as_version=4)
     text = (
         f"**Stopped by the runner**: ran past its {timeout_s:.0f} s wall-clock limit; the kernel was killed."
@@ -262,6 +351,4 @@ def _note_stop(notebook: Path, output: Path, why: str, timeout_s: float) -> None
         else "**Stopped by the runner**: aborted by the user; the kernel was killed."
     )
     nb.cells.append(nbformat.v4.new_markdown_cell(text))
-    tmp = output.with_suffix(".ipynb.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, output)
+    untrusted.write_text(output, nbformat.writes(nb))

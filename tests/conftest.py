@@ -55,5 +55,6 @@ def prepared_dir(tmp_path_factory) -> Path:
     `PROFILE="cpu"` to a notebook. Treat it as read-only: other tests share it.
     """
     data_dir = tmp_path_factory.mktemp("prepared")
+    data_dir.chmod(0o755)  # readable by others, as ~/.cache's folders are: a root run's jails run as nobody
     prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
     return data_dir

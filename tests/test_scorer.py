@@ -38,6 +38,7 @@ def data(prepared_dir):
 def scorer(prepared_dir, tmp_path_factory):
     """One warm scorer in its jail (read-only: the data and the folder the programs are written to)."""
     programs = tmp_path_factory.mktemp("programs")
+    programs.chmod(0o755)  # a root test run's jail runs as nobody: what it binds must be readable by others
     cage = jail.Jail(readonly=(prepared_dir, programs)) if jail.unavailable_reason() is None else None
     with Scorer(prepared_dir, "cpu", "cpu", cage, programs / "scorer.log") as warm:
         warm.programs = programs
@@ -48,7 +49,7 @@ def scorer(prepared_dir, tmp_path_factory):
 def tmp_path(scorer, request):
     """Each test's own folder inside the scorer's read-only view."""
     folder = scorer.programs / request.node.name.replace("[", "-").replace("]", "")
-    folder.mkdir()
+    folder.mkdir(mode=0o755)
     return folder
 
 

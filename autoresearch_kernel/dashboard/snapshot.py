@@ -19,7 +19,6 @@ from autoresearch_kernel import report, results, runstate, workspace
 from autoresearch_kernel.dashboard.control import LoopControl
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.runfolder import RUNS, RunFolder
-from autoresearch_kernel.text import strip_ansi
 
 FAILURE_TAIL_LINES = 15
 ERROR_LINE = re.compile(r"^(?:[\w.-]+: )?error: (.*)$")  # the CLI's `error: ...`, argparse's `prog: error: ...`
@@ -158,11 +157,15 @@ def _diff(repo: str | os.PathLike, commit: str) -> str:
 
 
 def _log_tail(path: Path) -> str:
+    """The end of an experiment's log: the jail wrote it, so it is read as untrusted (no link followed, capped)
+    and cleaned (integrity/untrusted.py)."""
+    from autoresearch_kernel.integrity import untrusted
+
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        lines = untrusted.read_text(path, untrusted.LOG_TAIL_BYTES, tail=True).splitlines()
     except OSError:
         return ""
-    return "\n".join(strip_ansi(line) for line in lines[-FAILURE_TAIL_LINES:])
+    return untrusted.clean("\n".join(lines[-FAILURE_TAIL_LINES:]), tail=True)
 
 
 def experiment_detail(repo: str | os.PathLike, tag: str, frame: pd.DataFrame, number: int) -> Detail | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,9 @@ import nbformat
 import autoresearch_kernel
 from autoresearch_kernel import results
 from autoresearch_kernel.errors import DataError, IntegrityError
-from autoresearch_kernel.integrity import static
+from autoresearch_kernel.integrity import static, untrusted
 from autoresearch_kernel.integrity.jail import Jail
+from autoresearch_kernel.integrity.limits import describe, for_profile, lower_own_oom_score
 from autoresearch_kernel.integrity.scorer import Scorer
 from autoresearch_kernel.notebook import SANDBOX, is_contract
 
@@ -99,6 +101,10 @@ class Guard(Checks):
         self._base = loop.workspace.read_sandbox(base)
         self._log = loop.run_folder.integrity_log
         self.snapshot(loop.data_dir, loop.config.profile)
+        if loop.jailed:  # the limits in force and what enforces them, for the morning (also `doctor`)
+            for line in describe(for_profile(loop.config.profile)):
+                self.note(line)
+            lower_own_oom_score()
         if self.scored_outside is None:
             self.scored_outside = any("harness.finish(" in c.source for c in contract_cells(self._base))
         if self.scored_outside:
@@ -107,7 +113,8 @@ class Guard(Checks):
             jail = None
             if loop.jailed:  # read-only: the data (validation included) and the experiments' folders
                 data = Path(self._data_dir) / self._profile
-                jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda")
+                jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda",
+                            limits=for_profile(self._profile))
             self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.run_folder.scorer_log)
         self._started = True
 
@@ -242,11 +249,15 @@ def score_result(result, scorer: Scorer, device: str):
     if metrics.get("export_failure"):
         return _failed(result, "ExportFailed", f"the model could not be exported for the scorer: "
                                                f"{metrics['export_failure']}"), None
-    if not program.is_file():
+    try:
+        os.close(untrusted.open_in(program.parent, program.name))  # a regular file, reached through no link
+    except untrusted.RefusedFile as error:
+        return _failed(result, "RefusedFile", str(error)), None
+    except OSError:
         return _failed(result, "NoProgram", "the run left no exported program (harness.finish exports it)"), None
     measured = scorer.score(program, bf16=device == "cuda")
     if not measured.ok:
-        return _failed(result, "ScoringFailed", measured.failure), measured
+        return _failed(result, "ScoringFailed", untrusted.clean(measured.failure)), measured
     metrics["val_bpb"] = round(measured.val_bpb, 6)
     append_summary(result.output_path, metrics, measured.seconds)
     return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token), measured
@@ -267,12 +278,10 @@ def append_summary(notebook: Path, metrics: dict, seconds: float) -> None:
 
     block = summary(SimpleNamespace(**{name: finite_figure(metrics.get(name)) for name in SUMMARY_NAMES}))
     try:
-        executed = nbformat.read(notebook, as_version=4)
+        executed = nbformat.reads(untrusted.read_text(notebook, untrusted.NOTEBOOK_BYTES), as_version=4)
         executed.cells.append(nbformat.v4.new_markdown_cell(
             f"{SCORED_HEADING}\n\n```\n{block}\n```\n\nscored in {seconds:.1f} s"))
-        temporary = notebook.with_name(f".{notebook.name}.tmp")
-        nbformat.write(executed, temporary)
-        temporary.replace(notebook)
+        untrusted.write_text(notebook, nbformat.writes(executed))  # never through a link the jail planted
     except Exception:  # the kernel wrote that notebook: an unreadable one still gets its row, unannotated
         return
 

@@ -66,6 +66,7 @@ class Scorer:
         self.data_dir, self.profile, self.device = data_dir, profile, device
         self.jail, self.log_path, self.timeout_s = jail, log_path, timeout_s
         self._process: subprocess.Popen | None = None
+        self._confinement = None  # the jail's limits in force (integrity/limits.py), while it runs
         self._answers: queue.Queue = queue.Queue()
         self._scratch: tempfile.TemporaryDirectory | None = None
 
@@ -74,7 +75,7 @@ class Scorer:
         started = time.monotonic()
         try:
             self._ensure_started()
-            request = json.dumps({"program": str(Path(program).resolve()), "bf16": bool(bf16)})
+            request = json.dumps({"program": os.path.abspath(program), "bf16": bool(bf16)})  # not resolved
             self._process.stdin.write(request + "\n")
             self._process.stdin.flush()
             answer = self._answer(self.timeout_s, f"scoring ran past {self.timeout_s:.0f} s")
@@ -92,6 +93,9 @@ class Scorer:
             process.wait()
             for stream in (process.stdin, process.stdout):
                 stream.close()
+        if self._confinement is not None:
+            self._confinement.close()
+            self._confinement = None
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
@@ -115,15 +119,19 @@ class Scorer:
                    "--data-dir", str(self.data_dir or ""), "--profile", self.profile,
                    # cuda:N is pinned through CUDA_VISIBLE_DEVICES below, so the child sees it as cuda
                    "--device", "cuda" if self.device.startswith("cuda") else self.device]
+        options = {}
         if self.jail is not None:
             command = self.jail.command(command)
+            self._confinement = self.jail.confine()
+            options = self._confinement.popen_options()
         cuda = self.device.startswith("cuda") or self.device == "cpu"
         env = experiment_env(self.device if cuda else None, home=self._scratch.name if not self.jail else None)
         env["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # torch.export.load unpickles nothing but tensors
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                             text=True, env=env, cwd=self._scratch.name, start_new_session=True)
+                                             text=True, env=env, cwd=self._scratch.name, start_new_session=True,
+                                             **options)
         finally:
             if self.log_path:
                 log.close()
@@ -139,13 +147,19 @@ class Scorer:
         except queue.Empty:
             raise RuntimeError(late) from None
         if line is None:
-            raise RuntimeError(f"the scoring process ended (exit {self._process.wait()}){self._log_tail()}")
+            code = self._process.wait()
+            limit = self._confinement.exceeded() if self._confinement else None
+            raise RuntimeError(f"the scoring process ended (exit {code}{', ' + limit if limit else ''})"
+                               f"{self._log_tail()}")
         return json.loads(line)
 
     def _log_tail(self) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
+        from autoresearch_kernel.integrity import untrusted
+
+        text = untrusted.read_text(self.log_path, untrusted.LOG_TAIL_BYTES, tail=True)
+        lines = [untrusted.clean(line, 300) for line in text.strip().splitlines()[-LOG_TAIL_LINES:]]
         return ": " + " | ".join(lines) if lines else ""
 
 
@@ -163,7 +177,18 @@ def _read_lines(stream, answers: queue.Queue) -> None:
 PICKLED_OBJECT_PREFIXES = ("CUSTOM_OBJ_FILENAME_PREFIX", "OPAQUE_OBJ_FILENAME_PREFIX")
 
 
-def check_archive(program: Path) -> None:
+PROGRAM_BYTES = 16 * 1024**3  # an exported model larger than this is refused
+
+
+def read_program(path: Path):
+    """The program file in memory, opened as untrusted: the experiment wrote its folder, so the name may be a
+    link or a FIFO planted there; no link is followed and only a regular file is read (untrusted.py)."""
+    from autoresearch_kernel.integrity import untrusted
+
+    return untrusted.load(path, PROGRAM_BYTES)
+
+
+def check_archive(program) -> None:
     """Refuse a program file that holds pickled Python objects other than tensors (torchbind or opaque
     constants): only tensors and the serialized graph may come from the experiment's side."""
     from torch.export.pt2_archive import constants
@@ -177,9 +202,9 @@ def check_archive(program: Path) -> None:
                 raise ValueError(f"the exported program holds a Python object ({leaf}), not only tensors")
 
 
-def score_program(program: Path, data, device: str, bf16: bool) -> tuple[float, float]:
-    """Load the program and score it with the harness on the loaded, verified data: (val_bpb, its forward
-    FLOPs per token)."""
+def score_program(program, data, device: str, bf16: bool) -> tuple[float, float]:
+    """Load the program (a file object, see `read_program`) and score it with the harness on the loaded,
+    verified data: (val_bpb, its forward FLOPs per token)."""
     import contextlib
 
     import torch
@@ -188,7 +213,8 @@ def score_program(program: Path, data, device: str, bf16: bool) -> tuple[float, 
     from autoresearch_kernel.harness.flops import forward_flops_per_token
 
     check_archive(program)
-    module = torch.export.load(str(program)).module()
+    program.seek(0)
+    module = torch.export.load(program).module()
     target = torch.device(device)
     model = program_module(module.to(target))
     precision = torch.autocast(target.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -275,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             request = json.loads(line)
-            value, flops = score_program(Path(request["program"]), data, args.device, bool(request.get("bf16")))
+            value, flops = score_program(read_program(Path(request["program"])), data, args.device,
+                                         bool(request.get("bf16")))
             answer(val_bpb=value, failure=None, seconds=round(time.monotonic() - started, 3),
                    forward_flops_per_token=flops)
         except Exception as error:  # the reason goes to the experiment's row
