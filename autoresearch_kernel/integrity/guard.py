@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import nbformat
 import autoresearch_kernel
 from autoresearch_kernel import results
 from autoresearch_kernel.errors import DataError, IntegrityError
+from autoresearch_kernel.harness.data import input_paths
 from autoresearch_kernel.integrity import static
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.scorer import Scorer
@@ -74,6 +76,7 @@ class Guard(Checks):
     static: bool = True
     scored_outside: bool | None = None  # None: when the base notebook reports through harness.finish
     scores: list = field(default_factory=list)  # every Score of this loop, for the benchmarks and tests
+    warnings: list[str] = field(default_factory=list)  # what the user was told once (e.g. unkeyed data)
     _started: bool = False
     _base: nbformat.NotebookNode | None = None
     _sources: dict[Path, str] = field(default_factory=dict)  # score module -> sha256 at the start
@@ -107,7 +110,8 @@ class Guard(Checks):
             jail = None
             if loop.jailed:  # read-only: the data (validation included) and the experiments' folders
                 data = Path(self._data_dir) / self._profile
-                jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda")
+                jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda",
+                            masked=tuple(input_paths(self._data_dir, self._profile)))
             self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.run_folder.scorer_log)
         self._started = True
 
@@ -138,12 +142,17 @@ class Guard(Checks):
     def _data_state(self, strict: bool) -> str | None:
         """The manifest's sha256 after load_prepared checked every file against it; None when there is no
         data (then nothing is compared). `strict`: a failure to verify raises IntegrityError."""
-        from autoresearch_kernel.harness.data import load_prepared
+        from autoresearch_kernel.harness.data import load_prepared, unkeyed_warning
         from autoresearch_kernel.harness.manifest import MANIFEST
 
         manifest = Path(self._data_dir) / self._profile / MANIFEST
         try:
-            load_prepared(self._data_dir, self._profile)
+            prepared = load_prepared(self._data_dir, self._profile)
+            warning = unkeyed_warning(prepared.manifest, self._data_dir)
+            if warning and warning not in self.warnings:  # said once, here and in integrity.log
+                self.warnings.append(warning)
+                self.note(warning)
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
             return _sha256(manifest)
         except DataError as error:
             if strict:

@@ -63,6 +63,9 @@ class Jail:
     gpu: bool = False  # bind the GPU device nodes (a CUDA experiment or scorer)
     cwd: Path | None = None  # where the command starts (default: the first writable path, or /tmp)
     extra: tuple[str, ...] = field(default=(), repr=False)  # more bwrap arguments (tests only)
+    # Paths hidden inside (an empty read-only folder or file in their place) where a bound path holds them:
+    # the inputs prepare read the validation text from, e.g. the corpus inside the venv's packages.
+    masked: tuple[Path, ...] = ()
 
     def command(self, argv: list[str]) -> list[str]:
         """`bwrap <mounts> -- argv`: run with the environment given to Popen (bwrap passes it on as is)."""
@@ -84,6 +87,7 @@ class Jail:
                 args += ["--ro-bind", str(path), str(path)]
         for path in self.writable:
             args += ["--bind", str(path), str(path)]
+        args += _masks(self.masked, [*SYSTEM_READONLY, *MERGED_USR_LINKS, *_runtime_paths(), *self.readonly])
         if self.gpu:
             for pattern in GPU_DEVICES:
                 for node in glob.glob(pattern):
@@ -93,6 +97,20 @@ class Jail:
         cwd = self.cwd or (self.writable[0] if self.writable else Path("/tmp"))
         args += ["--chdir", str(cwd), *self.extra, "--", *argv]
         return args
+
+
+def _masks(masked, bound) -> list[str]:
+    """bwrap arguments that cover each masked path under a bound one (after the binds: mounts stack)."""
+    args: list[str] = []
+    roots = [Path(p).resolve() for p in bound]
+    for path in (Path(p).resolve() for p in masked):
+        if not any(path == root or root in path.parents for root in roots):
+            continue
+        if path.is_dir():
+            args += ["--tmpfs", str(path), "--remount-ro", str(path)]
+        elif path.exists():
+            args += ["--ro-bind", os.devnull, str(path)]
+    return args
 
 
 def _runtime_paths() -> list[Path]:
