@@ -59,6 +59,7 @@ class Summary:
     baseline: float | None  # the first best (the baseline's mean in our files, its first row in the reference's)
     best: float | None
     change_percent: float | None  # (best - baseline) / baseline * 100: negative is better
+    suspect: int = 0  # scored below the profile's floor (a leak or a cheat): never kept
 
     def baseline_phrase(self) -> str:
         """`2 baseline runs (mean 1.683143 ± 0.004500)`; "" when there is no baseline run."""
@@ -78,6 +79,7 @@ class Summary:
         some)."""
         noop = f", noop {self.noop}" if self.noop else ""
         stale = f", stale {self.stale}" if self.stale else ""
+        stale += f", SUSPECT {self.suspect}" if self.suspect else ""
         rate = f", keep rate {self.keep_rate:.0%}" if self.keep_rate is not None else ""
         return (f"{plural(self.experiments, 'experiment')}: keep {self.keep}, discard {self.discard}, "
                 f"crash {self.crash}{noop}{stale}{rate}")
@@ -168,6 +170,7 @@ def summary(frame: pd.DataFrame) -> Summary:
         keep_rate=keep / decided if decided else None,
         baseline=baseline, best=last,
         change_percent=(last - baseline) / baseline * 100 if baseline else None,
+        suspect=int(counts.get("suspect", 0)),
     )
 
 

@@ -57,6 +57,9 @@ class Settler:
         self.loop.save()
         if flight.kind == "baseline":
             return self._baseline(flight, row)
+        if row.status == "suspect":  # the gate never sees it; the proposer hears the status, not the figure
+            verdict = gate.Decision("suspect", None, self.records.best(), self.records.margin(), None, row.failure)
+            return self.settle(flight, verdict, fixable=False)
         decision = self._decide(flight)
         if flight.parent != self.state.kept and decision.status in ("keep", "confirm"):
             return self._stale(flight, decision)
@@ -90,7 +93,7 @@ class Settler:
     # -- the verdicts -----------------------------------------------------------------------------------------
     def _baseline(self, flight: Pending, row: Row) -> list[Row]:
         values = self.records.baseline_values() + [row.val_bpb]
-        if row.status == "crash":
+        if row.status in ("crash", "suspect"):
             pass
         elif len(values) == len(self.loop.config.baseline_seeds):
             noise = self.records.noise(with_rows=[row])  # this seed's run counts too
@@ -98,9 +101,10 @@ class Settler:
             row = dataclasses.replace(row, margin=decision.margin, best=decision.best, noise_std=noise.upper)
         self.loop.append([row])
         self._forget(flight)
-        if row.status == "crash":
+        if row.status in ("crash", "suspect"):
             raise AutoresearchError(
-                f"the unmodified notebook crashed on baseline seed {row.seed} ({row.failure}); see "
+                f"the unmodified notebook {'crashed' if row.status == 'crash' else 'scored below the floor'} on "
+                f"baseline seed {row.seed} ({row.failure}); see "
                 f"{self.loop.folder / row.notebook}; fix the notebook or the data, then resume the tag")
         return [row]
 

@@ -204,7 +204,8 @@ class Guard(Checks):
 
     # -- after running: the score -------------------------------------------------------------------------
     def score(self, result):
-        """The scorer's val_bpb for a run that finished (its kernel's own figures stay, as information)."""
+        """The scorer's val_bpb for a run that finished (its kernel's own figures stay, as information); a
+        figure below the profile's floor makes the result "suspect"."""
         if not result.ok or not self.scored_outside:
             return result
         scored, measured = score_result(result, self._scorer, self._device)
@@ -216,7 +217,9 @@ class Guard(Checks):
         if measured is None:  # nothing was measured: the run left no program to score
             return
         self.scores.append(measured)
-        if measured.ok:
+        if result.status == "suspect":
+            self.note(f"SUSPECT {result.output_path.name}: {result.error_message}")
+        elif measured.ok:
             self.note(f"scored {result.output_path.name}: val_bpb {measured.val_bpb:.6f} in {measured.seconds:.1f} s")
         else:
             self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
@@ -258,7 +261,22 @@ def score_result(result, scorer: Scorer, device: str):
         return _failed(result, "ScoringFailed", measured.failure), measured
     metrics["val_bpb"] = round(measured.val_bpb, 6)
     append_summary(result.output_path, metrics, measured.seconds)
+    suspect = suspect_reason(measured.val_bpb, scorer.profile)
+    if suspect:
+        return dataclasses.replace(result, metrics=metrics, status="suspect", error_name="BelowFloor",
+                                   error_message=suspect), measured
     return dataclasses.replace(result, metrics=metrics), measured
+
+
+def suspect_reason(val_bpb: float, profile: str) -> str | None:
+    """Why a scored val_bpb is not believed (below the profile's floor), or None."""
+    from autoresearch_kernel.harness.profiles import get_profile
+
+    floor = get_profile(profile).bpb_floor
+    if val_bpb >= floor:
+        return None
+    return (f"val_bpb {val_bpb:.6f} is below {floor}, the floor no honest model of profile {profile} reaches: "
+            "a leak of validation text or a cheat; not kept")
 
 
 def _failed(result, name: str, message: str):

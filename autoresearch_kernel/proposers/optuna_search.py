@@ -202,7 +202,7 @@ class OptunaProposer:
         if found is None:
             return
         study, trial = found
-        if status == "crash" or (status == "duplicate" and val_bpb is None):
+        if status in ("crash", "suspect") or (status == "duplicate" and val_bpb is None):
             study.tell(trial.number, state=TrialState.FAIL)
         elif val_bpb is not None and math.isfinite(val_bpb):
             study.tell(trial.number, float(val_bpb))
