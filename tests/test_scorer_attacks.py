@@ -185,23 +185,28 @@ def test_the_embedded_corpus_is_masked_in_the_experiments_jail(prepared_dir, tmp
     assert "kjv.jsonl" in plain.stdout  # without the mask the venv's packages hold it
 
 
-# The hunt: every readable file under the interpreter's installation, the venv and the data directory, searched
-# for the text of validation chapters (the needles the test hands it are training text too: what it reports is
-# whether it found the raw corpus and any split secret, and which files).
+# The hunt: every readable file under the interpreter's installation, the venv and the data directory (but
+# notebooks: its own source is one), searched by name for the corpus and the validation side of the data,
+# and by content for verses of three books (the raw corpus holds every validation chapter).
 HUNT_DESCRIPTION = "corpus hunt"
 HUNT = after_training(HUNT_DESCRIPTION, """\
 import os, sys
 roots = {sys.prefix, sys.base_prefix, os.path.dirname(DATA_DIR.rstrip("/")), DATA_DIR}
-needles = (b"In the beginning God created the heaven and the earth", b'"chapter"', b"split_key")
+verses = (b"In the beginning God created the heaven and the earth", b"The LORD is my shepherd; I shall not want",
+          b"Jesus wept")
+names_sought = ("kjv", "val_rows", "secret.json")
 found = []
 for root in sorted(roots):
     for folder, _, names in os.walk(root):
         for name in names:
             path = os.path.join(folder, name)
+            if name.endswith((".ipynb", ".so", ".a")):
+                continue
+            found += [path for sought in names_sought if sought in name]
             try:
-                if os.path.isfile(path) and os.path.getsize(path) < 64 << 20:
+                if os.path.isfile(path) and os.path.getsize(path) < 16 << 20:
                     blob = open(path, "rb").read()
-                    found += [path for needle in needles if needle in blob]
+                    found += [path for verse in verses if verse in blob]
             except OSError:
                 pass
 raise RuntimeError(f"hunt: {len(found)} files hold corpus text or a split key: {sorted(set(found))[:5]}")""")
@@ -233,7 +238,7 @@ def hunt_run(prepared_dir, tmp_path_factory):
                                 budget_tokens=2 * STEP_TOKENS, baseline_seeds=(0,), timeout_s=120, fix_attempts=0,
                                 proposer="llm", proposer_options=dict(model="scripted", base_url=llm.base_url,
                                                                       retries=1),
-                                max_experiments=3, pause_seconds=0.3,
+                                max_experiments=4, pause_seconds=0.3,
                                 gate=GateConfig(min_margin=1e-4, confirm_band=0.0, prior_sd=1e-4))
             with Loop(config, checks=Guard(static=False)) as loop:
                 loop.run()

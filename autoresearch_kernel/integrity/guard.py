@@ -275,7 +275,7 @@ def suspect_reason(val_bpb: float, profile: str) -> str | None:
     floor = get_profile(profile).bpb_floor
     if val_bpb >= floor:
         return None
-    return (f"val_bpb {val_bpb:.6f} is below {floor}, the floor no honest model of profile {profile} reaches: "
+    return (f"val_bpb {val_bpb:.6f} is below {floor:g}, the floor no honest model of profile {profile} reaches: "
             "a leak of validation text or a cheat; not kept")
 
 
