@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 from llm_server import ScriptedLLM
-from test_integrity import HONEST, SECRET, STEP_TOKENS, after_training, make_repo
+from test_integrity import HONEST, SECRET, STEP_TOKENS, after_training, edit, make_repo
 from torch import nn
 
 from autoresearch_kernel import results
@@ -212,7 +212,8 @@ for root in sorted(roots):
 raise RuntimeError(f"hunt: {len(found)} files hold corpus text or a split key: {sorted(set(found))[:5]}")""")
 
 
-TRIPPED = HONEST.replace("higher output-head learning rate", "tripped change")
+TRIPPED = edit("tripped change", "UNEMBEDDING_LR = 0.004           # AdamW, output head",
+               "UNEMBEDDING_LR = 0.02            # AdamW, output head")
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +254,9 @@ def test_a_corpus_hunt_in_the_jail_finds_no_validation_text_and_the_loop_goes_on
     assert baseline.kind == "baseline" and baseline.status == "keep"
     assert hunt.description == HUNT_DESCRIPTION and hunt.status == "crash" and hunt.sandbox == "bwrap"
     assert "hunt: 0 files hold corpus text or a split key: []" in hunt.failure, hunt.failure
-    assert honest.status == "keep" and honest.val_bpb < baseline.val_bpb  # the loop went on
+    # the loop went on: the next change ran and was scored (kept or not: two training steps decide little)
+    assert honest.description == "higher output-head learning rate" and honest.status in ("keep", "discard")
+    assert honest.val_bpb is not None and honest.sandbox == "bwrap"
     key = json.loads((prepared_dir / "cpu" / SECRET).read_text())["split_key"]
     data = load_prepared(prepared_dir, "cpu")
     validation = data.tokenizer.decode([t for t in data._validation_rows()[3, 1:80] if t != data.tokenizer.bos_id])

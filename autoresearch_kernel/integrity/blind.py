@@ -96,7 +96,8 @@ def blind_bpb(model, data, device: torch.device, rng: np.random.Generator | None
             logits = checked_logits(model, inputs, vocab)
             original = np.flatnonzero(sources < num_rows)
             targets = torch.from_numpy(np.asarray(rows[sources[original], 1:], dtype=np.int64)).to(device)
-            nats, scored_bytes = target_nats(logits[original], targets, token_bytes)
+            scored = logits if len(original) == len(sources) else logits[original]  # no copy when all count
+            nats, scored_bytes = target_nats(scored, targets, token_bytes)
             row_nats[sources[original]] = nats.cpu().numpy()
             total_bytes += scored_bytes
             seen.record(sources, logits)
