@@ -3,7 +3,8 @@
 The loop decides what to run (a commit, a seed, an experiment number) and on which lane; this module knows
 how: the sandbox notebook as committed (the loop writes it to runs/<tag>/candidates/), executed by `runner.run_notebook` in its own folder
 runs/<tag>/notebooks/<n>-<commit>/ (the one place it may write), inside the bubblewrap jail with the
-training split and the notebook read-only, under the run's wall-clock limit.
+training split and the notebook read-only (and the inputs the data was prepared from masked, wherever a
+bound path holds them), under the run's wall-clock limit.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import shutil
 
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.harness.data import training_files
+from autoresearch_kernel.harness.data import input_paths, training_files
 from autoresearch_kernel.harness.parameters import ExperimentParameters
 from autoresearch_kernel.integrity import jail, limits
 from autoresearch_kernel.lanes import Job, Lane
@@ -65,7 +66,8 @@ def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed:
     if jailed:  # read-only: the candidate and the training split; writable: its own folder
         readonly = (notebook, *training_files(data_dir, config.profile))
         cell_jail = jail.Jail(readonly=readonly, writable=(output_folder,), gpu=device.startswith("cuda"),
-                              limits=limits.for_profile(config.profile, cpus=lane.threads or os.cpu_count()))
+                              limits=limits.for_profile(config.profile, cpus=lane.threads or os.cpu_count()),
+                              masked=tuple(input_paths(data_dir, config.profile)))
     return run_notebook(
         notebook, output, parameters.for_papermill(), timeout_s=config.run_timeout() * job.timeout_scale,
         cwd=output_folder, device=device if device.startswith("cuda") or device == "cpu" else None,

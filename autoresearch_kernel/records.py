@@ -208,12 +208,15 @@ def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commi
 
     `where`: the lane, device, node and times of the run (`where_from`)."""
     metrics = result.metrics or {}  # written by the kernel: figures only, and only when they are numbers
-    value = _figure(metrics, "val_bpb") if result.ok else None
+    suspect = result.status == "suspect"  # scored, but below the floor: shown, never kept
+    value = _figure(metrics, "val_bpb") if result.ok or suspect else None
     memory = _figure(metrics, "peak_vram_mb")
     ok = result.ok and value is not None
     return Row(
-        commit=commit[:7], val_bpb=value if ok else None, memory_gb=memory / 1024 if memory and ok else None,
-        status="keep" if ok else "crash", description=description, experiment=number, kind=kind,
+        commit=commit[:7], val_bpb=value if ok or suspect else None,
+        memory_gb=memory / 1024 if memory and ok else None,
+        status="keep" if ok else "suspect" if suspect else "crash", description=description, experiment=number,
+        kind=kind,
         parent=parent[:7], seed=seed, wall_seconds=result.wall_seconds,
         training_seconds=_figure(metrics, "training_seconds") or 0.0,
         tokens_m=_figure(metrics, "total_tokens_M") or 0.0,

@@ -62,6 +62,7 @@ class Summary:
     best: float | None
     change_percent: float | None  # (best - baseline) / baseline * 100: negative is better
     over_budget: int = 0  # candidates that trained past their budget: never kept
+    suspect: int = 0  # scored below the profile's floor (a leak or a cheat): never kept
 
     def baseline_phrase(self) -> str:
         """`2 baseline runs (mean 1.683143 ± 0.004500)`; "" when there is no baseline run."""
@@ -82,6 +83,7 @@ class Summary:
         noop = f", noop {self.noop}" if self.noop else ""
         stale = f", stale {self.stale}" if self.stale else ""
         stale += f", over-budget {self.over_budget}" if self.over_budget else ""
+        stale += f", SUSPECT {self.suspect}" if self.suspect else ""
         rate = f", keep rate {self.keep_rate:.0%}" if self.keep_rate is not None else ""
         return (f"{plural(self.experiments, 'experiment')}: keep {self.keep}, discard {self.discard}, "
                 f"crash {self.crash}{noop}{stale}{rate}")
@@ -175,6 +177,7 @@ def summary(frame: pd.DataFrame) -> Summary:
         baseline=baseline, best=last,
         change_percent=(last - baseline) / baseline * 100 if baseline else None,
         over_budget=over_budget,
+        suspect=int(counts.get("suspect", 0)),
     )
 
 

@@ -36,8 +36,11 @@ from autoresearch_kernel.redaction import redact
 
 # noop: identical to its parent's run, nothing measured. stale: it beat the best, but the best had moved on
 # from its parent while it ran (lanes); its change was re-applied onto the new best (a "rebase") or did not apply
-# over-budget: it trained past its budget, as the loop measured it outside the kernel (integrity/budget.py)
-STATUSES = ("keep", "discard", "crash", "noop", "stale", "over-budget")
+STATUSES = ("keep", "discard", "crash", "noop", "stale",
+            # over-budget: it trained past its budget, as the loop measured it outside the kernel (integrity/budget.py)
+            "over-budget",
+            # suspect: a val_bpb below the profile's floor (a leak or a cheat); never kept, reverted, told
+            "suspect")
 NOT_RUN = ("invalid", "duplicate")  # invalid.tsv's statuses: proposals that produced no experiment
 KINDS = ("baseline", "candidate", "confirm", "fix", "rebase", "pair")  # pair: the best's run on a seed it lacked
 
@@ -153,7 +156,7 @@ def console_line(row: Row) -> str:
     # a baseline seed is written "keep" (the reference's statuses) but decides nothing: it reads "baseline"
     status = "baseline" if row.kind == "baseline" and row.status != "crash" else row.status
     kind = "" if row.kind in ("candidate", "baseline") else f"[{row.kind}] "
-    why = f"  ({one_line(row.failure, 100)})" if row.status == "crash" and row.failure else ""
+    why = f"  ({one_line(row.failure, 100)})" if row.status in ("crash", "suspect") and row.failure else ""
     return (f"{row.experiment:>4}  {row.commit[:7] or '-------'}  {value}  {status:<8}  {kind}"
             f"{one_line(row.description, 120)}{why}")
 

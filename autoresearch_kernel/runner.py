@@ -50,7 +50,7 @@ TRACEBACK_TAIL_LINES = 15
 class RunResult:
     """What one execution of a notebook produced."""
 
-    status: str  # "ok" | "crash" | "timeout" | "aborted"
+    status: str  # "ok" | "crash" | "timeout" | "aborted" | "suspect" (scored below the profile's floor)
     metrics: dict | None  # the harness's metrics.json, when it was written
     wall_seconds: float
     output_path: Path  # the executed notebook, always present

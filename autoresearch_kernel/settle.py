@@ -81,6 +81,9 @@ class Settler:
             return self._baseline(flight, row)
         if flight.kind == records.PAIR:
             return self._pair(flight, row)
+        if row.status == "suspect":  # the gate never sees it; the proposer hears the status, not the figure
+            verdict = gate.Decision("suspect", None, self.records.best(), self.records.margin(), None, row.failure)
+            return self.settle(flight, verdict, fixable=False)
         over = self._over_budget(row)
         if over is not None:
             return self.settle(flight, over, fixable=False)
@@ -189,7 +192,7 @@ class Settler:
     # -- the verdicts -----------------------------------------------------------------------------------------
     def _baseline(self, flight: Pending, row: Row) -> list[Row]:
         values = self.records.baseline_values() + [row.val_bpb]
-        if row.status == "crash":
+        if row.status in ("crash", "suspect"):
             pass
         elif len(values) == len(self.loop.config.baseline_seeds):
             noise = self.records.noise(with_rows=[row])  # this seed's run counts too
@@ -197,9 +200,10 @@ class Settler:
             row = dataclasses.replace(row, margin=decision.margin, best=decision.best, noise_std=noise.upper)
         self.loop.append([row])
         self._forget(flight)
-        if row.status == "crash":
+        if row.status in ("crash", "suspect"):
             raise AutoresearchError(
-                f"the unmodified notebook crashed on baseline seed {row.seed} ({row.failure}); see "
+                f"the unmodified notebook {'crashed' if row.status == 'crash' else 'scored below the floor'} on "
+                f"baseline seed {row.seed} ({row.failure}); see "
                 f"{self.loop.folder / row.notebook}; fix the notebook or the data, then resume the tag")
         return [row]
 

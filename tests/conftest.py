@@ -29,6 +29,7 @@ SLOW_MODULES = {
     "test_memory_loop",        # the idea memory in loops on real kernels
     "test_prepare_notebook",   # the prepare notebook through papermill
     "test_scorer",             # exports and the warm scoring process
+    "test_scorer_attacks",     # hostile programs against the scorer, a corpus hunt through the loop
     "test_runner",             # papermill kernels: timeouts, kernel deaths
     "test_ray_executor",       # a Ray cluster on 127.0.0.1, loops on it, killed workers
     "test_train_template",     # the sandbox notebook trains

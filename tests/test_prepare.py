@@ -9,10 +9,11 @@ import pytest
 
 from autoresearch_kernel.errors import DataError, SourceError
 from autoresearch_kernel.harness import files as files_module
-from autoresearch_kernel.harness.data import load_prepared
-from autoresearch_kernel.harness.manifest import MANIFEST, TRAIN_TOKENS, VAL_ROWS
-from autoresearch_kernel.harness.prepare import default_data_dir, prepare, prepare_command
+from autoresearch_kernel.harness.data import load_prepared, unkeyed_warning
+from autoresearch_kernel.harness.manifest import MANIFEST, SECRET, TRAIN_TOKENS, VAL_ROWS
+from autoresearch_kernel.harness.prepare import SplitSecret, default_data_dir, prepare, prepare_command
 from autoresearch_kernel.harness.profiles import PROFILES
+from autoresearch_kernel.harness.sources import embedded_documents, is_validation, kjv_path
 
 
 def test_embedded_prepare_writes_a_verified_manifest(prepared_dir):
@@ -24,7 +25,9 @@ def test_embedded_prepare_writes_a_verified_manifest(prepared_dir):
     assert manifest.eval_tokens == profile.eval_tokens
     assert manifest.train_documents + manifest.val_documents <= 1189  # KJV chapters
     assert manifest.train_documents > 900
-    assert set(manifest.files) == {"tokenizer.json", "train_tokens.npy", "train_offsets.npy", "val_rows.npy"}
+    assert set(manifest.files) == {"tokenizer.json", "train_tokens.npy", "train_offsets.npy", "val_rows.npy",
+                                   "secret.json"}
+    assert manifest.keyed and manifest.input_paths == [str(kjv_path().resolve())]
     rows = prepared._validation_rows()
     assert rows.shape == (profile.eval_tokens // profile.seq_len, profile.seq_len + 1)
     assert (rows[:, 0] == prepared.tokenizer.bos_id).all()
@@ -44,8 +47,37 @@ def test_train_and_validation_are_disjoint_and_pinned(prepared_dir, tmp_path):
     assert len(titles) == prepared.manifest.train_documents
     assert all(f"<|reserved_0|>{title}\n\n" not in val_text for title in titles)  # no training chapter in validation
     assert val_text.count("<|reserved_0|>Genesis ") + val_text.count("<|reserved_0|>Exodus ") > 0
-    again = prepare("embedded", "cpu", data_dir=tmp_path, progress=False)
-    assert again.files == prepared.manifest.files  # same input -> byte-identical tokenizer, tokens and rows
+    secret = SplitSecret.load(prepared_dir / "cpu" / SECRET)
+    again = prepare("embedded", "cpu", data_dir=tmp_path, progress=False, secret=secret)
+    assert again.files == prepared.manifest.files  # same input and secret -> byte-identical files
+
+
+def test_each_preparation_draws_a_secret_split_that_the_public_hash_does_not_give(prepared_dir, tmp_path):
+    first = load_prepared(prepared_dir, "cpu")
+    prepare("embedded", "cpu", data_dir=tmp_path, progress=False)
+    second = load_prepared(tmp_path, "cpu")
+    assert not np.array_equal(first._validation_rows(), second._validation_rows())
+    public = [is_validation(doc) for doc in embedded_documents()]  # the unkeyed split of data prepared before
+    keyed = SplitSecret.load(prepared_dir / "cpu" / SECRET).key
+    assert public != [is_validation(doc, key=keyed) for doc in embedded_documents()]
+    assert unkeyed_warning(first.manifest, prepared_dir) is None
+
+
+def test_data_prepared_before_split_keys_still_loads_and_says_to_prepare_again(prepared_dir, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared_dir, copy)
+    (copy / "cpu" / SECRET).unlink()
+    manifest = json.loads((copy / "cpu" / MANIFEST).read_text())
+    manifest["files"].pop(SECRET)
+    del manifest["input_paths"]  # an older manifest has no such field
+    (copy / "cpu" / MANIFEST).write_text(json.dumps(manifest))
+    old = load_prepared(copy, "cpu")
+    assert not old.manifest.keyed and old._validation_rows().shape[0] == 256
+    warning = unkeyed_warning(old.manifest, copy)
+    assert "prepared before secret split keys" in warning and f"prepare --profile cpu --data-dir {copy}" in warning
 
 
 def test_load_prepared_explains_missing_data(tmp_path):

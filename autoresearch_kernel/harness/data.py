@@ -65,7 +65,7 @@ def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "
     if changed:
         raise DataError(f"data in {path} was prepared with other {spec.name} settings ({', '.join(changed)}); run: {fix}")
     for name, digest in manifest.files.items():
-        if name == names.VAL_ROWS and not validation:
+        if name in names.VALIDATION_SIDE and not validation:
             continue
         file = path / name
         if not file.is_file():
@@ -86,6 +86,30 @@ def training_files(data_dir: str | Path | None, profile: str | Profile) -> list[
     path = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / get_profile(profile).name
     names_seen = [names.MANIFEST, names.TOKENIZER, names.TRAIN_TOKENS, names.TRAIN_OFFSETS]
     return [path / name for name in names_seen]
+
+
+def input_paths(data_dir: str | Path | None, profile: str | Profile) -> list[Path]:
+    """Where the text of the prepared data was read (the manifest's record), and the embedded corpus's folder
+    inside the installed packages: what no jail may show, since the validation text is in it."""
+    from autoresearch_kernel.harness.sources import embedded_corpus_paths
+
+    path = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / get_profile(profile).name
+    try:
+        paths = [Path(p) for p in Manifest.load(path / names.MANIFEST, "").input_paths]
+    except DataError:  # no data yet: nothing of it to hide
+        paths = []
+    return paths + embedded_corpus_paths()
+
+
+def unkeyed_warning(manifest: Manifest, data_dir: str | Path | None) -> str | None:
+    """A line for data prepared before the split key: it still works, but its split can be rebuilt."""
+    if manifest.keyed:
+        return None
+    fix = prepare_command(manifest.profile_name, data_dir, _source_option(manifest.source))
+    return (f"the data for profile {manifest.profile_name} was prepared before secret split keys: its validation "
+            "split is a public hash of the text and its rows a public packing, which an experiment holding the "
+            f"text can rebuild. Prepare it again for a secret split ({fix}); the figures then change, so start "
+            "a new tag")
 
 
 def _source_option(source: str) -> str:

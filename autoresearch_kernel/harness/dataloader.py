@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 BUFFER_DOCS = 1000  # documents the best-fit packer chooses from
-EVAL_PACK_SEED = 0  # the evaluation rows are packed once, at prepare time, with this fixed seed
+EVAL_PACK_SEED = 0  # the evaluation rows' packing seed of data prepared before it was drawn at prepare
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,11 @@ def stored_order(num_documents: int) -> Iterator[tuple[int, int]]:
     return ((doc, 1) for doc in range(num_documents))
 
 
-def pack_rows(split: Split, bos_id: int, num_rows: int, row_len: int) -> np.ndarray:
-    """`num_rows` rows packed from documents in stored order; fewer when the split runs out."""
+def pack_rows(split: Split, bos_id: int, num_rows: int, row_len: int, seed: int = EVAL_PACK_SEED) -> np.ndarray:
+    """`num_rows` rows packed from documents in stored order; fewer when the split runs out. `seed`: the
+    crops' (prepare draws a secret one)."""
     rows = np.zeros((num_rows, row_len), dtype=split.tokens.dtype)
-    packer = RowPacker(split, stored_order(split.num_documents), bos_id, np.random.default_rng(EVAL_PACK_SEED))
+    packer = RowPacker(split, stored_order(split.num_documents), bos_id, np.random.default_rng(seed))
     for n in range(num_rows):
         if not packer.fill(rows[n]):
             return rows[:n]

@@ -57,21 +57,17 @@ def evaluate_bpb(model: torch.nn.Module, prepared, device: str | torch.device = 
             total_nats = 0.0
             total_bytes = 0
             for start in range(0, len(rows), batch_size):
-                batch = _from_numpy(np.asarray(rows[start : start + batch_size], dtype=np.int64)).to(device)
-                inputs, targets = batch[:, :-1], batch[:, 1:]
-                logits = _logits(model, inputs, vocab)
-                nats = _cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1), reduction="none")
-                weights = token_bytes[targets.reshape(-1)]
-                total_nats += float((nats * (weights > 0)).double().sum())
-                total_bytes += int(weights.sum())
+                batch = np.asarray(rows[start : start + batch_size], dtype=np.int64)
+                # two tensors of their own: a model that writes into its input cannot reach the targets
+                inputs = _from_numpy(batch[:, :-1].copy()).to(device)
+                targets = _from_numpy(batch[:, 1:].copy()).to(device)
+                nats, scored_bytes = target_nats(checked_logits(model, inputs, vocab), targets, token_bytes)
+                total_nats += float(nats.sum())
+                total_bytes += scored_bytes
     finally:
         model.train(was_training)
-    if total_bytes == 0:
-        raise EvaluationError("the evaluation rows hold no byte-carrying targets; prepare the data again")
-    if not math.isfinite(total_nats):
-        raise EvaluationError("the validation loss is not finite (NaN or inf): the model diverged or its logits overflow")
     return EvalResult(
-        val_bpb=total_nats / (math.log(2) * total_bytes),
+        val_bpb=bits_per_byte(total_nats, total_bytes),
         nats=total_nats,
         bytes=total_bytes,
         tokens=len(rows) * (rows.shape[1] - 1),
@@ -79,7 +75,26 @@ def evaluate_bpb(model: torch.nn.Module, prepared, device: str | torch.device = 
     )
 
 
-def _logits(model: torch.nn.Module, inputs: torch.Tensor, vocab: int) -> torch.Tensor:
+def bits_per_byte(total_nats: float, total_bytes: int) -> float:
+    """val_bpb from the summed nats and bytes; EvaluationError when there is nothing to score or it diverged."""
+    if total_bytes == 0:
+        raise EvaluationError("the evaluation rows hold no byte-carrying targets; prepare the data again")
+    if not math.isfinite(total_nats):
+        raise EvaluationError("the validation loss is not finite (NaN or inf): the model diverged or its logits overflow")
+    return total_nats / (math.log(2) * total_bytes)
+
+
+def target_nats(logits: torch.Tensor, targets: torch.Tensor, token_bytes: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Per row, the summed cross-entropy (float64 nats) of the targets that stand for bytes, and the UTF-8
+    bytes of those targets over the whole batch: what val_bpb adds up."""
+    vocab = logits.size(-1)
+    nats = _cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1), reduction="none")
+    weights = token_bytes[targets.reshape(-1)]
+    per_row = (nats * (weights > 0)).double().reshape(targets.shape).sum(dim=1)
+    return per_row, int(weights.sum())
+
+
+def checked_logits(model: torch.nn.Module, inputs: torch.Tensor, vocab: int) -> torch.Tensor:
     output = model(inputs)
     if not isinstance(output, torch.Tensor):
         raise EvaluationError(
@@ -108,7 +123,7 @@ def check_causality(model: torch.nn.Module, row: np.ndarray, vocab: int, device:
         if cut + 1 < length:
             replacement = torch.randint(0, vocab - 4, (length - cut - 1,), generator=generator).to(device)
             probe[k, cut + 1 :] = replacement
-    logp = _log_softmax(_logits(model, probe, vocab).float(), dim=-1)
+    logp = _log_softmax(checked_logits(model, probe, vocab).float(), dim=-1)
     for k, cut in enumerate(cuts[: PROBE_ROWS - 1], start=1):
         drift = float((logp[k, : cut + 1] - logp[0, : cut + 1]).abs().max())
         if drift > PROBE_ATOL:

@@ -18,6 +18,8 @@ TOKENIZER = "tokenizer.json"
 TRAIN_TOKENS = "train_tokens.npy"
 TRAIN_OFFSETS = "train_offsets.npy"
 VAL_ROWS = "val_rows.npy"  # the fixed evaluation rows, [eval_tokens / seq_len, seq_len + 1]
+SECRET = "secret.json"  # the split key and the evaluation rows' packing seed, drawn at prepare
+VALIDATION_SIDE = (VAL_ROWS, SECRET)  # never in an experiment's jail (only the scorer reads them)
 
 
 @dataclass
@@ -40,6 +42,12 @@ class Manifest:
     created: str = ""
     format: str = FORMAT
     extra: dict = field(default_factory=dict)
+    input_paths: list[str] = field(default_factory=list)  # where prepare read its inputs: jails mask them
+
+    @property
+    def keyed(self) -> bool:
+        """Prepared with a secret split key and packing seed (data prepared before them has neither)."""
+        return SECRET in self.files
 
     @property
     def profile_name(self) -> str:

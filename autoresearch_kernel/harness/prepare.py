@@ -1,7 +1,10 @@
 """prepare(): one-time data preparation — documents, tokenizer, token arrays, evaluation rows, manifest.
 
 Layout: <data_dir>/<profile>/ holds tokenizer.json, train_tokens.npy + train_offsets.npy (every training
-document as BOS + tokens, concatenated) and val_rows.npy (the fixed evaluation rows), and manifest.json.
+document as BOS + tokens, concatenated), val_rows.npy (the fixed evaluation rows), secret.json (the key of
+the train/validation split and the evaluation rows' packing seed, drawn here; like val_rows.npy it never
+enters an experiment's jail) and manifest.json, which also records where every input was read, so that
+the jails can mask those paths.
 Climbmix shards are cached in <data_dir>/climbmix/ and shared by the profiles.
 
 The training split is tokenized straight into its files, one batch of documents at a time, so memory does
@@ -14,11 +17,14 @@ Ctrl-C) leaves either the previous complete data or nothing that load_prepared w
 """
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +33,7 @@ import numpy as np
 from autoresearch_kernel.errors import DataError, SourceError
 from autoresearch_kernel.harness import manifest as names
 from autoresearch_kernel.harness.dataloader import Split, pack_rows
-from autoresearch_kernel.harness.files import NpyAppender, atomic_save_npy, sha256_file
+from autoresearch_kernel.harness.files import NpyAppender, atomic_save_npy, atomic_write_bytes, sha256_file
 from autoresearch_kernel.harness.manifest import Manifest
 from autoresearch_kernel.harness.profiles import get_profile
 from autoresearch_kernel.harness.sources import open_source
@@ -52,6 +58,26 @@ def prepare_command(profile: str, data_dir: Path | str | None = None, source: st
     return command
 
 
+@dataclass(frozen=True)
+class SplitSecret:
+    """The key of the train/validation hash split and the evaluation rows' packing seed (secret.json)."""
+
+    key: bytes
+    pack_seed: int
+
+    @classmethod
+    def draw(cls) -> SplitSecret:
+        return cls(secrets.token_bytes(32), secrets.randbits(63))
+
+    @classmethod
+    def load(cls, path: Path) -> SplitSecret:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(bytes.fromhex(saved["split_key"]), int(saved["eval_pack_seed"]))
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"split_key": self.key.hex(), "eval_pack_seed": self.pack_seed}).encode("utf-8")
+
+
 def prepare(
     source: str = "embedded",
     profile: str = "cpu",
@@ -59,8 +85,10 @@ def prepare(
     num_shards: int = 10,
     base_url: str | None = None,
     progress: bool = True,
+    secret: SplitSecret | None = None,
 ) -> Manifest:
-    """Prepare `source` for `profile` under `data_dir`; returns the manifest written last."""
+    """Prepare `source` for `profile` under `data_dir`; returns the manifest written last. `secret`: drawn
+    afresh by default (another preparation's secret.json gives its very split and rows again)."""
     started = time.perf_counter()
     spec = get_profile(profile)
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -73,7 +101,11 @@ def prepare(
     except OSError as error:
         raise DataError(f"cannot create {staging}: {error.strerror or error}; choose another --data-dir") from None
 
-    corpus = open_source(source, root, num_shards=num_shards, base_url=base_url, progress=progress)
+    # Secret, and kept outside every jail (beside the evaluation rows): which documents are validation, and how
+    # their rows are cropped, cannot be rebuilt from the text (the split of data prepared before was public).
+    secret = secret or SplitSecret.draw()
+    corpus = open_source(source, root, num_shards=num_shards, base_url=base_url, progress=progress,
+                         split_key=secret.key)
 
     def train_texts() -> Iterator[str]:
         for batch in corpus.train_batches():
@@ -92,7 +124,7 @@ def prepare(
     row_len = spec.seq_len + 1
     num_rows = spec.eval_tokens // spec.seq_len
     val = _encode(corpus.val_batches(), tokenizer, "tokenize val", progress, stop_after=num_rows * row_len)
-    rows = pack_rows(val, tokenizer.bos_id, num_rows, row_len)
+    rows = pack_rows(val, tokenizer.bos_id, num_rows, row_len, seed=secret.pack_seed)
     if len(rows) < num_rows:
         raise SourceError(
             f"the validation split of {source} has {val.num_tokens:,} tokens but profile {spec.name} evaluates "
@@ -101,7 +133,8 @@ def prepare(
 
     tokenizer.save(staging / names.TOKENIZER)
     atomic_save_npy(staging / names.VAL_ROWS, rows)
-    files = [names.TOKENIZER, names.TRAIN_TOKENS, names.TRAIN_OFFSETS, names.VAL_ROWS]
+    atomic_write_bytes(staging / names.SECRET, secret.to_bytes())
+    files = [names.TOKENIZER, names.TRAIN_TOKENS, names.TRAIN_OFFSETS, names.VAL_ROWS, names.SECRET]
     manifest = Manifest(
         source=corpus.source,
         profile=spec.to_dict(),
@@ -116,6 +149,7 @@ def prepare(
         train_bytes=train_bytes,
         eval_rows=num_rows,
         input_files=corpus.files,
+        input_paths=corpus.paths,
         files={name: sha256_file(staging / name) for name in files},
         prepare_seconds=round(time.perf_counter() - started, 2),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

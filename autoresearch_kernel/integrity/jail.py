@@ -92,6 +92,9 @@ class Jail:
     gpu: bool = False  # bind the GPU device nodes (a CUDA experiment or scorer)
     cwd: Path | None = None  # where the command starts (default: the first writable path, or /tmp)
     extra: tuple[str, ...] = field(default=(), repr=False)  # more bwrap arguments (tests only)
+    # Paths hidden inside (an empty read-only folder or file in their place) where a bound path holds them:
+    # the inputs prepare read the validation text from, e.g. the corpus inside the venv's packages.
+    masked: tuple[Path, ...] = ()
     limits: resource_limits.Limits | None = None  # None: the cpu profile's (see limits.for_profile)
 
     def confine(self) -> resource_limits.Confinement:
@@ -124,6 +127,7 @@ class Jail:
             args += ["--ro-bind", str(path), str(path)]
         for path in self.writable:
             args += ["--bind", str(path), str(path)]
+        args += _masks(self.masked, [*SYSTEM_READONLY, *MERGED_USR_LINKS, *_runtime_paths(), *self.readonly])
         if self.gpu:
             for pattern in GPU_DEVICES:
                 for node in glob.glob(pattern):
@@ -163,6 +167,17 @@ def _etc_binds() -> list[str]:
             args += ["--symlink", os.readlink(path), path]
         elif os.path.exists(path):
             args += ["--ro-bind", path, path]
+def _masks(masked, bound) -> list[str]:
+    """bwrap arguments that cover each masked path under a bound one (after the binds: mounts stack)."""
+    args: list[str] = []
+    roots = [Path(p).resolve() for p in bound]
+    for path in (Path(p).resolve() for p in masked):
+        if not any(path == root or root in path.parents for root in roots):
+            continue
+        if path.is_dir():
+            args += ["--tmpfs", str(path), "--remount-ro", str(path)]
+        elif path.exists():
+            args += ["--ro-bind", os.devnull, str(path)]
     return args
 
 

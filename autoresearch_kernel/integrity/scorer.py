@@ -5,9 +5,10 @@ torch or the harness in its own memory, print any summary, write any metrics.jso
 the trained model as a `torch.export` program (a graph of torch operators plus its weights, written by
 `harness.finish`). The scorer loads that program in a process of its own, in a jail of its own (read-only
 system, package, prepared data and experiment folders; nothing writable; no network), and runs the
-harness's `evaluate_bpb` on the validation split, which the experiment's jail does not contain, then checks
-causality once more on random evaluation rows spliced with other real rows (a probe the model cannot
-recognise). The program file is checked first: only tensors and the serialized graph, no pickled objects.
+validation split, which the experiment's jail does not contain, blind (integrity/blind.py: shuffled rows with
+copies spliced in, which check causality and row independence in calls the model cannot tell from scored
+ones). The program is checked first: only tensors and the serialized graph, no pickled objects, and a pure
+function of its input (no buffer or input written, no in-place operator), so no call can see another.
 
 It stays warm, one per loop: torch is imported and the data verified and loaded once, and each request
 costs only the program's load and the evaluation. The loop talks to it over a pipe, one JSON line each way:
@@ -40,7 +41,6 @@ from autoresearch_kernel.integrity.jail import Jail
 
 START_TIMEOUT_S = 300.0  # torch's import and the data's verification, on a slow disk
 TIMEOUT_S = 900.0  # one program's evaluation: the gpu profile's evaluation on a CPU is the slow case
-CAUSALITY_ROWS = 16  # evaluation rows the scorer splices to check causality (two passes over them)
 LOG_TAIL_LINES = 5
 
 
@@ -203,57 +203,56 @@ def check_archive(program) -> None:
 
 
 def score_program(program, data, device: str, bf16: bool) -> tuple[float, float]:
-    """Load the program (a file object, see `read_program`) and score it with the harness on the loaded,
-    verified data: (val_bpb, its forward FLOPs per token)."""
+    """Load the program (a file object, see `read_program`), refuse one that keeps state or writes into its
+    input, and score it blind (integrity/blind.py) on the loaded, verified data: (val_bpb, its forward FLOPs
+    per token)."""
     import contextlib
 
     import torch
 
-    from autoresearch_kernel.harness.evaluate import evaluate_bpb
     from autoresearch_kernel.harness.flops import forward_flops_per_token
+    from autoresearch_kernel.integrity.blind import blind_bpb
 
     check_archive(program)
     program.seek(0)
-    module = torch.export.load(program).module()
+    exported = torch.export.load(program)
+    check_pure(exported)
     target = torch.device(device)
-    model = program_module(module.to(target))
+    model = program_module(exported.module().to(target))
     precision = torch.autocast(target.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with precision:
-        value = evaluate_bpb(model, data, target).val_bpb
-        check_causality_on_rows(model, data, target)
+        value = blind_bpb(model, data, target)
         flops = forward_flops_per_token(model, data.profile.seq_len, target)
     return value, flops
 
 
-def check_causality_on_rows(model, data, device, rows: int = CAUSALITY_ROWS) -> None:
-    """A causality check the model cannot tell from evaluation: random evaluation rows, each cut at a random
-    point and continued with another real row's tokens (real text, not random ids); the log-probabilities
-    up to each cut must not move. The harness's own probe uses one fixed row and random ids, which a model
-    could learn to recognise and behave for."""
-    import numpy as np
+GRAPH_NODE_KINDS = ("placeholder", "get_attr", "call_function", "output")  # what torch.export writes
+
+
+def check_pure(exported) -> None:
+    """Refuse a program whose output could depend on anything but its input: one that writes into its buffers
+    (state carried from call to call, e.g. a counter of calls) or into its input (the scorer's tensors), as its
+    graph signature declares, or whose graph holds an in-place operator (a hand-written graph need not
+    declare it)."""
     import torch
 
-    from autoresearch_kernel.errors import EvaluationError
-    from autoresearch_kernel.harness.evaluate import PROBE_ATOL
-
-    generator = np.random.default_rng()  # unseeded: the rows checked are not knowable in advance
-    every = data._validation_rows()
-    chosen = np.sort(generator.choice(len(every), size=min(rows, len(every)), replace=False))
-    batch = torch.from_numpy(np.asarray(every[chosen, :-1], dtype=np.int64))
-    cuts = torch.from_numpy(generator.integers(1, batch.size(1) - 1, size=len(batch)))
-    after = torch.arange(batch.size(1))[None, :] > cuts[:, None]
-    spliced = torch.where(after, torch.roll(batch, 1, dims=0), batch)
-    size = data.profile.eval_batch_size
-    with torch.no_grad():
-        for start in range(0, len(batch), size):
-            part = slice(start, start + size)
-            original = torch.log_softmax(model(batch[part].to(device)).float(), dim=-1)
-            changed = torch.log_softmax(model(spliced[part].to(device)).float(), dim=-1)
-            before = ~after[part].to(device)
-            drift = float(((original - changed).abs().amax(dim=-1) * before).max())
-            if drift > PROBE_ATOL:
-                raise EvaluationError(f"causality check failed in the scorer: continuing rows with other text "
-                                      f"changed earlier predictions by {drift:.3g} nats; the model sees future tokens")
+    signature = exported.graph_signature
+    if signature.buffers_to_mutate:
+        names = ", ".join(sorted(signature.buffers_to_mutate.values())[:3])
+        raise ValueError(f"the exported program writes into its buffers ({names}): a model that keeps state "
+                         "from call to call is not scored; compute everything from the input")
+    if signature.user_inputs_to_mutate:
+        raise ValueError("the exported program writes into its input tensor: it is not scored; "
+                         "leave the input as it is")
+    for module in exported.graph_module.modules():
+        for node in getattr(module, "graph", torch.fx.Graph()).nodes:
+            if node.op not in GRAPH_NODE_KINDS:
+                raise ValueError(f"the exported program's graph calls {node.op} {node.target}: only operators "
+                                 "are scored")
+            schema = getattr(node.target, "_schema", None)
+            if node.op == "call_function" and schema is not None and schema.is_mutable:
+                raise ValueError(f"the exported program's graph holds an in-place operator ({node.target}): "
+                                 "it is not scored; use out-of-place operations")
 
 
 def program_module(graph):

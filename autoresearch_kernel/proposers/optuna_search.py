@@ -48,7 +48,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would d
 STUDY_FILE = "optuna.db"
 SAMPLERS = ("tpe", "cmaes", "random")  # random: the yardstick a model-based sampler must beat
 PREFIX = "optuna: "
-FAILED = ("crash", "over-budget")  # told to the study as failed trials (an over-budget value was bought with compute)
+FAILED = ("crash", "over-budget", "suspect")  # told to the study as failed trials (an over-budget value was bought with compute, a suspect one is a cheat)
 # A region of width 1 reaches, either way from its centre: floats a factor 3, powers of two 2 exponents,
 # integers half their value (at least 2 granules), fractions 0.25. A plateau doubles the width, up to 8.
 SCALE_FACTOR = 3.0
