@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
 from autoresearch_kernel.integrity import Candidate
@@ -50,6 +51,7 @@ class Intake:
             profile=loop.config.profile, device=loop.config.device,
             running=[f.description for f in state.flights if f.kind != "baseline"],
             memory=loop.memory.digest(),
+            metric=loop.task.metric, sandbox=loop.task.sandbox,
         )
         loop.set_phase("proposing", "asking for a fix" if fix else "", kind=kind)
         try:
@@ -135,10 +137,13 @@ class Intake:
                   experiment=len(loop.records.invalid) + 1, kind=kind, parent=loop.state.kept[:7],
                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                   cost_usd=usage.cost_usd, failure=message, proposer=loop.proposer.name)
-        row = loop.records.append_invalid(row)
+        row = loop.records.append_invalid(loop.mark(row))
         loop.status.message = f"{status} proposal: {row.failure[:120]}"
         loop.emit(invalid=row)
 
     def _program(self) -> str:
-        path = self.loop.workspace.worktree / PROGRAM
+        """The human's instructions: the task's program.md (a bundled task's, or the one `autoresearch init`
+        wrote), else the repository's, as the run's worktree has it."""
+        task = self.loop.task
+        path = Path(task.folder or ".", task.program) if task.program else self.loop.workspace.worktree / PROGRAM
         return path.read_text(encoding="utf-8") if path.exists() else ""

@@ -142,12 +142,14 @@ def seed_for(seeds: tuple[int, ...], run_index: int) -> int:
 
 
 def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commit: str, parent: str, seed: int,
-             description: str, sandbox: str, usage: Usage = Usage(), where: dict | None = None) -> Row:
-    """The row of one finished run: "keep" when it produced a val_bpb (the loop settles the status), else "crash".
+             description: str, sandbox: str, usage: Usage = Usage(), where: dict | None = None,
+             metric: str = gate.METRIC) -> Row:
+    """The row of one finished run: "keep" when it produced its metric (the loop settles the status), else "crash".
 
-    `where`: the lane, device, node and times of the run (`where_from`)."""
+    `where`: the lane, device, node and times of the run (`where_from`); `metric`: the task's metric's name, whose
+    value (the scorer's, or a kernel-scored task's own) goes to the `val_bpb` column."""
     metrics = result.metrics or {}  # written by the kernel: figures only, and only when they are numbers
-    value = _figure(metrics, "val_bpb") if result.ok else None
+    value = _figure(metrics, metric) if result.ok else None
     memory = _figure(metrics, "peak_vram_mb")
     ok = result.ok and value is not None
     return Row(
@@ -158,7 +160,7 @@ def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commi
         tokens_m=_figure(metrics, "total_tokens_M") or 0.0,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
         notebook=str(result.output_path.relative_to(folder.path)),
-        failure=result.failure or ("" if ok else "crash: the run reported no val_bpb"),
+        failure=result.failure or ("" if ok else f"crash: the run reported no {metric}"),
         sandbox=sandbox,
         **(where or {}),
     )
