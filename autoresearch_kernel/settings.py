@@ -91,7 +91,8 @@ class LoopConfig:
         """How much of the task's budget kind one experiment gets (the task's default when none was given)."""
         given = {"seconds": self.budget_seconds, "tokens": self.budget_tokens,
                  "evaluations": self.budget_evaluations}.get(self._task.budget.kind, 0)
-        return given or self._task.budget.default
+        amount = given or self._task.budget.default
+        return float(amount) if self._task.budget.kind == "seconds" else int(amount)  # counts are whole
 
     @classmethod
     def resumed(cls, repo: str | Path, tag: str, **given) -> LoopConfig:
