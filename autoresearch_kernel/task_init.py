@@ -78,7 +78,8 @@ def init_task(repo: str | Path, answers: Answers, ask: Callable[[str, str], str]
         artifact_name=answers.artifact or "", scorer=_relative(answers.scorer, root, folder),
         prepare=_relative(answers.prepare, root, folder),
         budget=tasks.Budget(answers.budget_kind, answers.budget), noise_sd=answers.noise,
-        baseline_seeds=answers.baseline_seeds or (1 if answers.noise == 0 else 3), program="program.md")
+        baseline_seeds=answers.baseline_seeds or (1 if answers.noise == 0 else 3), program="program.md",
+        static_rules=False)
     folder.mkdir(parents=True, exist_ok=True)
     notebook_path.write_text(canonical(notebook), encoding="utf-8")
     (folder / tasks.TASK_FILE).write_text(json.dumps(task.stored(), indent=2) + "\n", encoding="utf-8")

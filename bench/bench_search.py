@@ -35,6 +35,10 @@ tokens train in 4 s), so the default, 4 methods x 1 repeat x (3 baseline seeds +
 confirmations) and the re-checks, about 80 runs, took 51.8 minutes on a quiet machine (more on a busy one);
 each further repeat (--repeats, or --first-repeat on its own and --from-tsv to read them together) as long.
 `--repeats 1 --experiments 2 --budget-tokens 8192` checks the script in about five minutes per method.
+
+A second workload: `--task circle-packing` (tasks/circle_packing: 26 circles in the unit square, maximise the
+sum of radii; best known about 2.635). Its runs take seconds and are deterministic (one baseline seed, no
+confirmations, no re-checks), its budget is the task's (gradient steps), and "best" means highest.
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gate import TIMEOUT_S, former_margin, margin_rule, margin_rule_status, project  # noqa: E402
 
-from autoresearch_kernel import gate, results  # noqa: E402
+from autoresearch_kernel import gate, results, tasks  # noqa: E402
 from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
 from autoresearch_kernel.events import Event  # noqa: E402
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare  # noqa: E402
@@ -91,6 +95,7 @@ class Search:
     experiments: list[tuple[Row, ...]] = field(default_factory=list)  # a candidate's rows, or (invalid row,)
     wall_s: float = 0.0
     error: str = ""
+    lower_is_better: bool = True  # the task's metric's direction
 
     def on_event(self, event: Event) -> None:
         self.rows += event.rows
@@ -114,9 +119,10 @@ class Search:
         """The lowest first run so far (seed 0, kept or not), from the baseline's seed 0 (index 0): what the
         search found, whatever the gate made of it."""
         lowest = [r.val_bpb for r in self.rows if r.kind == "baseline" and r.seed == BASELINE_SEEDS[0]][:1]
+        better = min if self.lower_is_better else max  # "lowest" is the best single run: highest for some tasks
         for rows in self.experiments:
             value = rows[0].val_bpb
-            lowest.append(min(lowest[-1], value) if value is not None else lowest[-1])
+            lowest.append(better(lowest[-1], value) if value is not None else lowest[-1])
         return lowest
 
     def statuses(self) -> list[str]:
@@ -126,9 +132,11 @@ class Search:
 def search(method: str, repeat: int, folder: Path, args: argparse.Namespace, data_dir: Path) -> Search:
     """Run one repeat of one method in a fresh repository under `folder`."""
     proposer, options = METHODS[method]
-    found = Search(method, repeat)
+    gpt = args.task == tasks.DEFAULT
+    found = Search(method, repeat, lower_is_better=tasks.load(args.task).metric.lower_is_better)
     config = LoopConfig(repo=project(folder), tag=f"{method}-{repeat}", data_dir=str(data_dir), device="cpu",
-                        budget_tokens=args.budget_tokens, baseline_seeds=BASELINE_SEEDS, proposer=proposer,
+                        task=args.task, budget_tokens=args.budget_tokens if gpt else 0,
+                        baseline_seeds=BASELINE_SEEDS if gpt else None, proposer=proposer,
                         proposer_options={**options, "seed": repeat}, max_experiments=args.experiments,
                         timeout_s=TIMEOUT_S)
     started = time.perf_counter()
@@ -248,9 +256,10 @@ def spread(values: list[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
-def reached(curve: list[float], threshold: float) -> int | None:
+def reached(curve: list[float], threshold: float, lower_is_better: bool = True) -> int | None:
     """The first experiment whose best beats the baseline (curve[0]) by more than `threshold`; None: never."""
-    return next((n for n, best in enumerate(curve) if gate.improvement(curve[0], best) > threshold), None)
+    return next((n for n, best in enumerate(curve) if gate.improvement(curve[0], best, lower_is_better) > threshold),
+                None)
 
 
 def write_rows(path: Path, searches: list[Search]) -> None:
@@ -319,9 +328,9 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
                   color=line.get_color(),
                   label=f"{method}: lowest seed-0 run, kept or not")
     axes.set_xlabel("experiment (0: the baseline)")
-    axes.set_ylabel("val_bpb")
-    axes.set_title(f"cpu profile, {args.budget_tokens:,} tokens per run. Solid: the gate's best so far (the mean of the "
-                   f"kept runs),\nmean over repeats, band min-max. Dashed: the lowest seed-0 run so far, kept or not",
+    axes.set_ylabel(tasks.load(args.task).metric.phrase())
+    axes.set_title(f"{workload(args)}. Solid: the gate's best so far (the mean of the "
+                   f"kept runs),\nmean over repeats, band min-max. Dashed: the best seed-0 run so far, kept or not",
                    fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
@@ -329,10 +338,19 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
     figure.savefig(path)
 
 
+def workload(args) -> str:
+    """What each run measured: the GPT's profile and tokens, or another task's budget."""
+    if args.task == tasks.DEFAULT:
+        return f"cpu profile, {args.budget_tokens:,} tokens per run, baseline seeds {BASELINE_SEEDS}"
+    task = tasks.load(args.task)
+    return f"task {task.name}, {task.budget.default:g} {task.budget.kind} per run, baseline seeds (0,)"
+
+
 def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps: int, args, wall: float) -> None:
     methods = list(by_method)
-    print(f"\ncpu profile, {args.budget_tokens:,} tokens per run; {args.repeats} repeats x {args.experiments} "
-          f"experiments per method, baseline seeds {BASELINE_SEEDS}; {wall / 60:.1f} min in all")
+    metric = tasks.load(args.task).metric
+    print(f"\n{workload(args)}; {args.repeats} repeats x {args.experiments} experiments per method; "
+          f"{wall / 60:.1f} min in all")
     found = next((s for ss in by_method.values() for s in ss if len(s.baseline) > 1), None)
     if found is not None:
         margin = [r.margin for r in found.rows if r.kind == "baseline"][-1]
@@ -344,12 +362,13 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
         for s in searches:
             if s.error:
                 print(f"!! {s.method} repeat {s.repeat}: {s.error}")
-    print("\nbest val_bpb after each experiment: mean [min-max] over repeats")
+    print(f"\nbest {metric.name} after each experiment: mean [min-max] over repeats")
     print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
     for n in range(args.experiments + 1):
         cells = [spread([c[n] for s in by_method[m] if len(c := s.curve()) > n]) for m in methods]
         print(f"{n:>3}  " + "  ".join(f"{cell:<24}" for cell in cells))
-    print("\nthe lowest first run (seed 0) so far, kept or not (0: the baseline's seed 0): mean [min-max] over repeats")
+    print(f"\nthe {'lowest' if metric.lower_is_better else 'highest'} first run (seed 0) so far, kept or not (0: the "
+          "baseline's seed 0): mean [min-max] over repeats")
     print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
     for n in range(args.experiments + 1):
         cells = [spread([c[n] for s in by_method[m] if len(c := s.lowest()) > n]) for m in methods]
@@ -359,10 +378,10 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
           f"{'keep':>4} {'conf':>4} {'crash':>5} {'noop':>4} {'inval':>5} {'wall min':>8} {'s/exp':>6}")
     for method, searches in by_method.items():
         finals = [s.curve()[-1] for s in searches if s.curve()]
-        gains = [gate.improvement(s.curve()[0], s.curve()[-1]) for s in searches if s.curve()]
-        best_runs = [min(firsts) for s in searches
+        gains = [gate.improvement(s.curve()[0], s.curve()[-1], metric.lower_is_better) for s in searches if s.curve()]
+        best_runs = [(min if metric.lower_is_better else max)(firsts) for s in searches
                      if (firsts := [rows[0].val_bpb for rows in s.experiments if rows[0].val_bpb is not None])]
-        hits = [reached(s.curve(), args.threshold) for s in searches if s.curve()]
+        hits = [reached(s.curve(), args.threshold, metric.lower_is_better) for s in searches if s.curve()]
         hit_text = ", ".join("not reached" if h is None else str(h) for h in hits)
         statuses = [st for s in searches for st in s.statuses()]
         confirms = sum(any(r.kind == "confirm" for r in rows) for s in searches for rows in s.experiments)
@@ -412,13 +431,16 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=16, help="proposals per run (N)")
     parser.add_argument("--budget-tokens", type=int, default=65_536)
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--threshold", type=float, default=0.02, help="the improvement over the baseline to reach, bpb")
+    parser.add_argument("--threshold", type=float, default=0.02, help="the improvement over the baseline to reach, "
+                        "in the metric")
+    parser.add_argument("--task", default=tasks.DEFAULT, help="the workload: gpt (default) or circle-packing")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(OUT), help="the chart (PNG); the rows go beside it as .tsv")
     parser.add_argument("--no-recheck", action="store_true", help="skip re-running what the margin rule would keep")
     parser.add_argument("--from-tsv", nargs="+", default=None,
                         help="run nothing but the re-checks: the figures and chart of the TSVs this bench wrote")
     args = parser.parse_args()
+    args.no_recheck = args.no_recheck or args.task != tasks.DEFAULT  # re-checks re-run seeds: none to re-draw
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if not (data_dir / "cpu" / "manifest.json").exists():
         prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)

@@ -96,6 +96,9 @@ class Task:
     baseline_seeds: int = 3  # seeds the unmodified notebook runs on first (1 for a deterministic task)
     source: str = ""  # a bundled task's notebook, committed on the run branch when the repository lacks one
     program: str = ""  # the task's program.md (the human's instructions); "": the repository's program.md
+    # the pre-filter's code rules (integrity/static.py: imports, files, ...) for the agent's cells; a user's task
+    # (`autoresearch init`) leaves them out, since its notebook may import what it likes: the jail is the boundary
+    static_rules: bool = True
     folder: str = ""  # where the task was read from
 
     def __post_init__(self) -> None:
