@@ -92,3 +92,19 @@ def test_the_experiment_cannot_read_what_only_the_scorer_may(tmp_path, scripted_
     baseline, peek = results.read_rows(repo / "runs" / "peek" / "results.tsv")
     assert peek.status == "crash" and "No such file or directory" in peek.failure
     assert json.loads((repo / "runs" / "peek" / "config.json").read_text())["settings"]["task"] == "classifier"
+
+
+def test_a_task_that_trusts_its_kernel_is_marked_so_on_every_row_and_in_the_report(tmp_path):
+    repo = user_repo(tmp_path / "project")
+    done = cli("init", "--notebook", "examples/classifier/classifier.ipynb", "--task", "trusting", "--metric",
+               "train_accuracy", "--direction", "higher", "--scored-by", "kernel", "--prepare",
+               "examples/classifier/data.py:prepare", "--fixed", "1,2,5", "--budget", "300", "--no-input", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert "scored by the notebook's own METRICS_PATH (rows say scored kernel)" in done.stdout
+    loop = cli("loop", "--task", "trusting", "--tag", "k", "--max-experiments", 1, "--data-dir", tmp_path / "data",
+               cwd=repo)
+    assert loop.returncode == 0, loop.stderr
+    rows = results.read_rows(repo / "runs" / "k" / "results.tsv")
+    assert len(rows) == 2 and {r.scored for r in rows} == {"kernel"} and 0.5 < rows[0].val_bpb <= 1.0
+    report = cli("report", "--tag", "k", cwd=repo)
+    assert "2 of 2 runs were scored by the experiment's own kernel" in report.stdout

@@ -160,3 +160,21 @@ def test_the_scorer_sums_a_valid_packing(tmp_path):
 def test_the_scorer_refuses_an_invalid_packing(tmp_path, change, reason):
     with pytest.raises(ValueError, match=reason):
         packing.score(_write(tmp_path, *change(*_grid())))
+
+
+def test_the_scorers_child_runs_the_checks_before_the_score(tmp_path, capsys):
+    from autoresearch_kernel.tasks import scoring
+
+    (tmp_path / "rules.py").write_text("def small(artifact, data):\n"
+                                       "    return 'too large' if artifact.stat().st_size > 10 else None\n\n"
+                                       "def size(artifact, data):\n    return artifact.stat().st_size\n")
+    artifact = tmp_path / "out.txt"
+    spec = {"scorer": "rules.py:size", "checks": ["rules.py:small"], "folder": str(tmp_path)}
+    argv = ["--spec", json.dumps(spec), "--artifact", str(artifact), "--public", str(tmp_path), "--private",
+            str(tmp_path)]
+    artifact.write_text("12345")
+    scoring.main(argv)
+    assert json.loads(capsys.readouterr().out) == {"value": 5.0, "failure": None}
+    artifact.write_text("x" * 20)
+    scoring.main(argv)
+    assert json.loads(capsys.readouterr().out) == {"value": None, "failure": "ValueError: check small failed: too large"}
