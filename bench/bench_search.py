@@ -272,7 +272,7 @@ def write_rows(path: Path, searches: list[Search]) -> None:
                 writer.writerow((found.method, found.repeat, found.repeat, *("" if v is None else v for v in values)))
 
 
-def read_rows(path: Path) -> dict[str, list[Search]]:
+def read_rows(path: Path, lower_is_better: bool = True) -> dict[str, list[Search]]:
     """The searches of a TSV that write_rows wrote (a bench cut short, say); wall times from the rows' clocks,
     and invalid proposals, whose place among the experiments the TSV does not keep, counted at the end."""
     fields = {f.name: f for f in dataclasses.fields(Row)}
@@ -290,7 +290,7 @@ def read_rows(path: Path) -> dict[str, list[Search]]:
             row = Row(**{name: value(name, line.get(name) or "") for name in COLUMNS})  # older TSVs lack newer columns
             searches = by_method.setdefault(line["method"], [])
             if not searches or searches[-1].repeat != int(line["repeat"]):
-                searches.append(Search(line["method"], int(line["repeat"])))
+                searches.append(Search(line["method"], int(line["repeat"]), lower_is_better=lower_is_better))
             found = searches[-1]
             if row.status == "invalid":
                 found.experiments.append((row,))
@@ -326,12 +326,11 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
         lowest = list(zip(*[s.lowest() for s in searches if len(s.lowest()) == args.experiments + 1]))
         axes.plot(xs, [statistics.fmean(c) for c in lowest], linestyle="--", drawstyle="steps-post", alpha=0.8,
                   color=line.get_color(),
-                  label=f"{method}: lowest seed-0 run, kept or not")
+                  label=f"{method}: {'lowest' if searches[0].lower_is_better else 'highest'} seed-0 run, kept or not")
     axes.set_xlabel("experiment (0: the baseline)")
     axes.set_ylabel(tasks.load(args.task).metric.phrase())
-    axes.set_title(f"{workload(args)}. Solid: the gate's best so far (the mean of the "
-                   f"kept runs),\nmean over repeats, band min-max. Dashed: the best seed-0 run so far, kept or not",
-                   fontsize=9)
+    axes.set_title(f"{workload(args)}.\nSolid: the gate's best so far (the mean of the kept runs), mean over "
+                   f"repeats (band: min-max). Dashed: the best seed-0 run so far", fontsize=8)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -447,7 +446,7 @@ def main() -> None:
     if args.from_tsv:  # the rows of an earlier bench; the re-checks run again, on candidates rebuilt
         by_method, missed, extra_keeps = {}, [], 0
         for path in args.from_tsv:
-            for method, searches in read_rows(Path(path)).items():
+            for method, searches in read_rows(Path(path), tasks.load(args.task).metric.lower_is_better).items():
                 by_method.setdefault(method, []).extend(searches)
         args.repeats = max(len(ss) for ss in by_method.values())
         for found in (s for ss in by_method.values() for s in ss if not args.no_recheck and len(s.baseline) > 1):
