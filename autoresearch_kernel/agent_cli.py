@@ -96,11 +96,13 @@ def _agent_init(args: argparse.Namespace) -> int:
 def _step(args: argparse.Namespace) -> int:
     from autoresearch_kernel import agent
     from autoresearch_kernel.agent_init import write_agent_files
+    from autoresearch_kernel.workspace import read_program
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    root = project_root(args.repo)
     try:
-        outcome = agent.step(project_root(args.repo), args.tag, args.message,
-                             after=lambda worktree: write_agent_files(worktree, args.tag))
+        outcome = agent.step(root, args.tag, args.message,
+                             after=lambda worktree: write_agent_files(worktree, args.tag, read_program(root)))
     except StepRefused as error:
         outcome = agent.StepOutcome("refused", reason=str(error))
     print("\n".join(outcome.lines()), flush=True)

@@ -21,10 +21,9 @@ import git
 import nbformat
 
 from autoresearch_kernel.agent import EXIT_CODES, EXIT_ERROR, NAME, AgentProposer, open_loop, stored_config
-from autoresearch_kernel.intake import PROGRAM
 from autoresearch_kernel.loop import LoopConfig
 from autoresearch_kernel.twin import TWIN, write_twin
-from autoresearch_kernel.workspace import SANDBOX, tag_exists
+from autoresearch_kernel.workspace import SANDBOX, read_program, tag_exists
 
 INSTRUCTIONS = "AGENTS.md"
 CLAUDE = "CLAUDE.md"
@@ -46,12 +45,13 @@ def agent_init(config: LoopConfig, on_event=None) -> LoopConfig:
     with loop:
         loop.run()  # max_experiments=0: the baseline seeds (and an interrupted step's experiment), no proposal
         worktree = loop.workspace.worktree
-    write_agent_files(worktree, config.tag)
+    write_agent_files(worktree, config.tag, read_program(config.repo))
     return config
 
 
-def write_agent_files(worktree: Path, tag: str) -> None:
-    """The twin of the committed sandbox, AGENTS.md and CLAUDE.md in the worktree, all hidden from its git."""
+def write_agent_files(worktree: Path, tag: str, program: str) -> None:
+    """The twin of the committed sandbox, AGENTS.md and CLAUDE.md in the worktree, all hidden from its git.
+    `program`: program.md as the user's checkout has it (`workspace.read_program`)."""
     worktree = Path(worktree)
     repo = git.Repo(worktree)
     try:
@@ -60,10 +60,8 @@ def write_agent_files(worktree: Path, tag: str) -> None:
         names = [name for name in (INSTRUCTIONS, CLAUDE) if name not in tracked]
         _hide(repo, worktree, [f"/{name}" for name in names + [TWIN]])
         write_twin(worktree, nbformat.read(worktree / SANDBOX, as_version=4))
-        program = worktree / PROGRAM
         if INSTRUCTIONS in names:
-            (worktree / INSTRUCTIONS).write_text(instructions(tag, program.read_text(encoding="utf-8")
-                                                              if program.exists() else ""), encoding="utf-8")
+            (worktree / INSTRUCTIONS).write_text(instructions(tag, program), encoding="utf-8")
         if CLAUDE in names:
             (worktree / CLAUDE).write_text(f"Read and follow @{INSTRUCTIONS}: it is your whole brief for this "
                                            "directory.\n", encoding="utf-8")

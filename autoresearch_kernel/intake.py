@@ -19,11 +19,12 @@ from pathlib import Path
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
 from autoresearch_kernel.integrity import Candidate
+from autoresearch_kernel.merge import merge_notebooks
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage, usage_of
 from autoresearch_kernel.results import Row
-from autoresearch_kernel.runstate import Pending
+from autoresearch_kernel.runstate import FixRequest, Pending
+from autoresearch_kernel.workspace import read_program, short
 
-PROGRAM = "program.md"  # the human's instructions, read from the run's worktree
 # Duplicates in a row after which the run stops: a proposer that only repeats itself would spin forever.
 MAX_DUPLICATES = 20
 
@@ -79,8 +80,15 @@ class Intake:
         if self._duplicate(proposal, kind):
             return None
         loop.set_phase("checking", "", description=proposal.description)
+        notebook = self._onto_the_best(proposal.notebook, fix)
+        if notebook is None:
+            loop.save()
+            self.record_invalid(f"the best moved on from {short(fix.parent)} to {short(state.kept)} while the fix "
+                                "was asked for, and the fix does not apply there", proposal.usage, kind,
+                                proposal.description)
+            return None
         try:
-            commit = loop.workspace.commit_sandbox(proposal.notebook, proposal.description, parent=state.kept)
+            commit = loop.workspace.commit_sandbox(notebook, proposal.description, parent=state.kept)
         except ProposalError as error:
             loop.save()
             self.record_invalid(str(error), proposal.usage, kind, proposal.description)
@@ -101,6 +109,15 @@ class Intake:
             loop.settler.refused(loop.add_flight(flight), f"integrity: {reason}")
             return None
         return loop.add_flight(flight)
+
+    def _onto_the_best(self, notebook, fix: FixRequest | None):
+        """A fix is written on the crashed notebook, built on the best of the crash's time; the best may have
+        moved on since (a keep on another lane landed while the proposer was paused): committed as it is, the
+        fix would undo that keep. Its change is re-applied onto the best instead (None: it does not apply)."""
+        kept, workspace = self.loop.state.kept, self.loop.workspace
+        if fix is None or not fix.parent or fix.parent == kept:
+            return notebook
+        return merge_notebooks(workspace.read_sandbox(fix.parent), workspace.read_sandbox(kept), notebook)
 
     def _duplicate(self, proposal: Proposal, kind: str) -> bool:
         """The novelty check: a candidate that would run code already run (memory.py) is not run. It is
@@ -143,7 +160,9 @@ class Intake:
 
     def _program(self) -> str:
         """The human's instructions: the task's program.md (a bundled task's, or the one `autoresearch init`
-        wrote), else the repository's, as the run's worktree has it."""
+        wrote), else the repository's (the checkout's, live)."""
         task = self.loop.task
-        path = Path(task.folder or ".", task.program) if task.program else self.loop.workspace.worktree / PROGRAM
+        if not task.program:
+            return read_program(self.loop.workspace.root)
+        path = Path(task.folder or ".", task.program)
         return path.read_text(encoding="utf-8") if path.exists() else ""

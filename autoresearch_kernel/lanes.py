@@ -45,6 +45,7 @@ class Job:
     seed: int
     kind: str  # baseline | candidate | confirm | fix | rebase
     queued_at: float = field(default_factory=time.time)  # epoch seconds it became runnable
+    timeout_scale: float = 1.0  # the wall-clock limit's multiple: more for a run again after a timeout
 
 
 @dataclass

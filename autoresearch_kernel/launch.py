@@ -66,7 +66,7 @@ def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed:
         readonly = (notebook, *training_files(data_dir, config.profile))
         cell_jail = jail.Jail(readonly=readonly, writable=(output_folder,), gpu=device.startswith("cuda"))
     return run_notebook(
-        notebook, output, parameters.for_papermill(), timeout_s=config.run_timeout(),
+        notebook, output, parameters.for_papermill(), timeout_s=config.run_timeout() * job.timeout_scale,
         cwd=output_folder, device=device if device.startswith("cuda") or device == "cpu" else None,
         cancel=cancel, jail=cell_jail, threads=lane.threads,
     )

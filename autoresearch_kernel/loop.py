@@ -113,6 +113,7 @@ class Loop:
             self.settler, self.intake = Settler(self), Intake(self)
             self.scheduler = Lanes(self.lanes, self._executor(), self._cancel())
             self._show_lanes()
+            self.settler.unsettled()  # runs a kill left saved without their rows
             changed = ", ".join(f"{c['setting']} {c['was']!r} -> {c['now']!r}" for c in changes)
             self.set_phase("idle", ("resumed" + (f" with {changed}" if changed else "")) if config.resume else "started")
         except BaseException:
@@ -285,7 +286,8 @@ class Loop:
         notebook.write_text(self.workspace.sandbox_text(flight.commit), encoding="utf-8")
         flight.started = len(flight.runs) + 1
         self._save()
-        self.scheduler.start(Job(number, flight.commit, seed, kind, flight.queued_at), lane)
+        self.scheduler.start(Job(number, flight.commit, seed, kind, flight.queued_at,
+                                 timeout_scale=records.TIMEOUT_GROWTH ** flight.retries), lane)
         self._show_lanes()
         message = "confirming on another seed" if kind == "confirm" else ""
         self.set_phase("running", message, experiment=number, kind=kind, description=flight.description)
@@ -305,6 +307,8 @@ class Loop:
             self.set_phase("stopped" if not self.scheduler.busy else "running",
                             "aborted: the experiments in flight will run again on resume")
             return []
+        if result.status == "timeout" and flight.retries < records.TIMEOUT_RETRIES:
+            return self._run_again(flight, result)
         if result.ok and not self.scheduler.busy:
             self.set_phase("evaluating", "deciding")
         usage = flight.usage if not flight.runs else {}
@@ -315,6 +319,18 @@ class Loop:
         row = dataclasses.replace(row, proposer="" if flight.kind == "baseline" else self.proposer_name(flight))
         excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
         return self.settler.run_finished(flight, row, excerpt, result.error_name)
+
+    def _run_again(self, flight: Pending, result) -> list[Row]:
+        """A timeout may be a busy machine's (a baseline run passed its limit under load here): not the code's
+        fault until it happens again with a longer limit. The run is owed again; nothing is recorded."""
+        flight.retries += 1
+        flight.started = len(flight.runs)
+        flight.queued_at = time.time()
+        self.save()
+        self.set_phase("running" if self.scheduler.busy else "idle",
+                       f"{result.failure}; running it again with {records.TIMEOUT_GROWTH ** flight.retries:g}x the "
+                       "limit before blaming the code")
+        return []
 
     # -- pieces -------------------------------------------------------------------------------------------
     def proposer_name(self, flight: Pending) -> str:

@@ -39,7 +39,7 @@ from autoresearch_kernel import results, tasks
 from autoresearch_kernel.change import Change, change_of, notebook_hash
 from autoresearch_kernel.errors import IdeaMemoryError, WorkspaceError
 from autoresearch_kernel.proposers.constants import literal_value
-from autoresearch_kernel.records import IDEAS
+from autoresearch_kernel.records import IDEAS, is_machine_fault
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runfolder import RUNS, RunFolder
 from autoresearch_kernel.tasks import DEFAULT
@@ -48,7 +48,7 @@ from autoresearch_kernel.workspace import _read_sandbox
 MEMORY_FILE = "memory.sqlite"  # in runs/, next to the run folders (ignored by git, as they are)
 # Bumped when an entry's meaning changes; the Python version is part of it because `ast.unparse` (the
 # normalised code) may spell things differently in another one. Either way the file is rebuilt.
-SCHEMA = 1
+SCHEMA = 2  # 2: machine faults are entries of status "fault"
 MEASURED_WITH = ("profile", "data_dir", "budget_seconds", "budget_tokens")  # settings.YARDSTICK, per run
 BUSY_SECONDS = 60.0  # another loop of the repository may hold the write lock while it rebuilds
 DIGEST_CHARS = 2500
@@ -85,7 +85,7 @@ class Entry:
     commit: str  # 7 characters, as results.tsv has it
     parent: str
     description: str
-    status: str  # keep | discard | crash | noop
+    status: str  # keep | discard | crash | noop | fault (a crash that was the machine's: never a duplicate)
     val_bpb: float | None
     gain: float | None  # the best before it minus its val_bpb (> 0: better); None for a crash or a baseline
     proposer: str
@@ -222,7 +222,8 @@ class Memory:
         change = change_of(parent, child, profile) if child is not None else Change()
         before = _best_before(rows, index)
         gain = task.metric.improvement(before, row.val_bpb) if before is not None and row.val_bpb is not None else None
-        return Entry(tag, row.experiment, row.kind, row.commit, row.parent, row.description, row.status,
+        status = "fault" if is_machine_fault(row) else row.status  # the machine's crash: says nothing of the code
+        return Entry(tag, row.experiment, row.kind, row.commit, row.parent, row.description, status,
                      row.val_bpb, None if gain is None else round(gain, 6), row.proposer, row.seed, yardstick,
                      change.constants, change.cells, change.diff, change.notebook, change.tuning, row.finished_at)
 
@@ -253,7 +254,7 @@ class Memory:
             return None  # a run without its settings cannot say what it measures with
         # the same parent first: its pointer says "the same change", which is what the proposer did
         record = self.connection.execute(
-            "SELECT * FROM experiments WHERE notebook = ? AND yardstick = ? AND kind != 'confirm' "
+            "SELECT * FROM experiments WHERE notebook = ? AND yardstick = ? AND kind != 'confirm' AND status != 'fault' "
             "ORDER BY parent = ? DESC, finished_at, tag, experiment LIMIT 1",
             (notebook_hash(notebook), yardstick, parent[:7])).fetchone()
         if record is None:

@@ -145,7 +145,7 @@ class RayExecutor:
     def __call__(self, job: Job, lane: Lane, cancel) -> RunResult:
         order = Order(job, self.run_folder.candidate(job.number, job.commit).read_text(encoding="utf-8"),
                       self.config.profile, float(self.config.budget_seconds), int(self.config.budget_tokens),
-                      self.config.run_timeout(), lane.threads)
+                      self.config.run_timeout() * job.timeout_scale, lane.threads)
         lost = None
         for _ in range(1 + RETRIES):
             if cancel.is_set():

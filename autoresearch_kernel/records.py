@@ -23,7 +23,20 @@ from autoresearch_kernel.runfolder import RunFolder
 from autoresearch_kernel.runner import RunResult
 from autoresearch_kernel.runstate import Pending
 
-IDEAS = ("candidate", "fix")  # the kinds of row that are a proposer's idea (confirmations and baselines are not)
+# The kinds of row that are a proposer's idea (confirmations and baselines are not). A rebase is the idea
+# re-applied onto a newer best: its row, not the "stale" one before it, says whether the idea was kept.
+IDEAS = ("candidate", "fix", "rebase")
+# A crash that is the machine's, not the code's (a lost worker, a loop killed mid-run too often) says so in its
+# failure, so that the idea memory does not block the code for ever (memory.Entry.status "fault").
+MACHINE_FAULT = "machine fault: "
+# A run past its wall-clock limit may be a busy machine's doing: it is run again, with the limit times
+# TIMEOUT_GROWTH, this many times before the timeout counts as the code's.
+TIMEOUT_RETRIES = 1
+TIMEOUT_GROWTH = 2.0
+
+
+def is_machine_fault(row: Row) -> bool:
+    return row.status == "crash" and row.failure.startswith(MACHINE_FAULT)
 
 
 class Records:
@@ -40,15 +53,16 @@ class Records:
         self.ideas: list[Row] = sorted(tried + self.invalid, key=lambda r: r.finished_at)
 
     def append(self, rows: list[Row]) -> list[Row]:
-        """Write the rows (stamped with the time) to results.tsv, then keep them; returns them as written."""
-        rows = _stamped(rows)
+        """Write the rows (stamped with the time) to results.tsv, then keep them as the file has them (a resume
+        reads the same figures back); returns them as written."""
+        rows = results.as_written(_stamped(rows))
         results.append(self.folder.results, *rows)
         self.rows.extend(rows)
         self.ideas.extend(r for r in rows if r.kind in IDEAS)
         return rows
 
     def append_invalid(self, row: Row) -> Row:
-        [row] = _stamped([row])
+        [row] = results.as_written(_stamped([row]))
         results.append(self.folder.invalid, row)
         self.invalid.append(row)
         self.ideas.append(row)
@@ -74,7 +88,10 @@ class Records:
         """The runs the best is the mean of: every measured run of the last kept commit (the baseline's seeds,
         or a kept candidate's run and its confirmations), one per seed."""
         kept = self.last_kept_commit()
-        runs = {r.seed: r.val_bpb for r in self.rows if r.commit == kept and r.status == "keep" and r.val_bpb is not None}
+        runs: dict[int, float] = {}
+        for r in self.rows:  # the first run on a seed counts, as in gate.repeated_groups
+            if r.commit == kept and r.status == "keep" and r.val_bpb is not None:
+                runs.setdefault(r.seed, r.val_bpb)
         return list(runs.values())
 
     def noise(self, with_rows: list[Row] = ()) -> gate.NoiseEstimate:

@@ -25,6 +25,7 @@ import fcntl
 import io
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,8 +171,7 @@ def ensure_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(HEADER)
+        temporary = _temporary_beside(path, HEADER)
         try:
             os.link(temporary, path)
         except FileExistsError:
@@ -183,16 +183,29 @@ def ensure_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def _temporary_beside(path: Path, text: str) -> Path:
+    """A new file next to `path` holding `text`, under a name no other process or thread can pick."""
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(name)
+
+
 def _upgrade_header(path: Path) -> None:
     """A file written by an older version has fewer columns (ours are only ever added at the end): give it
-    today's header, so that new rows line up; its old rows read with the new columns empty."""
+    today's header, so that new rows line up; its old rows read with the new columns empty.
+
+    Under the file's lock, as appends are: a row appended between the read and the replace would be lost."""
     with open(path, encoding="utf-8") as handle:
-        header = handle.readline()
-    if header == HEADER or not HEADER.startswith(header.rstrip("\n") + "\t"):
-        return
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(HEADER + path.read_text(encoding="utf-8")[len(header):], encoding="utf-8")
-    os.replace(temporary, path)
+        if handle.readline() == HEADER:
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the handle closes
+        handle.seek(0)
+        text = handle.read()
+        header = text[: text.find("\n") + 1]
+        if header == HEADER or not HEADER.startswith(header.rstrip("\n") + "\t"):
+            return
+        os.replace(_temporary_beside(path, HEADER + text[len(header):]), path)
 
 
 def append(path: str | os.PathLike, *rows: Row) -> None:
@@ -205,17 +218,29 @@ def append(path: str | os.PathLike, *rows: Row) -> None:
             raise ValueError(f"unknown status {row.status!r}: use one of {STATUSES + NOT_RUN}")
     path = ensure_file(path)
     data = "".join(format_row(row) for row in rows).encode("utf-8")
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+    descriptor = _locked_for_append(path)
     try:
-        # Writers take turns (lanes, a dashboard, an agent's step): one that read another's row half-written
-        # would take it for a torn tail and cut it off. The lock goes with the descriptor, even on a kill.
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
         _repair_torn_tail(path)
         written = os.write(descriptor, data)
         if written != len(data):  # a full disk: do not leave a partial row behind
             raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
         os.fsync(descriptor)
     finally:
+        os.close(descriptor)
+
+
+def _locked_for_append(path: Path) -> int:
+    """An O_APPEND descriptor of the file as it is now, under its lock.
+
+    Writers take turns (lanes, a dashboard, an agent's step): one that read another's row half-written would
+    take it for a torn tail and cut it off. The lock goes with the descriptor, even on a kill. A header
+    upgrade replaces the file: a writer that waited on the old one opens the new one instead of appending
+    to a file nobody will read again."""
+    while True:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
+            return descriptor
         os.close(descriptor)
 
 
@@ -236,8 +261,12 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS))
+    return _frame(_complete_text(path))
+
+
+def _frame(text: str) -> pd.DataFrame:
     frame = pd.read_csv(
-        io.StringIO(_complete_text(path)),
+        io.StringIO(text),
         sep="\t",
         dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str, "node": str,
                "metric": str, "direction": str, "scored": str},
@@ -253,7 +282,16 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
 
 def read_rows(path: str | os.PathLike) -> list[Row]:
     """The rows as `Row` objects (the loop's view when resuming); crash values come back as None."""
-    frame = load(path)
+    return _rows(load(path))
+
+
+def as_written(rows: list[Row]) -> list[Row]:
+    """The rows as results.tsv keeps them (6 decimals, one-line texts): what `read_rows` gives back after a
+    resume, so that a decision made from the rows in memory is the one a resumed loop would make."""
+    return _rows(_frame(HEADER + "".join(format_row(row) for row in rows))) if rows else []
+
+
+def _rows(frame: pd.DataFrame) -> list[Row]:
     rows = []
     for record in frame.to_dict("records"):
         values = {name: record[name] for name in COLUMNS if name in record}

@@ -52,6 +52,7 @@ class Pending:
     rebase_of: int | None = None  # a rebase: the number of the stale candidate whose change it re-applies
     queued_at: float = 0.0  # epoch seconds its next run became runnable
     proposer: str = ""  # who proposed it (the hybrid's llm or optuna; else the loop's proposer)
+    retries: int = 0  # runs of it run again after a machine fault (a timeout on a busy machine)
 
     def owes_run(self) -> bool:
         """A number is reserved for a run that has not finished (the first, a confirmation, a re-run)."""
@@ -66,6 +67,7 @@ class FixRequest:
     description: str
     failure: str
     attempts_left: int
+    parent: str = ""  # the best the crashed commit was built on: a fix is re-applied from it onto the best of then
 
 
 @dataclass

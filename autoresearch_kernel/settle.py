@@ -55,8 +55,21 @@ class Settler:
         `error_name`: the run's error (RunResult.error_name), for a crash."""
         flight.runs.append(dataclasses.asdict(row))
         self.loop.save()
+        return self.decide(flight, excerpt, error_name)
+
+    def unsettled(self) -> list[Row]:
+        """Decide the flights a stopped loop left with all their runs saved and no rows (a kill between the two):
+        without this a baseline seed would be waited for forever and a candidate's run lost. Called on open."""
+        rows = []
+        for flight in list(self.state.flights):
+            if flight.runs and not flight.owes_run() and not self.records.written(flight.numbers):
+                rows += self.decide(flight, excerpt=pending_rows(flight)[-1].failure)
+        return rows
+
+    def decide(self, flight: Pending, excerpt: str = "", error_name: str | None = None) -> list[Row]:
+        """The verdict on a flight whose last run is saved: its rows, one more run (confirm), or a rebase."""
         if flight.kind == "baseline":
-            return self._baseline(flight, row)
+            return self._baseline(flight, pending_rows(flight)[-1])
         decision = self._decide(flight)
         if flight.parent != self.state.kept and decision.status in ("keep", "confirm"):
             return self._stale(flight, decision)
@@ -65,11 +78,13 @@ class Settler:
             flight.queued_at = time.time()
             self.loop.save()
             return []
-        return self.settle(flight, decision, excerpt=excerpt, fixable=error_name not in NOT_THE_CODE)
+        if decision.status == "crash" and error_name in NOT_THE_CODE:  # the code may be fine: no fix, no blame
+            return self.settle(flight, decision, fixable=False, fault=True)
+        return self.settle(flight, decision, excerpt=excerpt)
 
     def interrupted(self, flight: Pending) -> list[Row]:
         return self.settle(flight, self._crash("interrupted: the loop stopped during this experiment more than "
-                                               "once"), fixable=False)
+                                               "once"), fixable=False, fault=True)
 
     def refused(self, flight: Pending, reason: str) -> list[Row]:
         return self.settle(flight, self._crash(reason), fixable=False)
@@ -118,7 +133,11 @@ class Settler:
                 commit = workspace.commit_sandbox(merged, flight.description, parent=kept)
             except ProposalError:
                 commit, reason = None, f"{moved}, and its change is already in it"
-            if commit is not None:
+            # a loop killed after it saved the rebase and before this row: the rebase is there, not made twice
+            rebase = next((f for f in self.state.flights if f.rebase_of == flight.numbers[0]), None)
+            if rebase is not None:
+                reason = f"{moved}; re-applied there as experiment {rebase.numbers[0]}"
+            elif commit is not None:
                 number = self.records.next_number(self.state.flights)
                 refused = self.loop.checks.check_candidate(Candidate(
                     number, "rebase", commit, kept, flight.description, workspace.sandbox, workspace))
@@ -134,8 +153,9 @@ class Settler:
         return self.settle(flight, verdict, fixable=False, tell=rebase is None)
 
     def settle(self, flight: Pending, decision: gate.Decision, fixable: bool = True, excerpt: str = "",
-               tell: bool = True) -> list[Row]:
-        """Write the flight's rows with the final status, then keep or revert, then forget the flight."""
+               tell: bool = True, fault: bool = False) -> list[Row]:
+        """Write the flight's rows with the final status, then keep or revert, then forget the flight.
+        `fault`: a crash that is the machine's, not the code's (its rows say so: records.MACHINE_FAULT)."""
         status, loop = decision.status, self.loop
         usage = Usage(**flight.usage)
         runs = pending_rows(flight) or [dataclasses.replace(records.crash_row(
@@ -147,6 +167,8 @@ class Settler:
                                     noise_std=noise_std,
                                     failure=row.failure or ("" if status == "keep" else decision.reason))
                 for row in runs]
+        if fault:
+            rows = [dataclasses.replace(row, failure=records.MACHINE_FAULT + row.failure) for row in rows]
         rows = loop.append(rows)
         self._apply(flight, status)
         if status in REVERTED_WITHOUT_WEIGHTS:
@@ -157,7 +179,7 @@ class Settler:
         # lanes the best may have moved on, and the fix would undo what was kept meanwhile)
         if status == "crash" and fixable and flight.fixes_left > 0 and flight.parent == self.state.kept:
             failure = results.redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
-            self.state.fix = FixRequest(flight.commit, flight.description, failure, flight.fixes_left)
+            self.state.fix = FixRequest(flight.commit, flight.description, failure, flight.fixes_left, flight.parent)
         self._forget(flight)
         if tell:
             proposal = Proposal(flight.description, loop.workspace.read_sandbox(flight.commit), usage,

@@ -26,6 +26,9 @@ from autoresearch_kernel.errors import ProposalError, WorkspaceError
 from autoresearch_kernel.notebook import SANDBOX, canonical, notebook_to_text
 from autoresearch_kernel.runfolder import RUNS, RunFolder
 
+# The human's instructions to the agent. One copy is read: the user's checkout's, live, by the proposer and the
+# dashboard alike, so an edit made while a run goes on (committed or not) reaches the next proposal, as shown.
+PROGRAM = "program.md"
 BRANCH_PREFIX = "autoresearch/"
 REF_PREFIX = "refs/autoresearch/"
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -63,6 +66,14 @@ def _open_repo(repo_dir: str | os.PathLike) -> git.Repo:
     if not repo.head.is_valid():
         raise WorkspaceError(f"{repo_dir} has no commits yet: commit the project (with {SANDBOX}) first")
     return repo
+
+
+def read_program(repo_dir: str | os.PathLike) -> str:
+    """program.md as the user's checkout has it now; "" when there is none."""
+    try:
+        return (Path(repo_dir) / PROGRAM).read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def check_tag(tag: str) -> str:

@@ -20,6 +20,8 @@ SLOW_MODULES = {
     "test_cli_loop",           # the CLI's loop in a subprocess
     "test_integrity",          # loops whose candidates try to cheat
     "test_loop",               # loops on real kernels, kills and resumes
+    "test_intake",             # a loop on real kernels: what a proposal is built from
+    "test_recovery",           # loops killed at each persistence point, then resumed
     "test_loop_lanes",         # two lanes on real kernels: stale candidates, stop, abort and resume
     "test_loop_notebook",      # the controller notebook through papermill
     "test_loop_profile",       # loops under the gpu profile

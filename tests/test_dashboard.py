@@ -18,7 +18,7 @@ import git
 import pandas as pd
 import pytest
 
-from autoresearch_kernel import cli, report, results, runstate
+from autoresearch_kernel import cli, report, results, runstate, settings
 from autoresearch_kernel.dashboard import CONSOLE_LOG, Dashboard, Settings, Snapshot
 from autoresearch_kernel.dashboard.snapshot import console_error, experiment_detail, llm_usage, results_path
 from autoresearch_kernel.dashboard.view import DashboardView, chart_png, lane_lines, status_lines, table_rows
@@ -84,6 +84,24 @@ def test_the_forms_lanes_reach_the_loop_command_only_when_more_than_one():
     assert "ark-lanes-field" in view.lanes._dom_classes and "ark-devices" in view.devices._dom_classes
     view.lanes.value, view.devices.value = 3, " all "
     assert view.settings("/r").options()["lanes"] == 3 and view.settings("/r").options()["devices"] == "all"
+
+
+def test_the_form_starts_every_proposer_the_cli_knows_with_its_own_fields():
+    # CMA-ES (optuna) is the only method that has kept anything in the search benchmark: the form must offer it
+    parser = cli.build_parser()
+    view = DashboardView(Settings(repo="/r", tag="t"), [], "")
+    assert list(view.proposer.options) == list(settings.BY_NAME["proposer"].choices)
+    view.proposer.value, view.sampler.value = "optuna", "cmaes"
+    assert view.search_box.layout.display == "" and view.llm_box.layout.display == "none"
+    parsed = parser.parse_args(view.settings("/r").loop_argv(resume=False)[3:])
+    assert (parsed.proposer, parsed.sampler, parsed.llm_share, parsed.model) == ("optuna", "cmaes", None, None)
+    view.proposer.value, view.model.value, view.llm_share.value = "hybrid", "m", 0.5
+    assert view.llm_box.layout.display == "" and view.llm_share.layout.display == ""
+    parsed = parser.parse_args(view.settings("/r").loop_argv(resume=False)[3:])
+    assert (parsed.proposer, parsed.sampler, parsed.llm_share, parsed.model) == ("hybrid", "cmaes", 0.5, "m")
+    view.proposer.value = "mutate"
+    parsed = parser.parse_args(view.settings("/r").loop_argv(resume=False)[3:])
+    assert (parsed.sampler, parsed.llm_share, parsed.model) == (None, None, None)
 
 
 def lanes_status(now: float) -> LoopStatus:

@@ -83,3 +83,11 @@ def test_every_import_is_declared(folder, extras):
     missing = {module: distributions.get(module) for module in imported_modules(ROOT / folder) - local
                if not {d.lower().replace("_", "-") for d in distributions.get(module, [module])} & names}
     assert not missing, f"{folder}/ imports {missing} (module: distributions), which pyproject.toml does not declare"
+
+
+def test_the_distribution_name_is_not_one_taken_on_pypi_by_another_project():
+    # "autoresearch-kernel" on PyPI is someone else's project: under that name this one cannot be published,
+    # and `pip install autoresearch-kernel` would install theirs. The import package keeps its name.
+    _, project = load()
+    assert project["name"].lower().replace("_", "-") != "autoresearch-kernel"
+    assert (ROOT / "autoresearch_kernel" / "__init__.py").exists()

@@ -184,7 +184,7 @@ def failure_run(tmp_path_factory):
         ("fine", {"VALUE": 0.5}),
     ])
     events = []
-    cfg = config(repo, baseline_seeds=(0,), timeout_s=8, fix_attempts=0, max_experiments=3)
+    cfg = config(repo, baseline_seeds=(0,), timeout_s=12, fix_attempts=0, max_experiments=3)
     with Loop(cfg, proposer=proposer, on_event=events.append) as loop:
         with pytest.raises(WorkspaceError, match="already running"):
             Loop(config(repo, resume=True), proposer=proposer)
@@ -201,7 +201,9 @@ def test_timeout_and_kernel_death_are_crashes_and_leave_no_kernel(failure_run):
     rows = failure_run["rows"]
     assert [(r.kind, r.status) for r in rows] == [
         ("baseline", "keep"), ("candidate", "crash"), ("candidate", "crash"), ("candidate", "keep")]
-    assert rows[1].failure.startswith("timeout") and 7 < rows[1].wall_seconds < 30
+    # a timeout runs once more with twice the limit (a busy machine's, maybe) before it is the code's crash
+    assert rows[1].failure.startswith("timeout") and "past its 24 s" in rows[1].failure
+    assert 23 < rows[1].wall_seconds < 60
     assert rows[2].failure.startswith("crash") and rows[2].val_bpb is None
     assert failure_run["leftovers"] == []
 

@@ -54,6 +54,17 @@ def test_committed_notebook_is_clean_and_parameterised():
     assert set(notebook.metadata) == {"kernelspec", "language_info"}
 
 
+def test_every_field_of_the_form_is_a_parameter_of_the_notebook():
+    # A papermill user (or a shortcut) starts what the form starts: optuna and lanes included.
+    import dataclasses
+
+    from autoresearch_kernel.dashboard import Settings
+
+    code = [cell.source for cell in nbformat.read(LOOP_NOTEBOOK, as_version=4).cells if cell.cell_type == "code"]
+    for field in dataclasses.fields(Settings):
+        assert f"{field.name}=" in code[1], f"loop.ipynb does not pass {field.name} to the dashboard"
+
+
 def test_runs_on_a_finished_run_with_no_loop_running(tmp_path):
     project = make_repo(tmp_path / "project")
     results.append(

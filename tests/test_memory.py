@@ -11,7 +11,7 @@ import pytest
 from loop_fixture import make_repo, set_constant
 from sandbox_fixture import sandbox_notebook
 
-from autoresearch_kernel import results, settings
+from autoresearch_kernel import records, results, settings
 from autoresearch_kernel.change import change_of, notebook_hash
 from autoresearch_kernel.memory import DIGEST_CHARS, Memory, digest, memory_path
 from autoresearch_kernel.proposers import ProposalContext
@@ -71,8 +71,8 @@ def test_a_code_edit_is_its_changed_cells_and_comments_change_nothing():
 
 # -- runs recorded as the loop records them -----------------------------------------------------------------
 def record_run(repo, tag, steps, budget_seconds=0.0):
-    """A run of `tag` on disk: a baseline of 1.0, then per step (description, {constant: value}, status, val_bpb)
-    a commit built on the kept one, kept or discarded under its ref, and its row."""
+    """A run of `tag` on disk: a baseline of 1.0, then per step (description, {constant: value}, status, val_bpb,
+    optionally the failure) a commit built on the kept one, kept or discarded under its ref, and its row."""
     workspace = Workspace.open(repo, tag)
     folder = workspace.folder
     config = LoopConfig(repo=repo, tag=tag, baseline_seeds=(0,), budget_seconds=budget_seconds)
@@ -80,7 +80,7 @@ def record_run(repo, tag, steps, budget_seconds=0.0):
     kept, best = workspace.head(), 1.0
     rows = [Row(kept[:7], 1.0, 0.1, "keep", "baseline (seed 0)", experiment=1, kind="baseline", parent=kept[:7],
                 best=1.0, finished_at="2026-01-01T00:00:01")]
-    for number, (description, changes, status, value) in enumerate(steps, start=2):
+    for number, (description, changes, status, value, *failure) in enumerate(steps, start=2):
         notebook = workspace.read_sandbox(kept)
         for name, new in changes.items():
             notebook = set_constant(notebook, name, new)
@@ -91,7 +91,8 @@ def record_run(repo, tag, steps, budget_seconds=0.0):
             parent = kept
             workspace.discard(commit, number, kept)
         rows.append(Row(commit[:7], value, 0.1, status, description, experiment=number, parent=parent[:7],
-                        best=best, proposer="scripted", finished_at=f"2026-01-01T00:00:{number:02d}"))
+                        best=best, proposer="scripted", finished_at=f"2026-01-01T00:00:{number:02d}",
+                        failure="".join(failure)))
     results.append(folder.results, *rows)
     workspace.close()
     return folder
@@ -175,6 +176,16 @@ def test_a_candidate_that_runs_code_already_run_is_a_duplicate(two_runs):
         # the unmodified notebook is the baseline's: a candidate that undoes everything is not run either
         assert memory.duplicate_of("a", a_kept, base).earlier.kind == "baseline"
         assert memory.duplicate_of("a", a_kept, set_constant(base, "VALUE", 0.8)) is None  # a new idea
+
+
+def test_a_crash_that_was_the_machines_does_not_block_its_code(two_runs):
+    # a lost Ray worker, a loop killed mid-run too often: the code may be fine, so it may run again
+    record_run(two_runs, "w", [("lost worker", {"VALUE": 0.7}, "crash", None,
+                                records.MACHINE_FAULT + "crash: WorkerLost: the node went away")])
+    baseline = git.Repo(two_runs).commit("main").hexsha
+    with Memory.open(two_runs) as memory:
+        assert memory.entries("w")[-1].status == "fault"
+        assert memory.duplicate_of("b", baseline, set_constant(sandbox_of(two_runs, baseline), "VALUE", 0.7)) is None
 
 
 def test_novelty_holds_only_for_runs_measured_alike(two_runs):

@@ -57,3 +57,27 @@ def test_the_gates_inputs_come_from_every_repeated_run_and_the_last_kept_commits
     assert noise.sd == pytest.approx(gate.NoiseEstimate.pooled([[1.0, 1.02], [0.97, 0.99], [0.9, 0.92]], 0.01, 2.0).sd)
     assert records.noise_std() == noise.upper
     assert records.margin(2) == pytest.approx(config.z * noise.upper * math.sqrt(1 / 2 + 1 / 2))
+
+
+def test_rows_in_memory_hold_the_figures_results_tsv_holds(tmp_path):
+    """A decision at the margin must not differ after a resume: memory keeps what the file keeps."""
+    records = Records(RunFolder(tmp_path))
+    records.append([row(1, "baseline", value=1.23456789)])
+    assert records.rows[0].val_bpb == Records(RunFolder(tmp_path)).rows[0].val_bpb == 1.234568
+
+
+def test_one_value_per_seed_is_the_first_for_the_best_as_for_the_noise(tmp_path):
+    records = Records(RunFolder(tmp_path))
+    twice = [Row("abcdef1", value, 1.0, "keep", "baseline", experiment=n, kind="baseline", seed=0)
+             for n, value in ((1, 1.0), (2, 1.5))]  # one commit run twice on one seed
+    records.append(twice)
+    assert records.best_runs() == [1.0] == gate.repeated_groups((r.commit, r.seed, r.val_bpb) for r in twice)[0]
+
+
+def test_a_rebased_idea_reaches_the_history_and_ends_a_plateau(tmp_path):
+    from autoresearch_kernel.proposers.base import experiments_since_keep
+
+    records = Records(RunFolder(tmp_path))
+    records.append([row(1, "baseline"), row(2, status="stale", value=0.9), row(3, "rebase", value=0.9)])
+    assert [(h.number, h.status) for h in records.history()] == [(2, "stale"), (3, "keep")]
+    assert experiments_since_keep(records.history()) == 0

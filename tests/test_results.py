@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -176,3 +177,39 @@ def test_the_console_line_reads_a_baseline_seed_as_baseline_not_keep():
     kept = results.console_line(Row("1234567", 1.4, 1.0, "keep", "better", experiment=2))
     assert " baseline " in seed and " keep " not in seed
     assert " keep " in kept
+
+
+def _blocked_on_a_lock(path, timeout=30.0):
+    """Wait until some process or thread waits for a flock on `path` (/proc/locks lists waiters with "->")."""
+    inode = os.stat(path).st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/locks") as locks:
+            if any(line.split()[1] == "->" and line.split()[6].endswith(f":{inode}") for line in locks
+                   if len(line.split()) > 6):
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_writer_that_waited_while_the_header_was_upgraded_appends_to_the_new_file(tmp_path):
+    # An older file's header is upgraded by replacing the file. A writer that opened the old file and waited
+    # for its lock meanwhile must not append to the replaced copy, which nobody reads again.
+    path = results.ensure_file(tmp_path / "results.tsv")
+    appending = threading.Thread(target=results.append, args=(path, _row(2)))
+    with open(path, "ab") as upgrader:
+        fcntl.flock(upgrader, fcntl.LOCK_EX)
+        appending.start()
+        assert _blocked_on_a_lock(path)
+        upgraded = tmp_path / "upgraded.tsv"
+        upgraded.write_text(results.HEADER + results.format_row(_row(1)))
+        os.replace(upgraded, path)
+        fcntl.flock(upgrader, fcntl.LOCK_UN)
+    appending.join(timeout=30)
+    assert [r.experiment for r in results.read_rows(path)] == [1, 2]
+
+
+def test_rows_as_written_are_the_rows_read_back():
+    [written] = results.as_written([_row(1, val=1.23456789, best=1.2345678, margin=0.00123456)])
+    assert (written.val_bpb, written.best, written.margin, written.description) == (1.234568, 1.234568, 0.001235,
+                                                                                    "idea 1 second line")

@@ -23,7 +23,7 @@ from pathlib import Path
 from autoresearch_kernel import results, workspace
 from autoresearch_kernel.dashboard.control import CONSOLE_LOG, LoopControl, Settings
 from autoresearch_kernel.dashboard.snapshot import (
-    Snapshot, default_tag, experiment_detail, known_tags, one_line_error, read_program, read_snapshot, results_path,
+    Snapshot, default_tag, experiment_detail, known_tags, one_line_error, read_snapshot, results_path,
 )
 from autoresearch_kernel.dashboard.view import DashboardView, chart_png, notebook_link, status_lines, tag_note
 
@@ -67,7 +67,7 @@ class Dashboard:
         tags = known_tags(repo)
         settings = Settings(repo=repo, tag=tag or default_tag(repo, tags), **settings)
         self.repo = repo
-        self.view = DashboardView(settings, tags, read_program(repo))
+        self.view = DashboardView(settings, tags, workspace.read_program(repo))
         self.control = LoopControl(repo, settings.tag)
         self._lock = threading.Lock()  # the poller and the buttons both refresh the view
         self._shown_rows: tuple | None = None  # (tag, rows, file size) the chart was last drawn for

@@ -18,6 +18,11 @@ from autoresearch_kernel.errors import WorkspaceError
 from autoresearch_kernel.runfolder import RunFolder
 
 CONSOLE_LOG = RunFolder.console_log  # the loop process's stdout and stderr, when the dashboard started it
+# The form offers what the command line offers (one table: settings.OPTIONS), every proposer included.
+PROPOSERS = settings.BY_NAME["proposer"].choices
+SAMPLERS = settings.BY_NAME["sampler"].choices
+USES_LLM = ("llm", "hybrid")  # the proposers that call a model: the model and endpoint fields apply
+USES_OPTUNA = ("optuna", "hybrid")  # the proposers that run an Optuna study: the sampler applies
 
 
 @dataclass
@@ -33,9 +38,11 @@ class Settings:
     data_dir: str = ""  # "" means the loop's default
     profile: str = "cpu"  # cpu | gpu: as the data was prepared
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    proposer: str = "mutate"  # mutate | llm
-    model: str = ""  # llm only
-    base_url: str = ""  # llm only: any OpenAI-compatible endpoint
+    proposer: str = "mutate"  # mutate | llm | optuna | hybrid (settings.PROPOSERS)
+    model: str = ""  # llm and hybrid only
+    base_url: str = ""  # llm and hybrid only: any OpenAI-compatible endpoint
+    sampler: str = ""  # optuna and hybrid only: tpe | cmaes | random ("": the loop's default, tpe)
+    llm_share: float = 0.0  # hybrid only: the share of experiments the llm proposes (0: the loop's default)
     budget_kind: str = "seconds"  # seconds | tokens: per experiment, as in the CLI
     budget: float = 0.0  # 0: the profile's default
     max_experiments: int = 0  # 0: until stopped
@@ -44,12 +51,14 @@ class Settings:
 
     def options(self) -> dict:
         """The form as the loop's options (option name -> command-line value; None: not given)."""
-        llm = self.proposer == "llm"
+        llm, search = self.proposer in USES_LLM, self.proposer in USES_OPTUNA
         budget = self.budget if self.budget > 0 else None
         return {
             "data_dir": self.data_dir or None, "profile": self.profile, "device": self.device,
             "proposer": self.proposer, "model": (self.model or None) if llm else None,
             "base_url": (self.base_url or None) if llm else None,
+            "sampler": (self.sampler or None) if search else None,
+            "llm_share": self.llm_share if self.proposer == "hybrid" and self.llm_share > 0 else None,
             "budget_tokens": int(budget) if budget and self.budget_kind == "tokens" else None,
             "budget_seconds": float(budget) if budget and self.budget_kind != "tokens" else None,
             "max_experiments": int(self.max_experiments) if self.max_experiments > 0 else None,

@@ -21,7 +21,6 @@ from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.runfolder import RUNS, RunFolder
 from autoresearch_kernel.text import strip_ansi
 
-PROGRAM = "program.md"
 FAILURE_TAIL_LINES = 15
 ERROR_LINE = re.compile(r"^(?:[\w.-]+: )?error: (.*)$")  # the CLI's `error: ...`, argparse's `prog: error: ...`
 
@@ -188,13 +187,6 @@ def experiment_detail(repo: str | os.PathLike, tag: str, frame: pd.DataFrame, nu
 
 # ---------------------------------------------------------------------------------------------------------
 # The project: which runs there are, and its program.
-
-
-def read_program(repo: str | os.PathLike) -> str:
-    try:
-        return (Path(repo) / PROGRAM).read_text(encoding="utf-8")
-    except OSError:
-        return ""
 
 
 def known_tags(repo: str | os.PathLike) -> list[str]:

@@ -19,10 +19,17 @@ from pathlib import Path
 import pandas as pd
 
 from autoresearch_kernel import report, runstate
-from autoresearch_kernel.dashboard.control import Settings
-from autoresearch_kernel.dashboard.snapshot import PROGRAM, Detail, Snapshot
+from autoresearch_kernel.dashboard.control import PROPOSERS, SAMPLERS, USES_LLM, USES_OPTUNA, Settings
+from autoresearch_kernel.dashboard.snapshot import Detail, Snapshot
+from autoresearch_kernel.workspace import PROGRAM
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"  # the LLM proposer's key: read by the loop process, never by the widgets
+PROPOSER_HELP = {
+    "mutate": "offline: steps one constant at a time",
+    "llm": "a code change from any OpenAI-compatible model",
+    "optuna": "Optuna over the constants: TPE, CMA-ES or random search (needs the search extra)",
+    "hybrid": "the llm on a share of the experiments, Optuna on the rest",
+}
 MAX_LANES = 64  # the form's bound on lanes: more would only queue on the same devices
 NBSP = "\u00a0"  # a <select> collapses ordinary spaces, and the table's columns must line up
 
@@ -285,7 +292,12 @@ class DashboardView:
         self.tag = w.Combobox(value=settings.tag, options=tags, description="run tag", placeholder="e.g. mar5",
                               ensure_option=False, layout=wide)
         self.tag_note = w.HTML(tag_note(settings.tag, tags))
-        self.proposer = w.ToggleButtons(options=["mutate", "llm"], value=settings.proposer, description="proposer")
+        self.proposer = w.ToggleButtons(options=list(PROPOSERS), value=settings.proposer, description="proposer",
+                                        tooltips=[PROPOSER_HELP.get(name, "") for name in PROPOSERS])
+        self.sampler = w.Dropdown(options=[("default (tpe)", "")] + [(name, name) for name in SAMPLERS],
+                                  value=settings.sampler, description="sampler")
+        self.llm_share = w.BoundedFloatText(value=settings.llm_share, min=0.0, max=1.0, step=0.05,
+                                            description="llm share", tooltip="0: the loop's default (0.3)")
         self.model = w.Text(value=settings.model, description="model", layout=wide,
                             placeholder="e.g. gpt-4.1-mini (default: $AUTORESEARCH_MODEL)")
         self.base_url = w.Text(value=settings.base_url, description="endpoint", layout=wide,
@@ -309,10 +321,11 @@ class DashboardView:
         program_view = w.HTML(_pre(program or f"({PROGRAM} not found)"))
         self.program = w.Accordion(children=[program_view], titles=(PROGRAM,), selected_index=None)
         self.llm_box = w.VBox([self.model, self.base_url, self.key_note])
-        self.proposer.observe(lambda _: self._show_llm_fields(), names="value")
-        self._show_llm_fields()
+        self.search_box = w.HBox([self.sampler, self.llm_share])
+        self.proposer.observe(lambda _: self._show_proposer_fields(), names="value")
+        self._show_proposer_fields()
         setup = w.VBox([
-            self.repo, w.HBox([self.tag, self.tag_note]), self.proposer, self.llm_box,
+            self.repo, w.HBox([self.tag, self.tag_note]), self.proposer, self.llm_box, self.search_box,
             w.HBox([self.budget_kind, self.budget]), self.max_experiments, self.data_dir,
             w.HBox([self.profile, self.device]), w.HBox([self.lanes, self.devices]), self.program,
         ])
@@ -360,19 +373,23 @@ class DashboardView:
             w.HTML(STYLE), setup, w.HBox([self.start, self.stop, self.abort]), self.error, live,
         ])
         self.root.add_class("ark-dashboard")
-        self._setup = [self.tag, self.proposer, self.model, self.base_url, self.budget_kind, self.budget,
+        self._setup = [self.tag, self.proposer, self.model, self.base_url, self.sampler, self.llm_share,
+                       self.budget_kind, self.budget,
                        self.max_experiments, self.data_dir, self.profile, self.device, self.lanes, self.devices]
         # Stable class names: the browser test (and a user's CSS) find the fields by them.
         for name, widget in [("tag", self.tag), ("proposer", self.proposer), ("model", self.model),
-                             ("endpoint", self.base_url), ("budget-kind", self.budget_kind), ("budget", self.budget),
+                             ("endpoint", self.base_url), ("sampler", self.sampler), ("llm-share", self.llm_share),
+                             ("budget-kind", self.budget_kind), ("budget", self.budget),
                              ("max-experiments", self.max_experiments), ("data-dir", self.data_dir),
                              ("profile", self.profile), ("device", self.device), ("lanes-field", self.lanes),
                              ("devices", self.devices),
                              ("start", self.start), ("stop", self.stop), ("abort", self.abort)]:
             widget.add_class(f"ark-{name}")
 
-    def _show_llm_fields(self) -> None:
-        self.llm_box.layout.display = "" if self.proposer.value == "llm" else "none"
+    def _show_proposer_fields(self) -> None:
+        self.llm_box.layout.display = "" if self.proposer.value in USES_LLM else "none"
+        self.search_box.layout.display = "" if self.proposer.value in USES_OPTUNA else "none"
+        self.llm_share.layout.display = "" if self.proposer.value == "hybrid" else "none"
 
     # -- reading the form
     def settings(self, repo: str) -> Settings:
@@ -380,6 +397,7 @@ class DashboardView:
             repo=repo, tag=self.tag.value.strip(), data_dir=self.data_dir.value.strip(),
             profile=self.profile.value, device=self.device.value.strip() or "auto",
             proposer=self.proposer.value, model=self.model.value.strip(), base_url=self.base_url.value.strip(),
+            sampler=self.sampler.value, llm_share=float(self.llm_share.value or 0.0),
             budget_kind=self.budget_kind.value, budget=float(self.budget.value or 0.0),
             max_experiments=int(self.max_experiments.value or 0),
             lanes=int(self.lanes.value or 1), devices=self.devices.value.strip(),
