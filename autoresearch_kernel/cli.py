@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=_prepare)
     _add_loop_commands(commands)
     _add_run_once(commands)
+    _add_init(commands)
     add_agent_commands(commands)  # agent-init, step, status: agent_cli.py
     doctor = commands.add_parser("doctor", help="what confines an experiment here: the jail, its uid, its limits")
     doctor.add_argument("--profile", default="cpu", help="cpu | gpu: whose limits to show")
@@ -167,6 +168,48 @@ def _run_once(args: argparse.Namespace) -> None:
     )
     print(f"executed notebook: {result.output_path}")
     print(summary_of(result))
+
+
+def _add_init(commands) -> None:
+    init = commands.add_parser(
+        "init", help="make a task of your own notebook: fixed cells, tunable constants, metric, scorer",
+        description="Make a task of your own notebook (task_init.py). What is not given is asked on a terminal; "
+                    "with --no-input the notebook's tags and the defaults are taken.")
+    init.add_argument("--notebook", required=True, help="your notebook, in the repository")
+    init.add_argument("--task", dest="name", default=None, help="the task's name (default: the notebook's)")
+    init.add_argument("--metric", default=None, help="the metric's name, e.g. accuracy")
+    init.add_argument("--direction", choices=("lower", "higher"), default=None, help="which way is better")
+    init.add_argument("--scorer", default=None, help="file.py:function, score(artifact, data) -> float, run "
+                      "outside the experiment in a jail of its own")
+    init.add_argument("--artifact", default=None, help="the file the notebook writes for the scorer")
+    init.add_argument("--scored-by", choices=("outside", "kernel"), default="outside",
+                      help="kernel: trust the metric the notebook writes to METRICS_PATH (rows say so)")
+    init.add_argument("--fixed", default=None, help="cells the agent may not edit: 0-based indexes, e.g. 1,5")
+    init.add_argument("--tunable", default=None, help="constants mutate and optuna may move, e.g. LR,HIDDEN")
+    init.add_argument("--prepare", default="", help="file.py:function(public, private): writes the data once")
+    init.add_argument("--budget-kind", default="evaluations", help="seconds | tokens | flops | evaluations")
+    init.add_argument("--budget", type=float, default=0.0, help="the budget per experiment (BUDGET)")
+    init.add_argument("--noise", type=float, default=0.0, help="the metric's seed-to-seed sd; 0: deterministic")
+    init.add_argument("--baseline-seeds", type=int, default=None, help="default: 1 if deterministic, else 3")
+    init.add_argument("--repo", default=".", help="the project's git repository (default: here)")
+    init.add_argument("--no-commit", action="store_true", help="write the files, commit nothing")
+    init.add_argument("--no-input", action="store_true", help="ask nothing (scripts, tests)")
+    init.set_defaults(handler=_init)
+
+
+def _init(args: argparse.Namespace) -> None:
+    from autoresearch_kernel.task_init import Answers, ask_on_terminal, init_task
+
+    answers = Answers(
+        notebook=args.notebook, name=args.name, metric=args.metric, direction=args.direction, scorer=args.scorer,
+        artifact=args.artifact, scored_by=args.scored_by,
+        fixed=None if args.fixed is None else tuple(int(i) for i in args.fixed.split(",") if i.strip()),
+        tunable=None if args.tunable is None else tuple(n.strip() for n in args.tunable.split(",") if n.strip()),
+        prepare=args.prepare, budget_kind=args.budget_kind, budget=args.budget, noise=args.noise,
+        baseline_seeds=args.baseline_seeds)
+    ask = None if args.no_input or not sys.stdin.isatty() else ask_on_terminal
+    _, lines = init_task(args.repo, answers, ask=ask, commit=not args.no_commit)
+    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

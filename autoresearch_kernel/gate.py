@@ -54,8 +54,10 @@ prior only needs to be an upper bound of the sd. tests/test_gate.py simulates it
 initialisation-preserving (sd 0.0026) and a re-drawing (sd 0.026) null change, and the power at 0.005, 0.01
 and 0.02 bpb; bench/bench_power.py measures it on real runs.
 
-Lower val_bpb is better (`LOWER_IS_BETTER`); the margin used is part of every decision so that each results
-row records it. Nothing here reads files, clocks or random numbers: `tests/test_gate.py` covers it.
+The metric's direction comes from the task (`GateConfig.lower_is_better`, set by the loop from the task's
+`Metric`), and `improvement` is the one place that applies it: every comparison of two values goes through
+it. A deterministic task (`deterministic`, noise 0, with `confirm_runs=0`) keeps any gain above `min_margin`. The
+margin used is part of every decision so that each results row records it. Nothing here reads files, clocks or random numbers: `tests/test_gate.py` covers it.
 """
 from __future__ import annotations
 
@@ -67,8 +69,8 @@ from dataclasses import dataclass
 
 from autoresearch_kernel.distributions import t_quantile
 
-METRIC = "val_bpb"
-LOWER_IS_BETTER = True  # bits per byte: fewer is better
+METRIC = "val_bpb"  # the GPT task's metric; a run's own comes from its task (tasks.Metric)
+LOWER_IS_BETTER = True  # the default direction (bits per byte: fewer is better)
 RULES = ("paired", "means")
 
 
@@ -90,6 +92,8 @@ class GateConfig:
     prior_sd: float | None = None  # the noise default; None: the profile's (PROFILE_NOISE_SD)
     prior_weight: float = 4.0  # degrees of freedom the default counts as: a few runs' worth, not its 20
     noise_confidence: float = 0.9  # decisions use this one-sided upper confidence bound of the noise sd
+    lower_is_better: bool = LOWER_IS_BETTER  # the metric's direction: the loop sets it from the task's Metric
+    deterministic: bool = False  # the task's runs do not scatter (noise 0): any gain above min_margin is kept
     # -- the paired rule (issue 20; see the module docstring). confirm_runs, confirm_band and confirm_floor
     # are the means rule's; min_margin and the noise's prior apply to both.
     rule: str = "paired"  # paired: seed-by-seed differences with the best | means: decide_by_means
@@ -145,10 +149,10 @@ class Decision:
     """What the gate decided for one candidate, with the numbers that decided it."""
 
     status: str  # keep | discard | crash | noop | confirm (run again on another seed, then decide)
-    value: float | None  # the candidate's val_bpb: the mean of its runs; None for a crash
+    value: float | None  # the candidate's metric: the mean of its runs; None for a crash
     best: float | None  # the best after this decision (the candidate's value when kept)
     margin: float  # the margin the candidate had to beat; recorded on the row
-    gain: float | None  # best_before - value (positive: better), None for a crash
+    gain: float | None  # improvement(best_before, value): positive is better; None for a crash
     reason: str  # one line for logs and the dashboard
 
 
@@ -165,15 +169,16 @@ def noise_floor(values: list[float | None]) -> Noise | None:
     return Noise(mean=statistics.fmean(finite), std=std, runs=len(finite))
 
 
-def improvement(best: float, value: float) -> float:
-    """How much better `value` is than `best` in the metric's direction (positive: better)."""
-    return best - value if LOWER_IS_BETTER else value - best
+def improvement(best: float, value: float, lower_is_better: bool = LOWER_IS_BETTER) -> float:
+    """How much better `value` is than `best` in the metric's direction (positive: better). The one place that
+    knows the direction: every comparison of two metric values goes through here."""
+    return best - value if lower_is_better else value - best
 
 
-def noop_decision(best: float, value: float, margin: float, seed: int) -> Decision:
+def noop_decision(best: float, value: float, margin: float, seed: int, config: GateConfig = GateConfig()) -> Decision:
     """A candidate whose run on `seed` is identical to its parent's: nothing was measured; reverted like a discard."""
-    return Decision("noop", value, best, margin, improvement(best, value),
-                    f"no-op: the same val_bpb and tokens as its parent on seed {seed}; the edit changed nothing measured")
+    return Decision("noop", value, best, margin, improvement(best, value, config.lower_is_better),
+                    f"no-op: the same result as its parent on seed {seed}; the edit changed nothing measured")
 
 
 def baseline_decision(runs: list[float | None], noise: NoiseEstimate, config: GateConfig = GateConfig()) -> Decision:
@@ -259,7 +264,10 @@ class NoiseEstimate:
 
 def estimate_noise(groups: Iterable[Sequence[float | None]], profile: str,
                    config: GateConfig = GateConfig()) -> NoiseEstimate:
-    """The run's noise: its repeated runs pooled with the profile's default (or `config.prior_sd`)."""
+    """The run's noise: its repeated runs pooled with the profile's default (or `config.prior_sd`); a
+    deterministic task's is known to be 0."""
+    if config.deterministic:
+        return NoiseEstimate.known(0.0)
     prior = config.prior_sd if config.prior_sd is not None else PROFILE_NOISE_SD.get(
         profile, max(PROFILE_NOISE_SD.values()))  # a profile nobody measured: the widest default
     return NoiseEstimate.pooled(groups, prior, config.prior_weight, config.noise_confidence)
@@ -312,7 +320,7 @@ def decide_by_means(best_runs: Sequence[float | None], runs: Sequence[float | No
     if not all(_finite(v) for v in runs):
         return Decision("crash", None, best, margin, None, "no metric: the run failed")
     value = statistics.fmean(float(v) for v in runs)
-    gain = improvement(best, value)
+    gain = improvement(best, value, config.lower_is_better)
     beats = (f"{gain:+.6f} against a margin of {margin:.6f} ({len(runs)} run(s) vs the best's {len(best_values)}, "
              f"se {se:.6f}, noise sd <= {noise.upper:.6f} on {noise.dof:g} dof)")
     if gain > margin * (1.0 + config.confirm_band):
@@ -334,10 +342,13 @@ class Pair:
     seed: int
     best: float | None
     value: float | None
+    lower_is_better: bool = LOWER_IS_BETTER  # the metric's direction (the task's)
 
     @property
     def gain(self) -> float | None:
-        return improvement(self.best, self.value) if _finite(self.best) and _finite(self.value) else None
+        if not (_finite(self.best) and _finite(self.value)):
+            return None
+        return improvement(self.best, self.value, self.lower_is_better)
 
 
 def decide_paired(pairs: Sequence[Pair], best: float, noise: NoiseEstimate,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
 from autoresearch_kernel.integrity import Candidate
@@ -46,11 +47,12 @@ class Intake:
         kind = "fix" if fix else "candidate"
         base = loop.workspace.read_sandbox(fix.commit if fix else state.kept)
         context = ProposalContext(
-            program=read_program(loop.workspace.root), notebook=base, history=loop.records.history(),
+            program=self._program(), notebook=base, history=loop.records.history(),
             failure=fix.failure if fix else None, best_val_bpb=loop.records.best(),
             profile=loop.config.profile, device=loop.config.device,
             running=[f.description for f in state.flights if f.kind not in ("baseline", "pair")],
             memory=loop.memory.digest(),
+            metric=loop.task.metric, sandbox=loop.task.sandbox,
         )
         loop.set_phase("proposing", "asking for a fix" if fix else "", kind=kind)
         try:
@@ -152,7 +154,15 @@ class Intake:
                   experiment=len(loop.records.invalid) + 1, kind=kind, parent=loop.state.kept[:7],
                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                   cost_usd=usage.cost_usd, failure=message, proposer=loop.proposer.name)
-        row = loop.records.append_invalid(row)
+        row = loop.records.append_invalid(loop.mark(row))
         loop.status.message = f"{status} proposal: {row.failure[:120]}"
         loop.emit(invalid=row)
 
+    def _program(self) -> str:
+        """The human's instructions: the task's program.md (a bundled task's, or the one `autoresearch init`
+        wrote), else the repository's (the checkout's, live)."""
+        task = self.loop.task
+        if not task.program:
+            return read_program(self.loop.workspace.root)
+        path = Path(task.folder or ".", task.program)
+        return path.read_text(encoding="utf-8") if path.exists() else ""

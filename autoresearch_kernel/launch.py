@@ -50,6 +50,8 @@ def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed:
     output_folder.mkdir(parents=True)
     output = output_folder / f"{output_folder.name}.ipynb"
     device = lane.device
+    if not config.task_spec.is_gpt:
+        return _run_task(config, data_dir, jailed, job, lane, cancel, notebook, output)
     parameters = ExperimentParameters(
         profile=config.profile,
         data_dir=data_dir,
@@ -73,3 +75,28 @@ def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed:
         cwd=output_folder, device=device if device.startswith("cuda") or device == "cpu" else None,
         cancel=cancel, jail=cell_jail, threads=lane.threads,
     )
+
+
+def task_parameters(config: LoopConfig, seed: int, output, public) -> dict:
+    """What a task's notebook is told (its parameters cell's names): the seed, its budget, where its public
+    data is, where it writes its artifact and its own figures."""
+    task = config.task_spec
+    return {"SEED": seed, "BUDGET": config.budget_amount(), "DATA_DIR": str(public) if public.exists() else "",
+            "DEVICE": "cpu", "ARTIFACT_PATH": str(output.parent / (task.artifact_name or "artifact")),
+            "METRICS_PATH": str(output.with_suffix(".metrics.json"))}
+
+
+def _run_task(config: LoopConfig, data_dir: str, jailed: bool, job: Job, lane: Lane, cancel, notebook,
+              output) -> RunResult:
+    """A task other than the GPT: its notebook in the jail with its public data read-only; its private data
+    (held-out labels, ...) is never bound there."""
+    from autoresearch_kernel import tasks
+
+    public, _ = tasks.prepare(config.task_spec, data_dir)
+    cell_jail = None
+    if jailed:
+        readonly = (notebook, public) if public.exists() else (notebook,)
+        cell_jail = jail.Jail(readonly=readonly, writable=(output.parent,))
+    return run_notebook(notebook, output, task_parameters(config, job.seed, output, public),
+                        timeout_s=config.run_timeout(), cwd=output.parent, device="cpu", cancel=cancel,
+                        jail=cell_jail, threads=lane.threads)

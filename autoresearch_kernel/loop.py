@@ -10,7 +10,7 @@ One `Loop` object serves the CLI, the dashboard and the tests. Its work, experim
     CHECK     checks.check_candidate: a fast pre-filter; a reason refuses it before anything runs (a crash row)
     run       on a free lane (lanes.py): in the jail, under the wall-clock limit, on the lane's device, in
               its own folder runs/<tag>/notebooks/<n>-<commit>/ (locally, or as a Ray task on some node)
-    SCORE     the scorer measures the exported model outside the jail (the only metric)
+    SCORE     the task's scorer measures what the experiment handed over outside its jail (the only metric)
     decide    in the order runs finish (settle.py): the gate's decision against the best of that moment; a
               borderline gain is re-run first ("confirm"); a candidate that beats the best after the best
               moved on from its parent is re-applied onto the new best and run again ("rebase")
@@ -79,7 +79,9 @@ class Loop:
         on_event: Callable[[Event], None] | None = None,
     ):
         self.config = config
-        self.workspace = Workspace.open(config.repo, config.tag, resume=config.resume)
+        self.task = config.task_spec  # the workload: its notebook, metric, scorer and budget
+        self.workspace = Workspace.open(config.repo, config.tag, resume=config.resume, sandbox=self.task.sandbox,
+                                        source=self.task.source or None)
         self.run_folder = self.workspace.folder
         self.folder = self.run_folder.path
         self.results_path, self.invalid_path = self.run_folder.results, self.run_folder.invalid
@@ -315,7 +317,8 @@ class Loop:
         usage = flight.usage if not flight.runs else {}
         row = records.row_from(result, self.run_folder, outcome.job.number, outcome.job.kind, flight.commit,
                                flight.parent, outcome.job.seed, flight.description, self.sandbox_mark(),
-                               records.Usage(**usage), records.where_from(outcome, outcome.job.queued_at))
+                               records.Usage(**usage), records.where_from(outcome, outcome.job.queued_at),
+                               metric=self.task.metric.name)
         row = dataclasses.replace(row, proposer="" if flight.kind in ("baseline", records.PAIR)
                                   else self.proposer_name(flight))
         excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
@@ -340,8 +343,14 @@ class Loop:
     def sandbox_mark(self) -> str:
         return "bwrap" if self.jailed else "none"
 
+    def mark(self, row: Row) -> Row:
+        """The row with the task's marks: which metric its value is, which way is better, who measured it."""
+        metric = self.task.metric
+        return dataclasses.replace(row, metric=row.metric or metric.name, direction=row.direction or metric.direction,
+                                   scored=row.scored or self.checks.scored_mark())
+
     def append(self, rows: list[Row]) -> list[Row]:
-        rows = self.records.append(rows)
+        rows = self.records.append([self.mark(row) for row in rows])
         self.memory.remember(self.config.tag)  # the idea memory reads them back from results.tsv
         self._reporter.emit(rows=tuple(rows))
         return rows

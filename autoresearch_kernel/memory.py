@@ -35,13 +35,14 @@ from pathlib import Path
 import git
 import nbformat
 
-from autoresearch_kernel import results
+from autoresearch_kernel import results, tasks
 from autoresearch_kernel.change import Change, change_of, notebook_hash
 from autoresearch_kernel.errors import IdeaMemoryError, WorkspaceError
 from autoresearch_kernel.proposers.constants import literal_value
 from autoresearch_kernel.records import IDEAS, is_machine_fault
 from autoresearch_kernel.results import Row
 from autoresearch_kernel.runfolder import RUNS, RunFolder
+from autoresearch_kernel.tasks import DEFAULT
 from autoresearch_kernel.workspace import _read_sandbox
 
 MEMORY_FILE = "memory.sqlite"  # in runs/, next to the run folders (ignored by git, as they are)
@@ -196,7 +197,8 @@ class Memory:
                 self.connection.execute("DELETE FROM experiments WHERE tag = ? AND experiment = ?", (tag, gone))
             settings = _settings(RunFolder.of(self.root, tag))
             yardstick = _yardstick(settings)
-            added = [self._entry(tag, rows, index, yardstick, settings.get("profile"))
+            task = tasks.of_settings(settings, self.root)
+            added = [self._entry(tag, rows, index, yardstick, settings.get("profile"), task)
                      for index, row in enumerate(rows) if row.experiment not in stored]
             self.connection.executemany(
                 f"INSERT OR REPLACE INTO experiments VALUES ({', '.join('?' * len(COLUMNS))})",
@@ -213,25 +215,25 @@ class Memory:
         seen = self.connection.execute("SELECT size, mtime_ns FROM sources WHERE tag = ?", (tag,)).fetchone()
         return seen == (stat.st_size, stat.st_mtime_ns)
 
-    def _entry(self, tag: str, rows: list[Row], index: int, yardstick: str, profile: str | None) -> Entry:
+    def _entry(self, tag: str, rows: list[Row], index: int, yardstick: str, profile: str | None, task) -> Entry:
         row = rows[index]
-        child = self._notebook(row.commit)
-        parent = self._notebook(row.parent) if row.parent and row.parent != row.commit else child
+        child = self._notebook(row.commit, task.sandbox)
+        parent = self._notebook(row.parent, task.sandbox) if row.parent and row.parent != row.commit else child
         change = change_of(parent, child, profile) if child is not None else Change()
         before = _best_before(rows, index)
-        gain = before - row.val_bpb if before is not None and row.val_bpb is not None else None
+        gain = task.metric.improvement(before, row.val_bpb) if before is not None and row.val_bpb is not None else None
         status = "fault" if is_machine_fault(row) else row.status  # the machine's crash: says nothing of the code
         return Entry(tag, row.experiment, row.kind, row.commit, row.parent, row.description, status,
                      row.val_bpb, None if gain is None else round(gain, 6), row.proposer, row.seed, yardstick,
                      change.constants, change.cells, change.diff, change.notebook, change.tuning, row.finished_at)
 
-    def _notebook(self, commit: str) -> nbformat.NotebookNode | None:
+    def _notebook(self, commit: str, sandbox: str) -> nbformat.NotebookNode | None:
         """The sandbox as committed, or None when git no longer has the commit (its refs were removed)."""
         if commit not in self._notebooks:
             if len(self._notebooks) >= CACHED_NOTEBOOKS:
                 self._notebooks.pop(next(iter(self._notebooks)))
             try:
-                self._notebooks[commit] = _read_sandbox(self.repo, commit) if commit else None
+                self._notebooks[commit] = _read_sandbox(self.repo, commit, sandbox) if commit else None
             except (git.BadName, ValueError, KeyError, UnicodeDecodeError):  # NotJSONError is a ValueError
                 self._notebooks[commit] = None
         return self._notebooks[commit]
@@ -330,8 +332,14 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _yardstick(settings: dict) -> str:
-    """What a run's results are measured with, comparable across tags; "" when its settings are unknown."""
-    return json.dumps([settings.get(name) for name in MEASURED_WITH]) if settings else ""
+    """What a run's results are measured with, comparable across tags; "" when its settings are unknown. The
+    task and its evaluations budget count only when they are not the GPT's defaults, so that the yardsticks of
+    runs made before tasks existed still match."""
+    if not settings:
+        return ""
+    task = [settings["task"], settings.get("budget_evaluations")] if settings.get("task", DEFAULT) != DEFAULT else []
+    return json.dumps([settings.get(name) for name in MEASURED_WITH] + task)
+
 
 
 def _corrupt(error: sqlite3.DatabaseError) -> bool:

@@ -154,7 +154,8 @@ class Records:
     def pairs(self, best: str, runs: list[Row]) -> list[gate.Pair]:
         """Each of the candidate's runs with the best's run on the same seed (best None where it has none)."""
         partners = [self.parent_run(best, run.seed) for run in runs]
-        return [gate.Pair(run.seed, partner.val_bpb if partner else None, run.val_bpb)
+        lower = self.gate_config.lower_is_better
+        return [gate.Pair(run.seed, partner.val_bpb if partner else None, run.val_bpb, lower)
                 for run, partner in zip(runs, partners)]
 
     def lacks_run(self, best: str, seed: int) -> bool:
@@ -169,7 +170,8 @@ class Records:
             partner = self.parent_run(best, row.seed) if row.kind != PAIR else None
             if partner is not None and row.val_bpb is not None and partner.experiment != row.experiment:
                 row = dataclasses.replace(row, pair_experiment=partner.experiment,
-                                          paired_gain=gate.improvement(partner.val_bpb, row.val_bpb))
+                                          paired_gain=gate.improvement(partner.val_bpb, row.val_bpb,
+                                                                       self.gate_config.lower_is_better))
             paired.append(row)
         return paired
 
@@ -203,13 +205,15 @@ def seed_for(seeds: tuple[int, ...], run_index: int) -> int:
 
 
 def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commit: str, parent: str, seed: int,
-             description: str, sandbox: str, usage: Usage = Usage(), where: dict | None = None) -> Row:
-    """The row of one finished run: "keep" when it produced a val_bpb (the loop settles the status), else "crash".
+             description: str, sandbox: str, usage: Usage = Usage(), where: dict | None = None,
+             metric: str = gate.METRIC) -> Row:
+    """The row of one finished run: "keep" when it produced its metric (the loop settles the status), else "crash".
 
-    `where`: the lane, device, node and times of the run (`where_from`)."""
+    `where`: the lane, device, node and times of the run (`where_from`); `metric`: the task's metric's name, whose
+    value (the scorer's, or a kernel-scored task's own) goes to the `val_bpb` column."""
     metrics = result.metrics or {}  # written by the kernel: figures only, and only when they are numbers
     suspect = result.status == "suspect"  # scored, but below the floor: shown, never kept
-    value = _figure(metrics, "val_bpb") if result.ok or suspect else None
+    value = _figure(metrics, metric) if result.ok or suspect else None
     memory = _figure(metrics, "peak_vram_mb")
     ok = result.ok and value is not None
     return Row(
@@ -222,7 +226,7 @@ def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commi
         tokens_m=_figure(metrics, "total_tokens_M") or 0.0,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
         notebook=str(result.output_path.relative_to(folder.path)),
-        failure=result.failure or ("" if ok else "crash: the run reported no val_bpb"),
+        failure=result.failure or ("" if ok else f"crash: the run reported no {metric}"),
         sandbox=sandbox,
         **(where or {}),
         flops=_figure(metrics, "flops"),

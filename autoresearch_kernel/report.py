@@ -12,7 +12,11 @@ A "noop" candidate (its result bit-identical to its parent's: nothing was measur
 discard and is counted apart too, and so is a "stale" one (lanes: it beat the best, but the best had moved
 on from its parent while it ran): its change, re-applied onto the new best, runs again as an experiment of
 kind "rebase", which is decided and counted as a candidate of its own. Rows may say `sandbox` "none" (the
-experiment ran without its jail): the report warns about them. Files written before those marks existed read the same as before.
+experiment ran without its jail): the report warns about them, and so about rows `scored` "kernel" (a task
+whose metric the experiment reported itself, not a scorer outside it). The `val_bpb` column holds the task's
+metric (`metric` and `direction` say which, `metric_of`): for a higher-is-better one the running best is the
+running maximum, gains are increases, and the chart keeps better upwards as always. Files written before
+those marks existed read the same as before (val_bpb, lower is better).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from autoresearch_kernel import gate, results
+from autoresearch_kernel.tasks import Metric
 
 BASELINE = "baseline"
 CONFIRM = "confirm"
@@ -36,6 +41,20 @@ PAIR = "pair"  # the best run again on a seed it lacked, for the paired gate: no
 # settle.py's words in a stale row's `failure` when its change was re-applied as another experiment
 REBASED_AS = re.compile(r"re-applied there as experiment (\d+)")
 UNSANDBOXED = "none"  # the `sandbox` column's value for an experiment that ran without the jail
+KERNEL_SCORED = "kernel"  # the `scored` column's value for a metric the experiment reported itself
+
+
+def metric_of(frame: pd.DataFrame) -> Metric:
+    """The metric the `val_bpb` column holds, from the rows' `metric` and `direction` (val_bpb, lower is better
+    for files written before tasks, and the reference's)."""
+    for column in ("metric", "direction"):
+        if column not in frame:
+            return Metric()
+    named = frame[frame["metric"].astype(str) != ""]
+    if not len(named):
+        return Metric()
+    last = named.iloc[-1]
+    return Metric(str(last["metric"]), str(last["direction"]) != "higher")
 
 
 def plural(count: int, noun: str) -> str:
@@ -56,13 +75,15 @@ class Summary:
     noop: int  # candidates whose result was bit-identical to their parent's: no measurement
     stale: int  # candidates that beat a best which had moved on: decided again as a rebase, or not applicable
     unsandboxed: int  # runs (rows) that ran without the sandbox
+    kernel_scored: int  # runs whose metric the experiment's kernel reported itself (scored "kernel")
     runs: int  # rows in the file: every executed notebook
     keep_rate: float | None  # keeps / candidates decided on a measurement (noops, stales left out); None: none
     baseline: float | None  # the first best (the baseline's mean in our files, its first row in the reference's)
     best: float | None
-    change_percent: float | None  # (best - baseline) / baseline * 100: negative is better
+    change_percent: float | None  # (best - baseline) / baseline * 100: negative is better for val_bpb
     over_budget: int = 0  # candidates that trained past their budget: never kept
     suspect: int = 0  # scored below the profile's floor (a leak or a cheat): never kept
+    metric: Metric = Metric()  # what baseline and best are values of
 
     def baseline_phrase(self) -> str:
         """`2 baseline runs (mean 1.683143 ± 0.004500)`; "" when there is no baseline run."""
@@ -92,9 +113,13 @@ class Summary:
         first = ", ".join(part for part in (self.baseline_phrase(), self.counts_phrase()) if part)
         out = [first]
         if self.baseline is not None and self.best is not None:
-            out.append(f"baseline {self.baseline:.6f} -> best {self.best:.6f} ({self.change_percent:+.2f}%)")
+            named = "" if self.metric == Metric() else f"{self.metric.phrase()}: "
+            out.append(f"{named}baseline {self.baseline:.6f} -> best {self.best:.6f} ({self.change_percent:+.2f}%)")
         if self.unsandboxed:
             out.append(self.sandbox_warning())
+        if self.kernel_scored:
+            out.append(f"note: {self.kernel_scored} of {plural(self.runs, 'run')} were scored by the experiment's own "
+                       f"kernel (scored {KERNEL_SCORED!r}), not by a scorer outside it: the task trusts its notebook")
         return out
 
     def sandbox_warning(self) -> str:
@@ -150,12 +175,13 @@ def unsandboxed_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def running_best(frame: pd.DataFrame) -> pd.Series:
-    """The best val_bpb after each row: the gate's `best` column, else the running minimum of kept rows."""
+    """The best value after each row: the gate's `best` column, else the running minimum (maximum, for a
+    higher-is-better metric) of kept rows."""
     best = _numbers(frame, "best")
     if best.notna().any():
         return best.ffill()
     kept = _numbers(frame, "val_bpb").where(frame["status"] == "keep")
-    return kept.cummin().ffill()
+    return (kept.cummin() if metric_of(frame).lower_is_better else kept.cummax()).ffill()
 
 
 def summary(frame: pd.DataFrame) -> Summary:
@@ -173,6 +199,8 @@ def summary(frame: pd.DataFrame) -> Summary:
         experiments=len(ideas), keep=keep, discard=discard, crash=crash, noop=int(counts.get(NOOP, 0)),
         stale=int(counts.get(STALE, 0)),
         unsandboxed=len(unsandboxed_rows(frame)), runs=len(frame),
+        kernel_scored=int((frame["scored"].astype(str) == KERNEL_SCORED).sum()) if "scored" in frame else 0,
+        metric=metric_of(frame),
         keep_rate=keep / decided if decided else None,
         baseline=baseline, best=last,
         change_percent=(last - baseline) / baseline * 100 if baseline else None,
@@ -182,7 +210,8 @@ def summary(frame: pd.DataFrame) -> Summary:
 
 
 def kept_changes(frame: pd.DataFrame) -> pd.DataFrame:
-    """Kept ideas ranked by their gain: how much each lowered the running best (bpb and percent)."""
+    """Kept ideas ranked by their gain: how much each improved the running best (in the metric, and percent)."""
+    lower = metric_of(frame).lower_is_better
     best = running_best(frame)
     before = best.shift(1)
     kept = candidate_rows(frame)
@@ -192,20 +221,22 @@ def kept_changes(frame: pd.DataFrame) -> pd.DataFrame:
         "commit": kept["commit"],
         "description": kept["description"],
         "val_bpb": best.loc[kept.index],
-        "gain": (before - best).loc[kept.index],
+        "gain": gate.improvement(before, best, lower).loc[kept.index],
     })
     table["gain_percent"] = table["gain"] / before.loc[kept.index] * 100
     return table.sort_values("gain", ascending=False).reset_index(drop=True)
 
 
 def noise_band(frame: pd.DataFrame, ax) -> None:
-    """Shade the gate's margin below the running best: a candidate must land below the band to be kept."""
+    """Shade the gate's margin beyond the running best (below it for a lower-is-better metric, above it for a
+    higher-is-better one): a candidate must land past the band to be kept."""
     best, margin = _numbers(frame, "best").ffill(), _numbers(frame, "margin").fillna(0.0)
     shown = best.notna() & (margin > 0)
     if not shown.any():
         return
     x = _numbers(frame, "experiment")[shown]
-    (edges, high), (_, low) = _to_next_run(x, best[shown]), _to_next_run(x, (best - margin)[shown])
+    bar = best - margin if metric_of(frame).lower_is_better else best + margin
+    (edges, high), (_, low) = _to_next_run(x, best[shown]), _to_next_run(x, bar[shown])
     ax.fill_between(edges, low, high, step="post", color="tab:blue", alpha=0.15, linewidth=0,
                     label="gate margin (noise)")
 
@@ -263,26 +294,35 @@ def progress_chart(frame: pd.DataFrame, ax=None, band: bool = False):
         ax.annotate(str(frame.at[index, "description"])[:40], (x[index], value[index]), xytext=(4, 6),
                     textcoords="offset points", fontsize=7, rotation=30, color="#1b5e20")
     best = running_best(frame)
+    metric = metric_of(frame)
     if best.notna().any():
         ax.step(*_to_next_run(x, best), where="post", color="#2ca02c", linewidth=1.2, label="running best")
-        # The top of the view is the baseline: its highest seed, else the first best.
-        top = float(max(best.dropna().iloc[0], value[seed].max() if seed.any() else float("-inf")))
-        bar = best - _numbers(frame, "margin").fillna(0.0)  # what a candidate must beat: keep it in view
-        low = float(min(value[drawn].min(), bar.min() if band else best.min()))
-        span = max(top - low, abs(top) * 0.005, 1e-6)
-        ax.set_ylim(low - 0.15 * span, top + 0.6 * span)  # far-off discards would flatten the climb
+        ax.set_ylim(*_view(value, best, _numbers(frame, "margin").fillna(0.0), drawn, seed, band, metric))
     if band:
         noise_band(frame, ax)
     if x.notna().any():  # room on the right for the last kept point's label
         ax.set_xlim(float(x.min()) - 0.5, float(x.max()) + max(1.0, 0.08 * float(x.max() - x.min())))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # runs are counted, never fractional
     ax.set_xlabel("run")
-    ax.set_ylabel("val_bpb (lower is better)")
+    ax.set_ylabel(metric.phrase())
     ax.set_title(chart_title(summary(frame)))
     ax.grid(alpha=0.3)
     if len(frame):
         ax.legend(loc="upper right", fontsize="small")
     return ax
+
+
+def _view(value, best, margin, drawn, seed, band: bool, metric: Metric) -> tuple[float, float]:
+    """The y range: from the baseline (its worst seed, else the first best) to the best, with what a candidate
+    must beat in view; far-off discards beyond the baseline are cut off, since they would flatten the climb.
+    Values keep their axis (higher values up), whichever way is better."""
+    sign = 1.0 if metric.lower_is_better else -1.0  # in sign * value, lower is better
+    worst = float(max(sign * best.dropna().iloc[0], (sign * value[seed]).max() if seed.any() else float("-inf")))
+    bar = sign * best - margin  # what a candidate must beat
+    good = float(min((sign * value[drawn]).min(), bar.min() if band else (sign * best).min()))
+    span = max(worst - good, abs(worst) * 0.005, 1e-6)
+    ends = (good - 0.15 * span, worst + 0.6 * span)  # the baseline's side gets the room
+    return (ends[0], ends[1]) if sign > 0 else (-ends[1], -ends[0])
 
 
 def write_report(results_tsv: str | os.PathLike, png: str | os.PathLike | None = None) -> tuple[Path, list[str]]:

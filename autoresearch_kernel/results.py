@@ -86,6 +86,11 @@ class Row:
     # the paired gate (issue 20): this run against the best's run on the same seed
     pair_experiment: int = 0  # the experiment number of the best's run on this seed it was paired with (0: none)
     paired_gain: float | None = None  # improvement(that run, this run): positive when this run is better
+    # the task (tasks/): the `val_bpb` column holds the task's metric, kept under the reference's name so that
+    # its tools read our files; these say which metric it is, which way is better, and who measured it
+    metric: str = ""  # the metric's name ("" in files written before tasks: val_bpb)
+    direction: str = ""  # lower | higher is better ("" in older files: lower)
+    scored: str = ""  # outside: by a scorer in a jail of its own | kernel: reported by the experiment itself
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
@@ -146,12 +151,15 @@ def format_row(row: Row) -> str:
         _fmt(row.cpu_seconds, 2),
         str(int(row.pair_experiment)),
         _fmt(row.paired_gain, 6),
+        row.metric,
+        row.direction,
+        row.scored,
     ]
     return "\t".join(cells) + "\n"
 
 
 def console_line(row: Row) -> str:
-    """One line per experiment for a terminal: number, commit, val_bpb, status, description."""
+    """One line per experiment for a terminal: number, commit, the metric's value, status, description."""
     value = f"{row.val_bpb:.6f}" if row.val_bpb is not None and row.status != "crash" else "-".center(8)
     # a baseline seed is written "keep" (the reference's statuses) but decides nothing: it reads "baseline"
     status = "baseline" if row.kind == "baseline" and row.status != "crash" else row.status
@@ -277,7 +285,8 @@ def _frame(text: str) -> pd.DataFrame:
     frame = pd.read_csv(
         io.StringIO(text),
         sep="\t",
-        dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str, "node": str},
+        dtype={"commit": str, "parent": str, "description": str, "failure": str, "notebook": str, "node": str,
+               "metric": str, "direction": str, "scored": str},
         keep_default_na=False,
         na_values={name: [""] for name in ("val_bpb", "best", "noise_std", "cost_usd", *MEASURED, "paired_gain")},
     )
@@ -319,7 +328,7 @@ def _rows(frame: pd.DataFrame) -> list[Row]:
             if name in values:
                 values[name] = float(values[name] or 0.0)
         for name in ("commit", "parent", "description", "failure", "notebook", "kind", "finished_at", "sandbox",
-                     "proposer", "device", "node", "queued_at", "started_at"):
+                     "proposer", "device", "node", "queued_at", "started_at", "metric", "direction", "scored"):
             if name in values:
                 values[name] = str(values[name])
         rows.append(Row(**values))

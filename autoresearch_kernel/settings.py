@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch_kernel import gate
+from autoresearch_kernel import gate, tasks
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
 from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.runfolder import RunFolder
 
 # Settings a resumed run may not change: its results were measured with them.
 YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline_seeds", "gate", "budget_flops",
-             "budget_tolerance")
+             "budget_tolerance", "task", "budget_evaluations")
 # What a resume started from a form sends: limits of this process only; everything else is the run's own.
 RESUMABLE = ("max_experiments", "timeout_s")
 NOT_STORED = ("repo", "tag", "resume")  # where and whether to resume: not settings of the run
@@ -41,13 +41,16 @@ class LoopConfig:
 
     repo: Path = Path(".")
     tag: str = ""
+    task: str = tasks.DEFAULT  # the workload: a bundled task (gpt, circle-packing) or the repository's tasks/<name>
     data_dir: str | None = None  # prepared data folder; None: the harness's default
     profile: str = "cpu"  # cpu | gpu: must match the prepared data
     budget_seconds: float = 0.0  # training seconds per experiment; all three 0: the profile's default budget
     budget_tokens: int = 0  # a fixed token budget instead (deterministic); excludes the other two
+    budget_evaluations: int = 0  # a task whose budget counts evaluations (steps): how many; 0: the task's default
     max_experiments: int | None = None  # proposals this process makes (invalid ones count); None: forever
-    baseline_seeds: tuple[int, ...] = (0, 1, 2)  # the unmodified notebook runs once per seed first
-    gate: gate.GateConfig = field(default_factory=gate.GateConfig)
+    # the unmodified notebook runs once per seed first; None: the task's (0, 1, 2; one seed for a deterministic task)
+    baseline_seeds: tuple[int, ...] | None = None
+    gate: gate.GateConfig | None = None  # None: the task's (its noise); the direction is always the task's
     timeout_s: float | None = None  # wall-clock limit of one run; None: derived from the budget
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     proposer: str = "mutate"  # mutate | llm | optuna | hybrid
@@ -68,17 +71,35 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
+        self._task = tasks.load(self.task, self.repo)
+        if self.baseline_seeds is None:
+            self.baseline_seeds = tuple(range(self._task.baseline_seeds))
         self.baseline_seeds = tuple(int(s) for s in self.baseline_seeds)
         if isinstance(self.gate, dict):  # read back from config.json (an older run's: the means rule)
             self.gate = gate.GateConfig.from_stored(self.gate)
+        self.gate = dataclasses.replace(self.gate or task_gate(self._task),
+                                        lower_is_better=self._task.metric.lower_is_better)
         if isinstance(self.budget_tolerance, dict):
             self.budget_tolerance = budget.Tolerance(**self.budget_tolerance)
-        if sum(1 for b in (self.budget_seconds, self.budget_tokens, self.budget_flops) if b) > 1:
-            raise AutoresearchError("give one budget (seconds, tokens or FLOPs), not two")
+        budgets = (self.budget_seconds, self.budget_tokens, self.budget_flops, self.budget_evaluations)
+        if sum(1 for b in budgets if b) > 1:
+            raise AutoresearchError("give one budget (seconds, tokens, FLOPs or evaluations), not two")
         if self.executor not in EXECUTORS:
             raise AutoresearchError(f"unknown executor {self.executor!r}: use {' or '.join(EXECUTORS)}")
         if not self.baseline_seeds or len(set(self.baseline_seeds)) != len(self.baseline_seeds):
             raise AutoresearchError(f"baseline seeds must be distinct and at least one: {self.baseline_seeds}")
+
+    @property
+    def task_spec(self) -> tasks.Task:
+        """The run's task (its metric, sandbox, scorer, budget)."""
+        return self._task
+
+    def budget_amount(self) -> float:
+        """How much of the task's budget kind one experiment gets (the task's default when none was given)."""
+        given = {"seconds": self.budget_seconds, "tokens": self.budget_tokens,
+                 "evaluations": self.budget_evaluations}.get(self._task.budget.kind, 0)
+        amount = given or self._task.budget.default
+        return float(amount) if self._task.budget.kind == "seconds" else int(amount)  # counts are whole
 
     @classmethod
     def resumed(cls, repo: str | Path, tag: str, **given) -> LoopConfig:
@@ -124,6 +145,14 @@ class LoopConfig:
         return {name: value for name, value in settings.items() if name not in NOT_STORED}
 
 
+def task_gate(task: tasks.Task) -> gate.GateConfig:
+    """The gate a task gets by default: its noise as the prior (None: the profile's); a deterministic task's
+    (noise 0) keeps any gain above the minimum margin and re-runs nothing on other seeds."""
+    if task.deterministic:  # one run decides: no seed scatters, so there is nothing to pair or confirm
+        return gate.GateConfig(deterministic=True, confirm_runs=0, rule="means")
+    return gate.GateConfig(prior_sd=task.noise_sd)
+
+
 # -- the run's copy: runs/<tag>/config.json ----------------------------------------------------------------
 def _read_file(folder: RunFolder) -> dict:
     """config.json as {"settings": ..., "changes": [...]}; empty for a run that has none."""
@@ -151,7 +180,7 @@ def check_resume(folder: RunFolder, config: LoopConfig, data_dir: str) -> list[d
     if not stored:
         return []
     if isinstance(stored.get("gate"), dict):  # settings the gate gained since are their defaults, not a change
-        stored["gate"] = dataclasses.asdict(gate.GateConfig.from_stored(stored["gate"]))
+        stored = {**stored, "gate": _jsonable(dataclasses.asdict(gate.GateConfig.from_stored(stored["gate"])))}
     now = config.stored()
     now["data_dir"] = data_dir
     changes = [dict(setting=name, was=stored[name], now=now[name]) for name in now
@@ -212,11 +241,15 @@ OPTIONS = (
     Option("model", "--model", "llm: model name (default: $AUTORESEARCH_MODEL)", proposer_option=True),
     Option("base_url", "--base-url", "llm: OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)",
            proposer_option=True),
+    Option("task", "--task", "the workload: gpt (default), circle-packing, or a task of the repository's tasks/ "
+           "folder (autoresearch init)"),
     Option("budget_seconds", "--budget-seconds", "training seconds per experiment (default: the profile's)",
            float, budget=True),
     Option("budget_tokens", "--budget-tokens", "training tokens per experiment instead", int, budget=True),
     Option("budget_flops", "--budget-flops", "training FLOPs per experiment instead, counted by the harness "
            "(the cpu profile's default: 1.25e12)", float, budget=True),
+    Option("budget_evaluations", "--budget-evaluations", "a task counting evaluations (circle-packing: gradient "
+           "steps): how many per experiment (default: the task's)", int, budget=True),
     Option("max_experiments", "--max-experiments", "stop after N proposals (default: never)", int),
     Option("baseline_seeds", "--baseline-seeds", "seeds the unmodified notebook runs on first (default: 3)", int,
            to_config=lambda count: tuple(range(count))),

@@ -172,7 +172,8 @@ class Settler:
         if not verdict.over:
             return None
         best = self.records.best()
-        gain = gate.improvement(best, row.val_bpb) if best is not None and row.val_bpb is not None else None
+        lower = self.loop.config.gate.lower_is_better
+        gain = gate.improvement(best, row.val_bpb, lower) if best is not None and row.val_bpb is not None else None
         return gate.Decision(budget.STATUS, row.val_bpb, best, self.records.margin() or 0.0, gain, verdict.reason)
 
     def _decide(self, flight: Pending) -> gate.Decision:

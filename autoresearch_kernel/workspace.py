@@ -96,30 +96,31 @@ def list_tags(repo_dir: str | os.PathLike) -> list[str]:
     return sorted(h.name[len(BRANCH_PREFIX):] for h in repo.heads if h.name.startswith(BRANCH_PREFIX))
 
 
-def diff_of(repo_dir: str | os.PathLike, commit: str) -> str:
-    """A run commit's change against its parent (kept or under a discarded ref), read-only: no worktree."""
+def diff_of(repo_dir: str | os.PathLike, commit: str, sandbox: str = SANDBOX) -> str:
+    """A run commit's change against its parent (kept or under a discarded ref), read-only: no worktree.
+    `sandbox`: the run's notebook (its task's)."""
     repo = _open_repo(repo_dir)
     try:
-        return _diff(repo, commit)
+        return _diff(repo, commit, sandbox)
     except (git.BadName, ValueError):
         raise WorkspaceError(f"commit {commit!r} is not in the repository: the run's refs were removed") from None
 
 
-def _read_sandbox(repo: git.Repo, commit: str) -> nbformat.NotebookNode:
-    blob = repo.commit(commit).tree / SANDBOX
+def _read_sandbox(repo: git.Repo, commit: str, sandbox: str = SANDBOX) -> nbformat.NotebookNode:
+    blob = repo.commit(commit).tree / sandbox
     return nbformat.reads(blob.data_stream.read().decode("utf-8"), as_version=4)
 
 
-def _diff(repo: git.Repo, commit: str) -> str:
+def _diff(repo: git.Repo, commit: str, sandbox: str = SANDBOX) -> str:
     child = repo.commit(commit)
     if not child.parents:
         return ""
     parent = child.parents[0]
-    before = notebook_to_text(_read_sandbox(repo, parent.hexsha))
-    after = notebook_to_text(_read_sandbox(repo, child.hexsha))
+    before = notebook_to_text(_read_sandbox(repo, parent.hexsha, sandbox))
+    after = notebook_to_text(_read_sandbox(repo, child.hexsha, sandbox))
     return "".join(difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True),
-        fromfile=f"{short(parent.hexsha)}:{SANDBOX}", tofile=f"{short(child.hexsha)}:{SANDBOX}",
+        fromfile=f"{short(parent.hexsha)}:{sandbox}", tofile=f"{short(child.hexsha)}:{sandbox}",
     ))
 
 
@@ -131,6 +132,7 @@ class Workspace:
     tag: str
     worktree: Path
     repo: git.Repo  # the worktree's view of the repository (refs are shared with the user's checkout)
+    sandbox_path: str = SANDBOX  # the notebook the agent edits, relative to the repository (the task's)
 
     @property
     def branch(self) -> str:
@@ -143,14 +145,17 @@ class Workspace:
 
     @property
     def sandbox(self) -> Path:
-        return self.worktree / SANDBOX
+        return self.worktree / self.sandbox_path
 
     @classmethod
-    def open(cls, repo_dir: str | os.PathLike, tag: str, resume: bool = False) -> Workspace:
+    def open(cls, repo_dir: str | os.PathLike, tag: str, resume: bool = False, sandbox: str = SANDBOX,
+             source: str | os.PathLike | None = None) -> Workspace:
         """Create the run's branch and worktree (resume=False) or reopen them (resume=True).
 
         A new run branches from the repository's current HEAD commit; uncommitted changes there are not
         part of it. Refuses an existing tag unless resuming, and resuming a tag that does not exist.
+        `sandbox`: the task's notebook in the repository; where HEAD has none, a bundled task's `source`
+        notebook is committed on the run branch (the user's branch and checkout stay as they are).
         """
         check_tag(tag)
         main = _open_repo(repo_dir)
@@ -163,20 +168,14 @@ class Workspace:
         if not exists and resume:
             raise WorkspaceError(f"there is no run tagged {tag!r} to resume: start it without resuming")
         if not exists:
-            try:
-                main.head.commit.tree / SANDBOX
-            except KeyError:
-                raise WorkspaceError(
-                    f"{root} has no committed {SANDBOX}: add the sandbox notebook and commit it first"
-                ) from None
-            main.create_head(branch, main.head.commit)
+            main.create_head(branch, _base_commit(main, root, sandbox, source))
         _ignore_runs(main, root)
         worktree = RunFolder.of(root, tag).worktree
         worktree_repo = _attach_worktree(main, worktree, branch)
         worktree_repo.git.set_persistent_git_options(c=NO_HOOKS)
-        workspace = cls(root=root, tag=tag, worktree=worktree, repo=worktree_repo)
+        workspace = cls(root=root, tag=tag, worktree=worktree, repo=worktree_repo, sandbox_path=sandbox)
         if not workspace.sandbox.exists():
-            raise WorkspaceError(f"branch {branch} has no {SANDBOX}: it was not made by this loop; use a new tag")
+            raise WorkspaceError(f"branch {branch} has no {sandbox}: it was not made by this loop; use a new tag")
         return workspace
 
     # -- reading ------------------------------------------------------------------------------------------
@@ -193,7 +192,7 @@ class Workspace:
 
     def read_sandbox(self, commit: str | None = None) -> nbformat.NotebookNode:
         """The sandbox notebook as committed (at HEAD unless a commit is named)."""
-        return _read_sandbox(self.repo, commit or "HEAD")
+        return _read_sandbox(self.repo, commit or "HEAD", self.sandbox_path)
 
     def is_dirty(self) -> bool:
         return self.repo.is_dirty(untracked_files=True)
@@ -203,7 +202,7 @@ class Workspace:
 
     def diff(self, commit: str) -> str:
         """The candidate's change against its parent, as a unified diff of cell sources (not JSON)."""
-        return _diff(self.repo, commit)
+        return _diff(self.repo, commit, self.sandbox_path)
 
     # -- writing ------------------------------------------------------------------------------------------
     def commit_sandbox(self, notebook: nbformat.NotebookNode, message: str, parent: str | None = None) -> str:
@@ -225,7 +224,7 @@ class Workspace:
             blob = self.repo.git.hash_object("-w", str(candidate))
             env = {"GIT_INDEX_FILE": str(index)}
             self.repo.git.read_tree(parent, env=env)
-            self.repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{SANDBOX}", env=env)
+            self.repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{self.sandbox_path}", env=env)
             tree = self.repo.git.write_tree(env=env)
             message = " ".join(message.split()) or "(no description)"
             return self.repo.git.commit_tree(tree, "-p", parent, "-m", message, env=AUTHOR)
@@ -235,7 +234,7 @@ class Workspace:
 
     def sandbox_text(self, commit: str) -> str:
         """The sandbox notebook's file at `commit`, exactly as committed."""
-        return self.repo.git.show(f"{self.resolve(commit)}:{SANDBOX}", strip_newline_in_stdout=False)
+        return self.repo.git.show(f"{self.resolve(commit)}:{self.sandbox_path}", strip_newline_in_stdout=False)
 
     def discard(self, commit: str, number: int, kept: str) -> str:
         """Keep `commit` reachable under its discarded ref, then reset the branch to `kept`. Returns the ref."""
@@ -252,6 +251,33 @@ class Workspace:
         """Point the branch at `commit` and leave a clean tree (nothing staged, nothing untracked)."""
         self.repo.git.reset("--hard", "--quiet", self.resolve(commit))
         self.repo.git.clean("-fdxq")
+
+
+def _base_commit(main: git.Repo, root: Path, sandbox: str, source: str | os.PathLike | None) -> str:
+    """The commit a new run branches from: HEAD when it holds the sandbox; else HEAD plus the task's bundled
+    notebook, committed on its own (no index or file of the user's checkout is touched)."""
+    head = main.head.commit
+    try:
+        head.tree / sandbox
+        return head.hexsha
+    except KeyError:
+        if not source:
+            raise WorkspaceError(f"{root} has no committed {sandbox}: add the sandbox notebook and commit it "
+                                 "first") from None
+    index = root / RUNS / f".task-index.{os.getpid()}"
+    notebook = root / RUNS / f".task.{os.getpid()}.ipynb"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        notebook.write_text(canonical(nbformat.read(source, as_version=4)), encoding="utf-8")
+        env = {"GIT_INDEX_FILE": str(index)}
+        blob = main.git.hash_object("-w", str(notebook))
+        main.git.read_tree(head.hexsha, env=env)
+        main.git.update_index("--add", "--cacheinfo", f"100644,{blob},{sandbox}", env=env)
+        tree = main.git.write_tree(env=env)
+        return main.git.commit_tree(tree, "-p", head.hexsha, "-m", f"the task's notebook: {sandbox}", env=AUTHOR)
+    finally:
+        index.unlink(missing_ok=True)
+        notebook.unlink(missing_ok=True)
 
 
 def _ignore_runs(repo: git.Repo, root: Path) -> None:

@@ -35,6 +35,10 @@ tokens train in 4 s), so the default, 4 methods x 1 repeat x (3 baseline seeds +
 confirmations) and the re-checks, about 80 runs, took 51.8 minutes on a quiet machine (more on a busy one);
 each further repeat (--repeats, or --first-repeat on its own and --from-tsv to read them together) as long.
 `--repeats 1 --experiments 2 --budget-tokens 8192` checks the script in about five minutes per method.
+
+A second workload: `--task circle-packing` (tasks/circle_packing: 26 circles in the unit square, maximise the
+sum of radii; best known about 2.635). Its runs take seconds and are deterministic (one baseline seed, no
+confirmations, no re-checks), its budget is the task's (gradient steps), and "best" means highest.
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gate import TIMEOUT_S, former_margin, margin_rule, margin_rule_status, project  # noqa: E402
 
-from autoresearch_kernel import gate, results  # noqa: E402
+from autoresearch_kernel import gate, results, tasks  # noqa: E402
 from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
 from autoresearch_kernel.events import Event  # noqa: E402
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare  # noqa: E402
@@ -92,6 +96,7 @@ class Search:
     experiments: list[tuple[Row, ...]] = field(default_factory=list)  # a candidate's rows, or (invalid row,)
     wall_s: float = 0.0
     error: str = ""
+    lower_is_better: bool = True  # the task's metric's direction
 
     def on_event(self, event: Event) -> None:
         self.rows += event.rows
@@ -115,9 +120,10 @@ class Search:
         """The lowest first run so far (seed 0, kept or not), from the baseline's seed 0 (index 0): what the
         search found, whatever the gate made of it."""
         lowest = [r.val_bpb for r in self.rows if r.kind == "baseline" and r.seed == BASELINE_SEEDS[0]][:1]
+        better = min if self.lower_is_better else max  # "lowest" is the best single run: highest for some tasks
         for rows in self.experiments:
             value = rows[0].val_bpb
-            lowest.append(min(lowest[-1], value) if value is not None else lowest[-1])
+            lowest.append(better(lowest[-1], value) if value is not None else lowest[-1])
         return lowest
 
     def statuses(self) -> list[str]:
@@ -127,10 +133,12 @@ class Search:
 def search(method: str, repeat: int, folder: Path, args: argparse.Namespace, data_dir: Path) -> Search:
     """Run one repeat of one method in a fresh repository under `folder`."""
     proposer, options = METHODS[method]
-    found = Search(method, repeat)
+    gpt = args.task == tasks.DEFAULT
+    found = Search(method, repeat, lower_is_better=tasks.load(args.task).metric.lower_is_better)
     config = LoopConfig(repo=project(folder), tag=f"{method}-{repeat}", data_dir=str(data_dir), device="cpu",
-                        budget_tokens=args.budget_tokens,
-                        budget_flops=args.budget_flops, baseline_seeds=BASELINE_SEEDS, proposer=proposer,
+                        task=args.task, budget_tokens=args.budget_tokens if gpt else 0,
+                        budget_flops=args.budget_flops if gpt else 0.0,
+                        baseline_seeds=BASELINE_SEEDS if gpt else None, proposer=proposer,
                         proposer_options={**options, "seed": repeat}, max_experiments=args.experiments,
                         timeout_s=TIMEOUT_S)
     started = time.perf_counter()
@@ -251,9 +259,10 @@ def spread(values: list[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
-def reached(curve: list[float], threshold: float) -> int | None:
+def reached(curve: list[float], threshold: float, lower_is_better: bool = True) -> int | None:
     """The first experiment whose best beats the baseline (curve[0]) by more than `threshold`; None: never."""
-    return next((n for n, best in enumerate(curve) if gate.improvement(curve[0], best) > threshold), None)
+    return next((n for n, best in enumerate(curve) if gate.improvement(curve[0], best, lower_is_better) > threshold),
+                None)
 
 
 def write_rows(path: Path, searches: list[Search]) -> None:
@@ -266,7 +275,7 @@ def write_rows(path: Path, searches: list[Search]) -> None:
                 writer.writerow((found.method, found.repeat, found.repeat, *("" if v is None else v for v in values)))
 
 
-def read_rows(path: Path) -> dict[str, list[Search]]:
+def read_rows(path: Path, lower_is_better: bool = True) -> dict[str, list[Search]]:
     """The searches of a TSV that write_rows wrote (a bench cut short, say); wall times from the rows' clocks,
     and invalid proposals, whose place among the experiments the TSV does not keep, counted at the end."""
     fields = {f.name: f for f in dataclasses.fields(Row)}
@@ -284,7 +293,7 @@ def read_rows(path: Path) -> dict[str, list[Search]]:
             row = Row(**{name: value(name, line.get(name) or "") for name in COLUMNS})  # older TSVs lack newer columns
             searches = by_method.setdefault(line["method"], [])
             if not searches or searches[-1].repeat != int(line["repeat"]):
-                searches.append(Search(line["method"], int(line["repeat"])))
+                searches.append(Search(line["method"], int(line["repeat"]), lower_is_better=lower_is_better))
             found = searches[-1]
             if row.status == "invalid":
                 found.experiments.append((row,))
@@ -320,23 +329,31 @@ def chart(path: Path, by_method: dict[str, list[Search]], args: argparse.Namespa
         lowest = list(zip(*[s.lowest() for s in searches if len(s.lowest()) == args.experiments + 1]))
         axes.plot(xs, [statistics.fmean(c) for c in lowest], linestyle="--", drawstyle="steps-post", alpha=0.8,
                   color=line.get_color(),
-                  label=f"{method}: lowest seed-0 run, kept or not")
+                  label=f"{method}: {'lowest' if searches[0].lower_is_better else 'highest'} seed-0 run, kept or not")
     axes.set_xlabel("experiment (0: the baseline)")
-    axes.set_ylabel("val_bpb")
-    budget = choose_budget('cpu', tokens=args.budget_tokens, flops=args.budget_flops).describe()
-    axes.set_title(f"cpu profile, {budget} per run. Solid: the gate's best so far (the mean of the "
-                   f"kept runs),\nmean over repeats, band min-max. Dashed: the lowest seed-0 run so far, kept or not",
-                   fontsize=9)
+    axes.set_ylabel(tasks.load(args.task).metric.phrase())
+    axes.set_title(f"{workload(args)}.\nSolid: the gate's best so far (the mean of the kept runs), mean over "
+                   f"repeats (band: min-max). Dashed: the best seed-0 run so far", fontsize=8)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
 
 
+def workload(args) -> str:
+    """What each run measured: the GPT's profile and tokens, or another task's budget."""
+    if args.task == tasks.DEFAULT:
+        budget = choose_budget("cpu", tokens=args.budget_tokens, flops=args.budget_flops).describe()
+        return f"cpu profile, {budget} per run, baseline seeds {BASELINE_SEEDS}"
+    task = tasks.load(args.task)
+    return f"task {task.name}, {task.budget.default:g} {task.budget.kind} per run, baseline seeds (0,)"
+
+
 def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps: int, args, wall: float) -> None:
     methods = list(by_method)
-    print(f"\ncpu profile, {choose_budget('cpu', tokens=args.budget_tokens, flops=args.budget_flops).describe()} per run; {args.repeats} repeats x {args.experiments} "
-          f"experiments per method, baseline seeds {BASELINE_SEEDS}; {wall / 60:.1f} min in all")
+    metric = tasks.load(args.task).metric
+    print(f"\n{workload(args)}; {args.repeats} repeats x {args.experiments} experiments per method; "
+          f"{wall / 60:.1f} min in all")
     found = next((s for ss in by_method.values() for s in ss if len(s.baseline) > 1), None)
     if found is not None:
         margin = [r.margin for r in found.rows if r.kind == "baseline"][-1]
@@ -348,12 +365,13 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
         for s in searches:
             if s.error:
                 print(f"!! {s.method} repeat {s.repeat}: {s.error}")
-    print("\nbest val_bpb after each experiment: mean [min-max] over repeats")
+    print(f"\nbest {metric.name} after each experiment: mean [min-max] over repeats")
     print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
     for n in range(args.experiments + 1):
         cells = [spread([c[n] for s in by_method[m] if len(c := s.curve()) > n]) for m in methods]
         print(f"{n:>3}  " + "  ".join(f"{cell:<24}" for cell in cells))
-    print("\nthe lowest first run (seed 0) so far, kept or not (0: the baseline's seed 0): mean [min-max] over repeats")
+    print(f"\nthe {'lowest' if metric.lower_is_better else 'highest'} first run (seed 0) so far, kept or not (0: the "
+          "baseline's seed 0): mean [min-max] over repeats")
     print(f"{'exp':>3}  " + "  ".join(f"{m:<24}" for m in methods))
     for n in range(args.experiments + 1):
         cells = [spread([c[n] for s in by_method[m] if len(c := s.lowest()) > n]) for m in methods]
@@ -363,10 +381,10 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
           f"{'keep':>4} {'conf':>4} {'crash':>5} {'noop':>4} {'inval':>5} {'wall min':>8} {'s/exp':>6}")
     for method, searches in by_method.items():
         finals = [s.curve()[-1] for s in searches if s.curve()]
-        gains = [gate.improvement(s.curve()[0], s.curve()[-1]) for s in searches if s.curve()]
-        best_runs = [min(firsts) for s in searches
+        gains = [gate.improvement(s.curve()[0], s.curve()[-1], metric.lower_is_better) for s in searches if s.curve()]
+        best_runs = [(min if metric.lower_is_better else max)(firsts) for s in searches
                      if (firsts := [rows[0].val_bpb for rows in s.experiments if rows[0].val_bpb is not None])]
-        hits = [reached(s.curve(), args.threshold) for s in searches if s.curve()]
+        hits = [reached(s.curve(), args.threshold, metric.lower_is_better) for s in searches if s.curve()]
         hit_text = ", ".join("not reached" if h is None else str(h) for h in hits)
         statuses = [st for s in searches for st in s.statuses()]
         confirms = sum(any(r.kind == "confirm" for r in rows) for s in searches for rows in s.experiments)
@@ -377,10 +395,10 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
               f"{statistics.fmean(best_runs) if best_runs else float('nan'):8.4f}  "
               f"{hit_text:<42} {statuses.count('keep'):>4} {confirms:>4} {statuses.count('crash'):>5} "
               f"{statuses.count('noop'):>4} {statuses.count('invalid'):>5} {wall_s / 60:8.1f} "
-              f"{wall_s / max(1, experiments + len(BASELINE_SEEDS) * len(searches)):6.0f}")
-    print("(gain: the baseline's mean minus the final best; best run: the lowest first run (seed 0) of any candidate, "
-          "kept or not; both means over repeats; s/exp: wall seconds per experiment or baseline seed, confirmations "
-          "included)")
+              f"{wall_s / max(1, experiments + sum(len(s.baseline) for s in searches)):6.0f}")
+    print("(gain: the final best's improvement over the baseline's mean; best run: the best first run (seed 0) of any "
+          "candidate, kept or not; both means over repeats; s/exp: wall seconds per experiment or baseline seed, "
+          "confirmations included)")
     if args.no_recheck:
         return
     margins = sorted({round(former_margin(s.baseline), 6)
@@ -418,20 +436,23 @@ def main() -> None:
     parser.add_argument("--budget-flops", type=float, default=0.0,
                         help="training FLOPs per run (default: the cpu profile's 1.25e12, 65,536 tokens of the baseline)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--threshold", type=float, default=0.02, help="the improvement over the baseline to reach, bpb")
+    parser.add_argument("--threshold", type=float, default=0.02, help="the improvement over the baseline to reach, "
+                        "in the metric")
+    parser.add_argument("--task", default=tasks.DEFAULT, help="the workload: gpt (default) or circle-packing")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(OUT), help="the chart (PNG); the rows go beside it as .tsv")
     parser.add_argument("--no-recheck", action="store_true", help="skip re-running what the margin rule would keep")
     parser.add_argument("--from-tsv", nargs="+", default=None,
                         help="run nothing but the re-checks: the figures and chart of the TSVs this bench wrote")
     args = parser.parse_args()
+    args.no_recheck = args.no_recheck or args.task != tasks.DEFAULT  # re-checks re-run seeds: none to re-draw
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if not (data_dir / "cpu" / "manifest.json").exists():
         prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
     if args.from_tsv:  # the rows of an earlier bench; the re-checks run again, on candidates rebuilt
         by_method, missed, extra_keeps = {}, [], 0
         for path in args.from_tsv:
-            for method, searches in read_rows(Path(path)).items():
+            for method, searches in read_rows(Path(path), tasks.load(args.task).metric.lower_is_better).items():
                 by_method.setdefault(method, []).extend(searches)
         args.repeats = max(len(ss) for ss in by_method.values())
         for found in (s for ss in by_method.values() for s in ss if not args.no_recheck and len(s.baseline) > 1):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel import report, results, runstate, workspace
+from autoresearch_kernel import report, results, runstate, tasks, workspace
 from autoresearch_kernel.dashboard.control import LoopControl
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.runfolder import RUNS, RunFolder
@@ -146,12 +146,12 @@ def _row(frame: pd.DataFrame, number: int) -> dict | None:
     return dict(match.iloc[-1].to_dict(), kind=report.kinds(frame)[match.index[-1]])
 
 
-def _diff(repo: str | os.PathLike, commit: str) -> str:
+def _diff(repo: str | os.PathLike, commit: str, tag: str) -> str:
     """The candidate's diff against its parent, from the kept branch or its discarded ref (both share objects)."""
     if not commit:
         return ""
     try:
-        return workspace.diff_of(repo, commit)
+        return workspace.diff_of(repo, commit, tasks.of_run(repo, tag).sandbox)
     except Exception as error:  # a reference-format file, a pruned ref: say so instead of failing the view
         return f"(no diff: {one_line_error(error)})"
 
@@ -185,7 +185,7 @@ def experiment_detail(repo: str | os.PathLike, tag: str, frame: pd.DataFrame, nu
     if status == "crash" and notebook is not None:
         tail = _log_tail(notebook.with_suffix(".log"))
         failure = f"{failure}\n{tail}".strip()
-    return Detail(number=number, title=title, diff=_diff(repo, commit), failure=failure, notebook=notebook)
+    return Detail(number=number, title=title, diff=_diff(repo, commit, tag), failure=failure, notebook=notebook)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -69,13 +69,19 @@ def table_rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
             kind if kind in (report.CONFIRM, report.REBASE) else "",
             f"re-applied as #{rebased}" if rebased else "",
             "no sandbox" if str(record.get("sandbox", "")) == report.UNSANDBOXED else "",
+            "kernel-scored" if str(record.get("scored", "")) == report.KERNEL_SCORED else "",
         ) if mark)
         line = f"{number:>4}  {commit:<7}  {shown:>9}  {status:<8}  {marks}{record.get('description', '')}"
         lines.append((line.replace(" ", NBSP), number))
     return lines
 
 
-TABLE_HEADER = f"{'#':>4}  {'commit':<7}  {'val_bpb':>9}  {'status':<8}  description".replace(" ", NBSP)
+def table_header(metric: str = "val_bpb") -> str:
+    """The table's header line, naming the run's metric (the `val_bpb` column holds the task's)."""
+    return f"{'#':>4}  {'commit':<7}  {metric[:9]:>9}  {'status':<8}  description".replace(" ", NBSP)
+
+
+TABLE_HEADER = table_header()
 
 
 @dataclass
@@ -206,9 +212,16 @@ def chart_png(frame: pd.DataFrame, width: float = 9.0, height: float = 3.6) -> b
     return buffer.getvalue()
 
 
+def _header_html(header: str) -> str:
+    return f'<div class="ark-mono"><b>{header}</b></div>'
+
+
 def chart_caption(frame: pd.DataFrame) -> str:
-    """`val_bpb over 5 runs: 2 baseline runs, 3 experiments: 0 kept, 0 crashed`."""
-    return f"<b>val_bpb</b> over {report.plural(len(frame), 'run')}: {report.chart_title(report.summary(frame))}"
+    """`val_bpb over 5 runs: 2 baseline runs, 3 experiments: 0 kept, 0 crashed` (the run's metric, and which
+    way is better when it is higher)."""
+    metric = report.metric_of(frame)
+    named = metric.name if metric.lower_is_better else f"{metric.name} (higher is better)"
+    return f"<b>{named}</b> over {report.plural(len(frame), 'run')}: {report.chart_title(report.summary(frame))}"
 
 
 def notebook_link(notebook: Path, start: str | os.PathLike | None = None) -> str:
@@ -342,6 +355,7 @@ class DashboardView:
         self.chart_caption = w.HTML()
         self.chart_caption.add_class("ark-chart-caption")
         # -- per experiment
+        self.table_header = w.HTML(_header_html(TABLE_HEADER))
         self.table = w.Select(options=[], rows=10, layout=w.Layout(width="820px"))
         self.table.add_class("ark-table")
         self.detail_title = w.HTML()
@@ -353,7 +367,7 @@ class DashboardView:
         live = w.VBox([
             self.phase, w.HBox([self.progress, self.times]), self.lanes_view, self.counts, self.warning,
             self.chart_caption, self.chart,
-            w.HTML(f'<div class="ark-mono"><b>{TABLE_HEADER}</b></div>'), self.table,
+            self.table_header, self.table,
             self.detail_title, self.link, self.failure, self.diff,
         ])
         self.root = w.VBox([
@@ -415,6 +429,7 @@ class DashboardView:
 
     def show_results(self, frame: pd.DataFrame, png: bytes | None) -> None:
         rows = table_rows(frame)
+        self.table_header.value = _header_html(table_header(report.metric_of(frame).name))
         selected = self.table.value
         self.table.options = rows
         if rows:

@@ -66,6 +66,10 @@ class Checks:
         """After a run: the result whose metrics the gate sees (a RunResult)."""
         return result
 
+    def scored_mark(self) -> str:
+        """Who measured the rows' metric: "outside" (a scorer in a jail of its own) or "kernel" (the run itself)."""
+        return "kernel"
+
     def close(self) -> None:
         """The loop ends: stop what the checks started."""
 
@@ -88,6 +92,8 @@ class Guard(Checks):
     _device: str = "cpu"
     _scorer: Scorer | None = None
     _log: Path | None = None
+    _task: object = None  # tasks.Task: the loop's
+    _file_scorer: object = None  # tasks.filescore.FileScorer, for a task whose experiment hands over a file
 
     # -- before each experiment ---------------------------------------------------------------------------
     def before_experiment(self, loop) -> None:
@@ -95,9 +101,14 @@ class Guard(Checks):
             self._start(loop)
             return
         self.verify_sources()
-        self.verify_data()
+        if self._task is None or self._task.is_gpt:  # the prepared corpus is the GPT task's yardstick
+            self.verify_data()
 
     def _start(self, loop) -> None:
+        self._task = loop.task
+        if not self._task.is_gpt:
+            self._start_task(loop)
+            return
         rows = results.read_rows(loop.results_path)
         baseline = [r.commit for r in rows if r.kind == "baseline"]
         base = loop.workspace.resolve(baseline[0]) if baseline else (loop.state.kept or loop.workspace.head())
@@ -122,6 +133,26 @@ class Guard(Checks):
             self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.run_folder.scorer_log)
         self._started = True
 
+    def _start_task(self, loop) -> None:
+        """A task other than the GPT: its own scorer (a file artifact) or its kernel's word (metrics)."""
+        from autoresearch_kernel import tasks
+        from autoresearch_kernel.tasks.filescore import FileScorer
+
+        rows = results.read_rows(loop.results_path)
+        baseline = [r.commit for r in rows if r.kind == "baseline"]
+        self._base = loop.workspace.read_sandbox(loop.workspace.resolve(baseline[0]) if baseline else
+                                                 (loop.state.kept or loop.workspace.head()))
+        self._log = loop.run_folder.integrity_log
+        self._sources = {path: _sha256(path) for path in score_sources(self._task)}
+        self.scored_outside = self._task.scored == "outside"
+        if self._task.artifact == "file":
+            public, private = tasks.prepare(self._task, loop.data_dir)
+            self._file_scorer = FileScorer(self._task, public, private, loop.jailed, loop.run_folder.scorer_log)
+        self._started = True
+
+    def scored_mark(self) -> str:
+        return "outside" if self.scored_outside else "kernel"
+
     def snapshot(self, data_dir: str | None, profile: str, strict: bool = False) -> None:
         """Remember the score modules and the prepared data as they are now: the yardstick that the later
         checks compare with. `strict`: data that does not verify raises IntegrityError."""
@@ -138,7 +169,7 @@ class Guard(Checks):
     # -- the package's sources and the prepared data ------------------------------------------------------
     def verify_sources(self) -> None:
         """Raise IntegrityError when a module a score depends on changed on disk since the loop started."""
-        now = {path: _sha256(path) for path in score_sources()}
+        now = {path: _sha256(path) for path in score_sources(self._task)}
         changed = sorted(_package_name(p) for p in set(now) | set(self._sources) if now.get(p) != self._sources.get(p))
         if changed:
             self.note(f"package sources changed on disk: {', '.join(changed)}")
@@ -187,16 +218,17 @@ class Guard(Checks):
         if not self._started:
             raise IntegrityError("the guard checks candidates only inside a loop step (before_experiment first)")
         changed = candidate.workspace.repo.git.diff("--name-only", candidate.parent, candidate.commit).splitlines()
-        outside = [path for path in changed if path != SANDBOX]
+        sandbox = getattr(candidate.workspace, "sandbox_path", SANDBOX)
+        outside = [path for path in changed if path != sandbox]
         if outside:
-            return f"changes files outside the sandbox: {', '.join(outside[:5])}; only {SANDBOX} may change"
+            return f"changes files outside the sandbox: {', '.join(outside[:5])}; only {sandbox} may change"
         try:
             notebook = candidate.workspace.read_sandbox(candidate.commit)
             nbformat.validate(notebook)
         except Exception as error:  # unreadable JSON, schema violations: either way nothing may run
             return f"the notebook is not a valid notebook: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
         reason = check_structure(self._base, notebook)
-        if reason or not self.static:
+        if reason or not self.static or (self._task is not None and not self._task.static_rules):
             return reason
         trusted = {c.source for c in self._base.cells if c.cell_type == "code" and not is_contract(c)}
         agent = [(i, c.source) for i, c in enumerate(notebook.cells)
@@ -215,6 +247,8 @@ class Guard(Checks):
         figure below the profile's floor makes the result "suspect"."""
         if not result.ok or not self.scored_outside:
             return result
+        if self._file_scorer is not None:
+            return self._score_file(result)
         scored, measured = score_result(result, self._scorer, self._device)
         self.record(scored, measured)
         return scored
@@ -230,6 +264,20 @@ class Guard(Checks):
             self.note(f"scored {result.output_path.name}: val_bpb {measured.val_bpb:.6f} in {measured.seconds:.1f} s")
         else:
             self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
+
+    def _score_file(self, result):
+        """A file artifact scored by the task's function in its own jail: its value is the run's metric."""
+        artifact = result.output_path.parent / self._task.artifact_name
+        measured = self._file_scorer.score(artifact)
+        name = self._task.metric.name
+        if not measured.ok:
+            self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
+            return _failed(result, "ScoringFailed", measured.failure)
+        self.note(f"scored {result.output_path.name}: {name} {measured.value:.6f} in {measured.seconds:.1f} s")
+        metrics = dict(result.metrics or {}, **{name: measured.value})
+        _append_cell(result.output_path, f"{SCORED_HEADING}\n\n{name}: {measured.value:.6f} "
+                                         f"(scored in {measured.seconds:.1f} s)")
+        return dataclasses.replace(result, metrics=metrics)
 
     def note(self, line: str) -> None:
         """One line in runs/<tag>/integrity.log: what the guard found, for the morning."""
@@ -305,20 +353,29 @@ def append_summary(notebook: Path, metrics: dict, seconds: float) -> None:
     from autoresearch_kernel.harness.metrics import finite_figure
 
     block = summary(SimpleNamespace(**{name: finite_figure(metrics.get(name)) for name in SUMMARY_NAMES}))
+    _append_cell(notebook, f"{SCORED_HEADING}\n\n```\n{block}\n```\n\nscored in {seconds:.1f} s")
+
+
+def _append_cell(notebook: Path, text: str) -> None:
+    """A markdown cell at the end of the executed notebook (the scorer's word, for the morning)."""
     try:
         executed = nbformat.reads(untrusted.read_text(notebook, untrusted.NOTEBOOK_BYTES), as_version=4)
-        executed.cells.append(nbformat.v4.new_markdown_cell(
-            f"{SCORED_HEADING}\n\n```\n{block}\n```\n\nscored in {seconds:.1f} s"))
+        executed.cells.append(nbformat.v4.new_markdown_cell(text))
         untrusted.write_text(notebook, nbformat.writes(executed))  # never through a link the jail planted
     except Exception:  # the kernel wrote that notebook: an unreadable one still gets its row, unannotated
         return
 
 
-def score_sources() -> list[Path]:
-    """The .py files a score depends on: the harness and the integrity package, as imported."""
+def score_sources(task=None) -> list[Path]:
+    """The .py files a score depends on: the harness, the integrity and tasks packages, as imported, and a
+    user's task's scorer and check files."""
+    from autoresearch_kernel.tasks.functions import file_of
+
     package = Path(autoresearch_kernel.__file__).resolve().parent
-    return sorted((package / "harness").rglob("*.py")) + sorted((package / "integrity").rglob("*.py")) + [
-        package / "__init__.py", package / "errors.py", package / "runner.py"]
+    own = [file_of(spec, task.folder) for spec in (task.scorer, *task.checks) if spec] if task is not None else []
+    return sorted((package / "harness").rglob("*.py")) + sorted((package / "integrity").rglob("*.py")) + sorted(
+        (package / "tasks").rglob("*.py")) + [package / "__init__.py", package / "errors.py",
+                                              package / "runner.py"] + [path for path in own if path]
 
 
 def _sha256(path: Path) -> str:

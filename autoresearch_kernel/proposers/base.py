@@ -18,7 +18,9 @@ from typing import Protocol, runtime_checkable
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
+from autoresearch_kernel.notebook import SANDBOX
 from autoresearch_kernel.results import NOT_RUN, STATUSES  # noqa: F401  (the statuses the loop feeds back)
+from autoresearch_kernel.tasks import Metric
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,14 @@ class ProposalContext:
     # With lanes: the experiments running now (their descriptions), so as not to propose the same thing again.
     running: list[str] = field(default_factory=list)
     memory: str = ""                    # the idea memory's digest: what every run of the repository tried
+    # The task's (tasks/): the metric `best_val_bpb` and the history's values are of, and which way is better;
+    # the notebook's path in the repository. None: the GPT task's val_bpb, lower is better.
+    metric: Metric | None = None
+    sandbox: str = SANDBOX
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric is None or self.metric.lower_is_better
 
 
 @dataclass

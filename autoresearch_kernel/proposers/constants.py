@@ -2,7 +2,8 @@
 and whether changing them changes anything the notebook computes.
 
 Shared by the proposers that search them (mutate, optuna). A constant is an `UPPER_CASE = <number>` line of
-the agent's code cells (never the parameters or harness cells), at the top level or in the branch of an
+the agent's code cells (never the parameters or harness cells; only those the notebook's metadata names as
+`autoresearch.tunable`, when it does), at the top level or in the branch of an
 `if run.profile.name == "gpu": ... else: ...` block that runs under the profile. Its effect is judged from the
 notebook's own one-line assignments (`GRAD_ACCUM_STEPS = max(1, round(TOTAL_BATCH_SIZE / ...))`), read as a
 tree and never executed: a change whose every reader keeps its value moves nothing.
@@ -101,10 +102,18 @@ def notebook_profile(notebook: nbformat.NotebookNode) -> str:
     return "cpu"
 
 
+def tunable_names(notebook: nbformat.NotebookNode) -> frozenset[str] | None:
+    """The constants a task allows to be tuned (`autoresearch init` writes them into the notebook's metadata,
+    `autoresearch.tunable`); None: every constant of the agent's cells."""
+    names = notebook.metadata.get("autoresearch", {}).get("tunable")
+    return frozenset(names) if isinstance(names, list) else None
+
+
 def find_constants(notebook: nbformat.NotebookNode, profile: str | None = None) -> list[Constant]:
     """The mutable constants of the agent's code cells that run under `profile` (default: the parameters
     cell's), first assignment of each name, in notebook order."""
     profile = profile or notebook_profile(notebook)
+    tunable = tunable_names(notebook)
     found: dict[str, Constant] = {}
     for cell_index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code" or is_contract(cell):
@@ -112,7 +121,8 @@ def find_constants(notebook: nbformat.NotebookNode, profile: str | None = None) 
         lines = cell.source.splitlines()
         for line_index in active_lines(cell.source, profile):
             match = CONSTANT.match(lines[line_index])
-            if not match or match["name"] in found or SKIP_NAMES.search(match["name"]):
+            if not match or match["name"] in found or SKIP_NAMES.search(match["name"]) or (
+                    tunable is not None and match["name"] not in tunable):
                 continue
             text = match["value"]
             value = literal_value(text)

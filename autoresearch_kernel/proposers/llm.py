@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 import openai
 
 from autoresearch_kernel.errors import ProposalError, ProposerUnavailable
-from autoresearch_kernel.notebook import SANDBOX
 from autoresearch_kernel.proposers.base import (
     PLATEAU_AFTER,
     HistoryEntry,
@@ -41,6 +40,7 @@ from autoresearch_kernel.proposers.base import (
     proposal_error,
 )
 from autoresearch_kernel.proposers.edits import REPLY_FORMAT_HINT, apply_reply, notebook_to_text
+from autoresearch_kernel.tasks import Metric
 
 # HTTP statuses the client retries (with every 5xx): request timeout, conflict, rate limit.
 RETRY_STATUSES = (408, 409, 429)
@@ -108,26 +108,27 @@ def _env_float(name: str) -> float | None:
 # ---------------------------------------------------------------------------------------------------------
 # the prompt
 
-def format_history(history: list[HistoryEntry], limit: int) -> str:
+def format_history(history: list[HistoryEntry], limit: int, metric: str = "val_bpb") -> str:
     if not history:
         return "No experiments yet: the first run measures the unmodified notebook (the baseline)."
     shown = history[-limit:]
-    lines = ["| # | status | val_bpb | description |", "|---|---|---|---|"]
+    lines = [f"| # | status | {metric} | description |", "|---|---|---|---|"]
     for entry in shown:
         bpb = "-" if entry.val_bpb is None else f"{entry.val_bpb:.6f}"
         lines.append(f"| {entry.number} | {entry.status} | {bpb} | {entry.description} |")
     if len(shown) < len(history):
         lines.append(f"({len(history) - len(shown)} earlier experiments are not shown.)")
     if any(entry.status == "duplicate" for entry in shown):
-        lines.append("(duplicate: not run, since it repeated code already run; its val_bpb is that experiment's.)")
+        lines.append(f"(duplicate: not run, since it repeated code already run; its {metric} is that experiment's.)")
     return "\n".join(lines)
 
 
 def build_prompt(context: ProposalContext, history_limit: int = 100, plateau_after: int = PLATEAU_AFTER) -> str:
     """The user message: the sandbox as code, the results so far, and the task (a new idea, a structurally
     different one on a plateau, or a fix)."""
+    metric = context.metric or Metric()  # the task's; the GPT task's val_bpb when none is given
     best = ("" if context.best_val_bpb is None
-            else f"Best val_bpb so far: {context.best_val_bpb:.6f} (lower is better).\n\n")
+            else f"Best {metric.name} so far: {context.best_val_bpb:.6f} ({metric.direction} is better).\n\n")
     # The profile picks which branch of `if run.profile.name == ...:` runs: an edit to the other one is lost.
     runs_as = ""
     if context.profile is not None:
@@ -135,11 +136,11 @@ def build_prompt(context: ProposalContext, history_limit: int = 100, plateau_aft
         runs_as = (f' The experiments run with PROFILE = "{context.profile}" '
                    f'(so `run.profile.name == "{context.profile}"`){on_device}.')
     parts = [
-        f"## The sandbox: {SANDBOX}\n"
+        f"## The sandbox: {context.sandbox}\n"
         "Percent format: each `# %%` line starts a cell. Cells marked harness-owned belong to the harness; "
         f"a change to them is rejected.{runs_as}\n\n"
         f"```python\n{notebook_to_text(context.notebook)}```",
-        f"## Results so far\n{best}{format_history(context.history, history_limit)}",
+        f"## Results so far\n{best}{format_history(context.history, history_limit, metric.name)}",
     ]
     if context.memory:
         parts.append("## Idea memory: what every run of this repository tried\n"
@@ -160,8 +161,8 @@ def build_prompt(context: ProposalContext, history_limit: int = 100, plateau_aft
     else:
         parts.append(
             "## Your task\n"
-            "Propose the next experiment: one idea, not already tried above, that may lower val_bpb within "
-            "the same budget.")
+            "Propose the next experiment: one idea, not already tried above, that may "
+            f"{'lower' if metric.lower_is_better else 'raise'} {metric.name} within the same budget.")
         stuck = experiments_since_keep(context.history)
         if plateau_after > 0 and stuck >= plateau_after:
             # More of the same rarely breaks a plateau: small steps around the optimum are already mapped.

@@ -252,7 +252,8 @@ class OptunaProposer:
             origins.setdefault(constant.name, constant.value)
         region = Region(values, origins, width, len(context.history))
         name = f"region-{len(regions) + 1}"
-        optuna.create_study(storage=self.storage, study_name=name, direction="minimize")
+        optuna.create_study(storage=self.storage, study_name=name,
+                            direction="minimize" if context.lower_is_better else "maximize")  # the task's
         study = self._load(name)
         for key, value in region.attrs().items():
             study.set_user_attr(key, value)
