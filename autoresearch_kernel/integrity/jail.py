@@ -167,6 +167,9 @@ def _etc_binds() -> list[str]:
             args += ["--symlink", os.readlink(path), path]
         elif os.path.exists(path):
             args += ["--ro-bind", path, path]
+    return args
+
+
 def _masks(masked, bound) -> list[str]:
     """bwrap arguments that cover each masked path under a bound one (after the binds: mounts stack)."""
     args: list[str] = []
