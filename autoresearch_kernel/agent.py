@@ -39,7 +39,7 @@ from autoresearch_kernel.workspace import SANDBOX, Workspace, short, tag_exists
 
 NAME = "agent"  # the proposer column of the agent's rows
 # noop (the result is bit-identical to its parent's: the edit changed nothing measurable) is a discard to the agent
-EXIT_CODES = {"keep": 0, "discard": 10, "noop": 10, "crash": 11, "refused": 12, "over-budget": 13}
+EXIT_CODES = {"keep": 0, "discard": 10, "noop": 10, "crash": 11, "refused": 12, "over-budget": 13, "suspect": 14}
 EXIT_ERROR = 2  # the command line's code for every other AutoresearchError and for usage errors
 RECENT_ROWS = 10  # rows `status` shows
 

@@ -229,4 +229,6 @@ def test_resume_after_kills_between_the_edit_and_the_step_and_during_the_step(tm
     assert [(r.experiment, r.status, r.description) for r in rows] == [
         (1, "keep", "baseline (seed 0)"), (2, "keep", "lower VALUE, slowly")]
     assert "SLEEP = 6" in twin.read_text() and not git.Repo(worktree).is_dirty(untracked_files=True)
-    assert agent.EXIT_CODES == {"keep": 0, "discard": 10, "noop": 10, "crash": 11, "refused": 12}
+    assert agent.EXIT_CODES == {"keep": 0, "discard": 10, "noop": 10, "crash": 11, "refused": 12, "over-budget": 13,
+                                "suspect": 14}
+    assert set(agent.EXIT_CODES) >= set(results.STATUSES) - {"stale"}  # a step never runs beside another
