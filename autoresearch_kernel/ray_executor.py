@@ -74,6 +74,9 @@ class PreparedData:
 
     source: str
     files: dict[str, str]
+    # The loop's split secret (secret.json, hex): a node that prepares the embedded corpus itself must draw the
+    # loop's split to hold its files. Nodes are the trusted side (they score); experiments never see it.
+    secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -344,14 +347,15 @@ def package_fingerprint() -> str:
 
 def prepared_data(data_dir: str, profile: str) -> PreparedData | None:
     """The prepared data's source and file hashes, from its manifest; None when there is none."""
-    from autoresearch_kernel.harness.manifest import MANIFEST, Manifest
+    from autoresearch_kernel.harness.manifest import MANIFEST, SECRET, Manifest
     from autoresearch_kernel.harness.prepare import prepare_command
 
     path = Path(data_dir) / profile / MANIFEST
     if not path.is_file():
         return None
     manifest = Manifest.load(path, prepare_command(profile, data_dir))
-    return PreparedData(manifest.source, dict(manifest.files))
+    secret = Path(data_dir) / profile / SECRET
+    return PreparedData(manifest.source, dict(manifest.files), secret.read_bytes().hex() if secret.is_file() else "")
 
 
 def _get(reference):
@@ -513,7 +517,7 @@ def check_node(expected: Expected, node: str) -> None:
 def check_data(expected: Expected, node: str) -> None:
     from autoresearch_kernel.harness.data import load_prepared
     from autoresearch_kernel.harness.manifest import MANIFEST
-    from autoresearch_kernel.harness.prepare import prepare, prepare_command
+    from autoresearch_kernel.harness.prepare import SplitSecret, prepare, prepare_command
 
     data_dir, profile, wanted = expected.data_dir, expected.profile, expected.data
     command = prepare_command(profile, data_dir, wanted.source if wanted.source in ("embedded", "climbmix")
@@ -525,7 +529,9 @@ def check_data(expected: Expected, node: str) -> None:
                                         f"prepare it there from the loop's source ({command})")
             with _prepare_lock(Path(data_dir), profile):  # lanes on one node: one prepares, the others wait
                 if not (Path(data_dir) / profile / MANIFEST).is_file():
-                    prepare("embedded", profile, data_dir, progress=False)
+                    # the loop's split, not a fresh one (a preparation without a key: a fresh one, as it had)
+                    secret = SplitSecret.from_bytes(bytes.fromhex(wanted.secret)) if wanted.secret else None
+                    prepare("embedded", profile, data_dir, progress=False, secret=secret)
         found = load_prepared(data_dir, profile).manifest.files
     except DataError as error:
         raise AutoresearchError(f"node {node}: {error}") from None

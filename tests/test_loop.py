@@ -316,8 +316,10 @@ def test_baseline_crash_stops_with_a_clear_error(tmp_path):
 
 
 def test_config_refuses_two_budgets():
-    with pytest.raises(AutoresearchError, match="either"):
+    with pytest.raises(AutoresearchError, match="one budget"):
         LoopConfig(tag="x", budget_seconds=5, budget_tokens=100)
+    with pytest.raises(AutoresearchError, match="one budget"):
+        LoopConfig(tag="x", budget_flops=1e9, budget_evaluations=10)
 
 
 @pytest.mark.parametrize("budget, expected", [(300, 600), (60, 180), (5, 125), (1200, 2400)])

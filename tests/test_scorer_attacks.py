@@ -106,6 +106,7 @@ def data(prepared_dir):
 @pytest.fixture(scope="module")
 def scorer(prepared_dir, tmp_path_factory):
     programs = tmp_path_factory.mktemp("attack-programs")
+    programs.chmod(0o755)  # a root test run's jail runs as nobody: what it binds must be readable by others
     cage = jail.Jail(readonly=(prepared_dir, programs)) if jail.unavailable_reason() is None else None
     with Scorer(prepared_dir, "cpu", "cpu", cage, programs / "scorer.log") as warm:
         warm.programs = programs
@@ -177,6 +178,7 @@ def test_the_embedded_corpus_is_masked_in_the_experiments_jail(prepared_dir, tmp
     corpus = kjv_path()
     assert corpus.parent in input_paths(prepared_dir, "cpu") and corpus.stat().st_size > 1_000_000
     look = f"import os; print(os.path.isdir({str(corpus.parent)!r}), os.listdir({str(corpus.parent)!r}))"
+    tmp_path.chmod(0o755)  # the jail's cwd: a root test run's jail runs as nobody
     masked = jail.Jail(writable=(tmp_path,), masked=tuple(input_paths(prepared_dir, "cpu")))
     shown = subprocess.run(masked.command([sys.executable, "-I", "-c", look]), capture_output=True, text=True)
     assert shown.returncode == 0 and shown.stdout.strip() == "True []", shown.stderr

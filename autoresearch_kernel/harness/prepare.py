@@ -71,7 +71,11 @@ class SplitSecret:
 
     @classmethod
     def load(cls, path: Path) -> SplitSecret:
-        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_bytes(Path(path).read_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SplitSecret:
+        saved = json.loads(data.decode("utf-8"))
         return cls(bytes.fromhex(saved["split_key"]), int(saved["eval_pack_seed"]))
 
     def to_bytes(self) -> bytes:
