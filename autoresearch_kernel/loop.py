@@ -114,7 +114,7 @@ class Loop:
             self.settler, self.intake = Settler(self), Intake(self)
             self.scheduler = Lanes(self.lanes, self._executor(), self._cancel())
             self._show_lanes()
-            self.settler.unsettled()  # runs a kill left saved without their rows
+            self.settler.settle_waiting()  # runs a kill left saved without their rows
             changed = ", ".join(f"{c['setting']} {c['was']!r} -> {c['now']!r}" for c in changes)
             self.set_phase("idle", ("resumed" + (f" with {changed}" if changed else "")) if config.resume else "started")
         except BaseException:
@@ -241,8 +241,6 @@ class Loop:
         """Start work on free lanes: runs owed by experiments in flight first, then baseline seeds, then new
         proposals (not while stopping). Returns how many runs it started."""
         started = 0
-        if not self._cancel().is_set():
-            self.settler.settle_waiting()  # after a resume: flights whose runs are all in, not yet decided
         while self.scheduler.free() and not self._cancel().is_set() and (limit is None or started < limit):
             self.checks.before_experiment(self)
             flight = self._next_owed() or (None if owed_only else self._next_new())

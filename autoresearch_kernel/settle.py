@@ -64,16 +64,6 @@ class Settler:
         self.loop.save()
         return self.decide(flight, excerpt, error_name)
 
-    def unsettled(self) -> list[Row]:
-        """Decide the flights a stopped loop left with all their runs saved and no rows (a kill between the two):
-        without this a baseline seed would be waited for forever and a candidate's run lost. Called on open."""
-        rows = []
-        for flight in list(self.state.flights):
-            if flight in self.state.flights and flight.runs and not flight.owes_run() \
-                    and not self.records.written(flight.numbers):
-                rows += self.decide(flight, excerpt=pending_rows(flight)[-1].failure)
-        return rows
-
     def decide(self, flight: Pending, excerpt: str = "", error_name: str | None = None) -> list[Row]:
         """The verdict on a flight whose last run is saved: its rows, one more run (confirm), or a rebase."""
         row = pending_rows(flight)[-1]
@@ -144,13 +134,15 @@ class Settler:
         return written + self.settle_waiting()
 
     def settle_waiting(self) -> list[Row]:
-        """Decide the flights whose runs are all in but undecided: those that waited for the best's run on a
-        seed, and any a kill left between its last run and its decision."""
+        """Decide the flights whose runs are all saved but that have no rows: those that waited for the best's
+        run on a seed, and any a kill left between a run's save and its rows (baselines and pair runs too:
+        else a baseline seed would be waited for forever). Called after a pair run and when the loop opens.
+        Through `decide`, so the suspect and budget verdicts apply to them as to any run."""
         rows: list[Row] = []
         for flight in list(self.state.flights):
-            if flight in self.state.flights and flight.kind not in ("baseline", records.PAIR) and flight.runs \
-                    and not flight.owes_run() and not self._awaits_pair(flight):
-                rows += self._judge(flight)
+            if flight in self.state.flights and flight.runs and not flight.owes_run() \
+                    and not self.records.written(flight.numbers):
+                rows += self.decide(flight, excerpt=pending_rows(flight)[-1].failure)
         return rows
 
     def refused(self, flight: Pending, reason: str) -> list[Row]:

@@ -1,4 +1,4 @@
-"""Resuming after a kill at each point where an experiment's life is saved (recovery.py, Settler.unsettled).
+"""Resuming after a kill at each point where an experiment's life is saved (recovery.py, Settler.settle_waiting).
 
 The loop runs in a process of its own, on the fixture sandbox, and is killed (os._exit, as a SIGKILL would
 leave it: no clean-up) at one persistence point; a loop in this process then resumes the tag. Every
