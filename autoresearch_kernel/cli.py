@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoresearch_kernel.agent_cli import add_agent_commands
+from autoresearch_kernel.agent.cli import add_agent_commands
 from autoresearch_kernel.errors import AutoresearchError
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    from autoresearch_kernel.settings import BY_NAME
+    from autoresearch_kernel.loop.settings import BY_NAME
 
     parser.add_argument("--data-dir", default=None, help=BY_NAME["data_dir"].help)
 
@@ -60,7 +60,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _add_loop_commands(commands) -> None:
     """`loop` and `report`: the keep/revert loop over the sandbox notebook, and its results."""
-    from autoresearch_kernel import settings
+    from autoresearch_kernel.loop import settings
 
     loop = commands.add_parser(
         "loop", help="run the experiment loop on a run tag until stopped",
@@ -83,8 +83,9 @@ def _add_loop_commands(commands) -> None:
 def _loop(args: argparse.Namespace) -> None:
     import signal
 
-    from autoresearch_kernel import results, settings
-    from autoresearch_kernel.loop import Loop, LoopConfig
+    from autoresearch_kernel.journal import results
+    from autoresearch_kernel.loop import settings
+    from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
     given = settings.given(args)
     if args.resume:
@@ -124,7 +125,7 @@ def _report(args: argparse.Namespace) -> None:
 
     from autoresearch_kernel import report
     from autoresearch_kernel.errors import WorkspaceError
-    from autoresearch_kernel.runfolder import RunFolder
+    from autoresearch_kernel.workspace.runfolder import RunFolder
 
     if not (args.tag or args.results):
         raise WorkspaceError("name the run: --tag TAG (or --results PATH to a results.tsv)")
@@ -153,7 +154,7 @@ def _add_run_once(commands) -> None:
 
 
 def _run_once(args: argparse.Namespace) -> None:
-    from autoresearch_kernel.run_once import TEMPLATE, run_once, summary_of
+    from autoresearch_kernel.execution.run_once import TEMPLATE, run_once, summary_of
 
     result = run_once(
         notebook=args.notebook or TEMPLATE,
@@ -198,7 +199,7 @@ def _add_init(commands) -> None:
 
 
 def _init(args: argparse.Namespace) -> None:
-    from autoresearch_kernel.task_init import Answers, ask_on_terminal, init_task
+    from autoresearch_kernel.tasks.init import Answers, ask_on_terminal, init_task
 
     answers = Answers(
         notebook=args.notebook, name=args.name, metric=args.metric, direction=args.direction, scorer=args.scorer,

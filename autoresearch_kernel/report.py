@@ -28,7 +28,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from autoresearch_kernel import gate, results
+from autoresearch_kernel import gate
+from autoresearch_kernel.journal import results
 from autoresearch_kernel.tasks import Metric
 
 BASELINE = "baseline"

@@ -37,7 +37,7 @@ import nbformat
 from autoresearch_kernel import gate
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
 from autoresearch_kernel.harness.profiles import choose_budget
-from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "notebooks" / "train_template.ipynb"

@@ -29,7 +29,7 @@ from bench_gate import project  # a sibling script
 
 from autoresearch_kernel import gate
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
-from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage
 
 # The sleep notebook's val_bpb is VALUE exactly: the gate is told the noise is tiny, so nothing is confirmed.

@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from autoresearch_kernel.execution.runner import run_notebook
 from autoresearch_kernel.harness.data import training_files
 from autoresearch_kernel.harness.parameters import ExperimentParameters
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
 from autoresearch_kernel.harness.profiles import get_profile
 from autoresearch_kernel.integrity import jail
-from autoresearch_kernel.runner import run_notebook
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "notebooks" / "train_template.ipynb"
 STEP_TOKENS = 8 * 256  # the cpu profile's tokens per optimizer step

@@ -28,7 +28,7 @@ import git
 import nbformat
 
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
-from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "train_template.ipynb"
@@ -68,7 +68,7 @@ def make_project(folder: Path) -> Path:
 
 def runner_fixed_cost(folder: Path, repeats: int = 3) -> tuple[float, float]:
     """Median wall of a two-cell notebook (import torch, write metrics) through the runner, and as a script."""
-    from autoresearch_kernel.runner import run_notebook
+    from autoresearch_kernel.execution.runner import run_notebook
 
     body = "import json, torch\njson.dump({'status': 'ok', 'val_bpb': 1.0}, open(METRICS_PATH, 'w'))"
     notebook = nbformat.v4.new_notebook()

@@ -3,7 +3,9 @@
 Two steps, so that the figures do not depend on the machine's load:
 1. `--measure`: run each notebook once per seed (cpu profile, a token budget: deterministic, the same seed gives
    the same val_bpb) and append its val_bpb to bench/power.tsv (a row per notebook and seed; rows already there
-   are not run again, so an interrupted measurement resumes). The notebooks:
+   are not run again, so an interrupted measurement resumes). The data is prepared with one fixed split secret
+   (the tests' `TEST_SECRET`) in a folder of its own: a preparation's random secret draws another validation
+   split, and rows measured on two splits must never be paired. The notebooks:
    - `shipped`: notebooks/train_template.ipynb as it is;
    - planted gains: the shipped notebook with one setting made slightly wrong (`detune-*`); the candidate that
      fixes it is the shipped notebook, so its gain on each seed is detune(s) - shipped(s), known from
@@ -36,14 +38,15 @@ from pathlib import Path
 import nbformat
 
 from autoresearch_kernel import gate
-from autoresearch_kernel.harness.prepare import default_data_dir, prepare
-from autoresearch_kernel.run_once import TEMPLATE, run_once
+from autoresearch_kernel.execution.run_once import TEMPLATE, run_once
+from autoresearch_kernel.harness.prepare import SplitSecret, default_data_dir, prepare
 
 TSV = Path(__file__).resolve().with_name("power.tsv")
 MODEL_LINE = "model = GPT().to(run.device)"
 PLANTED_SEEDS = tuple(range(8))  # each planted gain's size is measured on these seeds first (the first 6 first)
 REDRAW_SEEDS = (0, 1, 2)
 REDRAWS = 20
+BENCH_SECRET = SplitSecret(key=bytes(32), pack_seed=0)  # the tests' split: figures comparable across sessions
 # One setting off: (the shipped line, the changed line). The shipped warm-down is a little long for 65,536
 # tokens (a shorter one gains); the Muon learning rate a quarter or a half lower loses.
 VARIANTS = {
@@ -90,7 +93,7 @@ def plan() -> list[tuple[str, int]]:
 def measure(budget_tokens: int, data_dir: Path) -> None:
     """Run every planned (notebook, seed) not yet in power.tsv and append its val_bpb."""
     if not (data_dir / "cpu" / "manifest.json").exists():
-        prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
+        prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False, secret=BENCH_SECRET)
     done = stored()
     if not TSV.exists():
         TSV.write_text("notebook\tseed\tbudget_tokens\tval_bpb\tseconds\n")
@@ -245,7 +248,7 @@ def main() -> None:
         simulate(args.simulate)
         return
     if args.measure:
-        measure(args.budget_tokens, Path(args.data_dir) if args.data_dir else default_data_dir())
+        measure(args.budget_tokens, Path(args.data_dir) if args.data_dir else default_data_dir() / "bench-power")
         return
     values = stored()
     if not values:

@@ -57,7 +57,7 @@ def timed(function, repeats: int) -> tuple[float, object]:
 
 
 def experiment_wall_times(data_dir: Path, scratch: Path, repeats: int, steps: int) -> None:
-    from autoresearch_kernel.runner import run_notebook
+    from autoresearch_kernel.execution.runner import run_notebook
 
     walls: dict[bool, list[float]] = {False: [], True: []}
     for index in range(repeats):
@@ -113,8 +113,8 @@ def scorer_figures(data_dir: Path, scratch: Path, repeats: int, device: str) -> 
 def static_figures(data_dir: Path, repeats: int) -> None:
     import nbformat
 
-    from autoresearch_kernel.integrity.guard import Guard, check_structure, contract_cells, is_contract
     from autoresearch_kernel.integrity.static import check_cells
+    from autoresearch_kernel.loop.guard import Guard, check_structure, contract_cells, is_contract
 
     notebook = nbformat.read(TEMPLATE, as_version=4)
     agent = [(i, c.source) for i, c in enumerate(notebook.cells) if c.cell_type == "code" and not is_contract(c)]

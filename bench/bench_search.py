@@ -60,17 +60,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gate import TIMEOUT_S, former_margin, margin_rule, margin_rule_status, project  # noqa: E402
 
-from autoresearch_kernel import gate, results, tasks  # noqa: E402
+from autoresearch_kernel import gate, tasks
 from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
-from autoresearch_kernel.events import Event  # noqa: E402
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare  # noqa: E402
 from autoresearch_kernel.harness.profiles import choose_budget  # noqa: E402
-from autoresearch_kernel.loop import Loop, LoopConfig  # noqa: E402
-from autoresearch_kernel.notebook import SANDBOX  # noqa: E402
-from autoresearch_kernel.proposers.constants import find_constants, literal_value  # noqa: E402
+from autoresearch_kernel.journal import results  # noqa: E402
+from autoresearch_kernel.journal.records import seed_for  # noqa: E402
+from autoresearch_kernel.journal.results import COLUMNS, Row  # noqa: E402
+from autoresearch_kernel.loop.events import Event  # noqa: E402
+from autoresearch_kernel.loop.loop import Loop, LoopConfig  # noqa: E402
 from autoresearch_kernel.proposers.optuna_search import PREFIX, edit  # noqa: E402
-from autoresearch_kernel.records import seed_for  # noqa: E402
-from autoresearch_kernel.results import COLUMNS, Row  # noqa: E402
+from autoresearch_kernel.workspace.constants import find_constants, literal_value  # noqa: E402
+from autoresearch_kernel.workspace.notebook import SANDBOX  # noqa: E402
 
 # method -> (the loop's --proposer, its options besides the seed)
 METHODS = {

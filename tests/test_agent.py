@@ -15,12 +15,13 @@ import pytest
 from loop_fixture import ScriptedProposer, make_repo
 from test_loop import config
 
-from autoresearch_kernel import agent, report, results, runstate
+from autoresearch_kernel import agent, report
+from autoresearch_kernel.agent.twin import TWIN
 from autoresearch_kernel.dashboard.view import NBSP, table_rows
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.loop import Loop
-from autoresearch_kernel.twin import TWIN
-from autoresearch_kernel.workspace import SANDBOX
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.loop.loop import Loop
+from autoresearch_kernel.workspace.worktree import SANDBOX
 
 CLI = [sys.executable, "-m", "autoresearch_kernel"]
 

@@ -27,8 +27,8 @@ import git
 import psutil
 import pytest
 
-from autoresearch_kernel import runstate
-from autoresearch_kernel.runner import kill_tree
+from autoresearch_kernel.execution.runner import kill_tree
+from autoresearch_kernel.journal import runstate
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

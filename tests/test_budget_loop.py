@@ -10,11 +10,11 @@ import nbformat
 import pytest
 from test_integrity import make_repo
 
-from autoresearch_kernel import results
 from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.integrity.budget import Tolerance
-from autoresearch_kernel.integrity.guard import Guard
-from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.loop.guard import Guard
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers.base import Proposal, Usage
 
 STEP_TOKENS = 8 * 256  # the tiny notebook's tokens per step

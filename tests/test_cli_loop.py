@@ -12,9 +12,9 @@ from pathlib import Path
 
 import git
 import pytest
-
-from autoresearch_kernel import results, runstate
 from loop_fixture import make_repo
+
+from autoresearch_kernel.journal import results, runstate
 
 ROOT = Path(__file__).resolve().parents[1]
 

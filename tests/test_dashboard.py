@@ -17,14 +17,16 @@ from pathlib import Path
 import git
 import pandas as pd
 import pytest
+from loop_fixture import make_repo
 
-from autoresearch_kernel import cli, report, results, runstate, settings
+from autoresearch_kernel import cli, report
 from autoresearch_kernel.dashboard import CONSOLE_LOG, Dashboard, Settings, Snapshot
 from autoresearch_kernel.dashboard.snapshot import console_error, experiment_detail, llm_usage, results_path
 from autoresearch_kernel.dashboard.view import DashboardView, chart_png, lane_lines, status_lines, table_rows
-from autoresearch_kernel.runner import kill_tree
-from autoresearch_kernel.runstate import LaneStatus, LoopStatus
-from loop_fixture import make_repo
+from autoresearch_kernel.execution.runner import kill_tree
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.journal.runstate import LaneStatus, LoopStatus
+from autoresearch_kernel.loop import settings
 
 REFERENCE_TSV = Path(__file__).with_name("reference_results.tsv")  # the reference project's five columns
 
@@ -280,8 +282,8 @@ def test_a_loop_that_cannot_start_shows_its_error_as_one_line(tmp_path):
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from autoresearch_kernel import runstate
-    from autoresearch_kernel.runfolder import RunFolder
+    from autoresearch_kernel.journal import runstate
+    from autoresearch_kernel.workspace.runfolder import RunFolder
     folder = RunFolder.of(sys.argv[1], sys.argv[2]).path
     lock = runstate.TagLock(folder)
     lock.acquire(sys.argv[2])

@@ -4,8 +4,8 @@ from __future__ import annotations
 from loop_fixture import ScriptedProposer, make_repo
 
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.loop import Loop, LoopConfig
-from autoresearch_kernel.workspace import read_program
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
+from autoresearch_kernel.workspace.worktree import read_program
 
 
 def test_an_uncommitted_edit_of_program_md_reaches_the_next_proposal_as_the_dashboard_shows_it(tmp_path):

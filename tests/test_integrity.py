@@ -18,13 +18,13 @@ from pathlib import Path
 import git
 import psutil
 import pytest
+from llm_server import ScriptedLLM
 
-from autoresearch_kernel import results
 from autoresearch_kernel.errors import IntegrityError
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.integrity.guard import Guard, score_sources
-from autoresearch_kernel.loop import Loop, LoopConfig
-from llm_server import ScriptedLLM
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.loop.guard import Guard, score_sources
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-integrity-0123456789abcdef"

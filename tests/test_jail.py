@@ -15,10 +15,10 @@ import nbformat
 import psutil
 import pytest
 
+from autoresearch_kernel.execution.runner import run_notebook
 from autoresearch_kernel.harness.data import training_files
 from autoresearch_kernel.integrity import jail
 from autoresearch_kernel.integrity.environment import package_root
-from autoresearch_kernel.runner import run_notebook
 
 pytestmark = pytest.mark.skipif(jail.unavailable_reason() is not None, reason="bubblewrap cannot run here")
 

@@ -15,7 +15,7 @@ import pytest
 from test_integrity import HONEST, SECRET, after_training, make_repo, run_loop
 
 from autoresearch_kernel.integrity import jail, limits
-from autoresearch_kernel.integrity.guard import Guard
+from autoresearch_kernel.loop.guard import Guard
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(jail.unavailable_reason() is not None, reason="bubblewrap cannot run here")]

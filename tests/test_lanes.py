@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.lanes import Job, Lane, Lanes, local_executor, plan_lanes
-from autoresearch_kernel.runner import RunResult
+from autoresearch_kernel.execution.lanes import Job, Lane, Lanes, local_executor, plan_lanes
+from autoresearch_kernel.execution.runner import RunResult
 
 
 def test_one_lane_by_default_keeps_the_kernel_s_own_threads():

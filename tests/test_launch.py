@@ -3,9 +3,9 @@ run at all unless the user says --no-sandbox, and the rows of such a run say so.
 import pytest
 
 from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.execution.launch import choose_sandbox
 from autoresearch_kernel.integrity import jail
-from autoresearch_kernel.launch import choose_sandbox
-from autoresearch_kernel.settings import LoopConfig
+from autoresearch_kernel.loop.settings import LoopConfig
 
 
 @pytest.fixture

@@ -17,14 +17,14 @@ from pathlib import Path
 import git
 import psutil
 import pytest
+from loop_fixture import ScriptedProposer, make_repo
 
-from autoresearch_kernel import results, runstate
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
 from autoresearch_kernel.gate import GateConfig, estimate_noise
-from autoresearch_kernel.integrity import Checks
-from autoresearch_kernel.loop import Loop, LoopConfig
-from autoresearch_kernel.runfolder import RunFolder
-from loop_fixture import ScriptedProposer, make_repo
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.loop.guard import Checks
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 SECRET = "sk-test-0123456789abcdef"
 
@@ -333,7 +333,7 @@ LOOP_PROCESS = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from loop_fixture import ScriptedProposer
     from autoresearch_kernel.gate import GateConfig
-    from autoresearch_kernel.loop import Loop, LoopConfig
+    from autoresearch_kernel.loop.loop import Loop, LoopConfig
     repo, mode, seeds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     steps = [("slow", {{"SLEEP": 8, "VALUE": 0.5}})] if mode == "mid-run" else [("worse", {{"VALUE": 2.0}})]
 

@@ -11,9 +11,9 @@ import pytest
 from loop_fixture import ScriptedProposer, make_repo
 from test_loop import config, no_kernels_left
 
-from autoresearch_kernel import results, runstate
-from autoresearch_kernel.loop import Loop
-from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.loop.loop import Loop
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 
 def lanes_config(repo, **overrides):

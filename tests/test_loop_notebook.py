@@ -7,11 +7,10 @@ from pathlib import Path
 
 import nbformat
 import papermill
-import pytest
-
-from autoresearch_kernel import results
-from autoresearch_kernel.dashboard import results_path
 from loop_fixture import make_repo
+
+from autoresearch_kernel.dashboard import results_path
+from autoresearch_kernel.journal import results
 
 LOOP_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "loop.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

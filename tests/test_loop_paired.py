@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from loop_fixture import ScriptedProposer, make_repo
 
-from autoresearch_kernel import results, runstate
 from autoresearch_kernel.gate import GateConfig, estimate_noise
-from autoresearch_kernel.loop import Loop, LoopConfig
-from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ LOOP_PROCESS = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from loop_fixture import ScriptedProposer
     from autoresearch_kernel.gate import GateConfig
-    from autoresearch_kernel.loop import Loop, LoopConfig
+    from autoresearch_kernel.loop.loop import Loop, LoopConfig
     config = LoopConfig(repo=sys.argv[1], tag="t", baseline_seeds=(0, 1), timeout_s=60, max_experiments=1,
                         fix_attempts=0, gate={gate})
     with Loop(config, proposer=ScriptedProposer([("bonus", {{"BONUS": 0.003}})])) as loop:

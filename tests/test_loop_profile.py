@@ -12,10 +12,10 @@ import nbformat
 from llm_server import scripted_llm  # noqa: F401  (the fixture: started and stopped per test)
 from loop_fixture import make_repo
 
-from autoresearch_kernel import results
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.loop import Checks, Loop, LoopConfig
-from autoresearch_kernel.notebook import SANDBOX
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.loop.loop import Checks, Loop, LoopConfig
+from autoresearch_kernel.workspace.notebook import SANDBOX
 
 # SLEEP, DIE, FAIL and NOISE in one tuple assignment: the loop fixture's body needs them, mutate leaves them.
 CONSTANTS = """\

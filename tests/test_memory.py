@@ -11,14 +11,15 @@ import pytest
 from loop_fixture import make_repo, set_constant
 from sandbox_fixture import sandbox_notebook
 
-from autoresearch_kernel import records, results, settings
-from autoresearch_kernel.change import change_of, notebook_hash
-from autoresearch_kernel.memory import DIGEST_CHARS, Memory, digest, memory_path
+from autoresearch_kernel.journal import records, results
+from autoresearch_kernel.journal.change import change_of, notebook_hash
+from autoresearch_kernel.journal.memory import DIGEST_CHARS, Memory, digest, memory_path
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.loop import settings
+from autoresearch_kernel.loop.settings import LoopConfig
 from autoresearch_kernel.proposers import ProposalContext
 from autoresearch_kernel.proposers.llm import build_prompt
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.settings import LoopConfig
-from autoresearch_kernel.workspace import Workspace, _read_sandbox
+from autoresearch_kernel.workspace.worktree import Workspace, _read_sandbox
 
 
 def with_source(notebook, cell, old, new):
@@ -230,8 +231,8 @@ def test_a_duplicate_row_keeps_the_earlier_value_in_invalid_tsv(tmp_path):
 
 
 def test_a_locked_memory_is_a_clear_error(two_runs, monkeypatch):
-    from autoresearch_kernel import memory as memory_module
     from autoresearch_kernel.errors import IdeaMemoryError
+    from autoresearch_kernel.journal import memory as memory_module
 
     monkeypatch.setattr(memory_module, "BUSY_SECONDS", 0.1)
     with Memory.open(two_runs) as memory:

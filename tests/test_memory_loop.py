@@ -9,11 +9,12 @@ import pytest
 from loop_fixture import ScriptedProposer, make_repo, set_constant
 from test_loop import config
 
-from autoresearch_kernel import agent, results
+from autoresearch_kernel import agent
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.intake import MAX_DUPLICATES
-from autoresearch_kernel.loop import Loop, LoopConfig
-from autoresearch_kernel.memory import Memory, memory_path
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.journal.memory import Memory, memory_path
+from autoresearch_kernel.loop.intake import MAX_DUPLICATES
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 import nbformat
 import pytest
 
-from autoresearch_kernel.merge import merge3, merge_notebooks
-from autoresearch_kernel.notebook import canonical
+from autoresearch_kernel.workspace.merge import merge3, merge_notebooks
+from autoresearch_kernel.workspace.notebook import canonical
 
 
 @pytest.mark.parametrize("base, ours, theirs, merged", [

@@ -10,8 +10,8 @@ from sandbox_fixture import sandbox_notebook
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
 from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, Usage, make_proposer
-from autoresearch_kernel.proposers.constants import Effects, find_constants
 from autoresearch_kernel.proposers.mutate import MutateProposer
+from autoresearch_kernel.workspace.constants import Effects, find_constants
 
 
 def one_constant(line):

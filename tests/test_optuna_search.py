@@ -9,10 +9,10 @@ from optuna.trial import TrialState
 from sandbox_fixture import sandbox_notebook
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
+from autoresearch_kernel.loop.settings import BY_NAME
 from autoresearch_kernel.proposers import HistoryEntry, ProposalContext, make_proposer
-from autoresearch_kernel.proposers.constants import find_constants, literal_value
 from autoresearch_kernel.proposers.optuna_search import SAMPLERS, STUDY_FILE, OptunaProposer
-from autoresearch_kernel.settings import BY_NAME
+from autoresearch_kernel.workspace.constants import find_constants, literal_value
 
 
 def propose(proposer, notebook, history=(), profile="cpu", best=1.0):

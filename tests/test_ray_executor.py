@@ -24,12 +24,8 @@ import pytest
 from loop_fixture import ScriptedProposer, make_repo
 
 import autoresearch_kernel
-from autoresearch_kernel import results, runstate
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.integrity.guard import SCORED_HEADING, Guard
-from autoresearch_kernel.loop import Loop, LoopConfig
-from autoresearch_kernel.ray_executor import (
+from autoresearch_kernel.execution.ray_executor import (
     SCRATCH,
     Expected,
     PreparedData,
@@ -37,7 +33,11 @@ from autoresearch_kernel.ray_executor import (
     package_fingerprint,
     prepared_data,
 )
-from autoresearch_kernel.runner import kill_tree
+from autoresearch_kernel.execution.runner import kill_tree
+from autoresearch_kernel.gate import GateConfig
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.loop.guard import SCORED_HEADING, Guard
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 FIXTURE_GATE = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, prior_sd=0.001, rule="means")  # as test_loop
 WORKER = "ray::LaneWorker"  # the title Ray gives a lane's actor process

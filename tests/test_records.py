@@ -4,11 +4,12 @@ import math
 
 import pytest
 
-from autoresearch_kernel import gate, results
-from autoresearch_kernel.records import Records, same_result
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.runstate import Pending
+from autoresearch_kernel import gate
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.journal.records import Records, same_result
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.runstate import Pending
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 
 def row(number, kind="candidate", status="keep", value=1.0, seed=0, commit="c"):

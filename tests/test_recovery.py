@@ -15,9 +15,9 @@ from pathlib import Path
 from loop_fixture import ScriptedProposer, make_repo
 from test_loop import config
 
-from autoresearch_kernel import records, results, runstate
-from autoresearch_kernel.loop import Loop
-from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.journal import records, results, runstate
+from autoresearch_kernel.loop.loop import Loop
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # The kill points, as the settler passes them: `decide` starts once a run is saved; `settle` writes the rows.
 KILLING_LOOP = textwrap.dedent("""
@@ -25,8 +25,8 @@ KILLING_LOOP = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from loop_fixture import ScriptedProposer
     from test_loop import config
-    from autoresearch_kernel.loop import Loop
-    from autoresearch_kernel.settle import Settler
+    from autoresearch_kernel.loop.loop import Loop
+    from autoresearch_kernel.loop.settle import Settler
     repo, point = sys.argv[1], sys.argv[2]
     decide, settle = Settler.decide, Settler.settle
 

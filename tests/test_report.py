@@ -5,8 +5,9 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from autoresearch_kernel import cli, report, results
-from autoresearch_kernel.results import Row
+from autoresearch_kernel import cli, report
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.journal.results import Row
 
 matplotlib.use("Agg")
 

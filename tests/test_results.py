@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from autoresearch_kernel import results
-from autoresearch_kernel.results import COLUMNS, Row
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.journal.results import COLUMNS, Row
 
 
 def _row(n, status="keep", val=0.9979, **extra):
@@ -80,8 +80,8 @@ def test_concurrent_writers_never_interleave_rows(tmp_path):
     path = tmp_path / "results.tsv"
     script = textwrap.dedent(f"""
         import sys
-        from autoresearch_kernel import results
-        from autoresearch_kernel.results import Row
+        from autoresearch_kernel.journal import results
+        from autoresearch_kernel.journal.results import Row
         for n in range(200):
             results.append({str(path)!r}, Row("abcdef1", 1.0, 1.0, "keep", "x" * 500, experiment=int(sys.argv[1]) * 1000 + n))
     """)
@@ -118,8 +118,8 @@ def test_a_writer_waits_for_one_midway_through_its_row_instead_of_cutting_it_as_
 def test_a_killed_writer_leaves_only_whole_rows(tmp_path):
     path = tmp_path / "results.tsv"
     script = textwrap.dedent(f"""
-        from autoresearch_kernel import results
-        from autoresearch_kernel.results import Row
+        from autoresearch_kernel.journal import results
+        from autoresearch_kernel.journal.results import Row
         n = 0
         while True:
             n += 1

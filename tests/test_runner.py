@@ -6,8 +6,8 @@ import nbformat
 import psutil
 import pytest
 
+from autoresearch_kernel.execution.runner import run_notebook
 from autoresearch_kernel.integrity.environment import PASSED_THROUGH, experiment_env
-from autoresearch_kernel.runner import run_notebook
 
 PARAMETERS = 'METRICS_PATH = "metrics.json"\nVALUE = 1.0'
 WRITE_METRICS = (

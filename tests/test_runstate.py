@@ -10,11 +10,11 @@ import os
 import pytest
 from loop_fixture import ScriptedProposer, make_repo
 
-from autoresearch_kernel import runstate
 from autoresearch_kernel.errors import WorkspaceError
-from autoresearch_kernel.loop import Checks, Loop, LoopConfig
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runstate import FixRequest, LoopStatus, Pending, State
+from autoresearch_kernel.journal import runstate
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.runstate import FixRequest, LoopStatus, Pending, State
+from autoresearch_kernel.loop.loop import Checks, Loop, LoopConfig
 
 
 def a_state():

@@ -21,7 +21,6 @@ from llm_server import ScriptedLLM
 from test_integrity import HONEST, SECRET, STEP_TOKENS, after_training, edit, make_repo
 from torch import nn
 
-from autoresearch_kernel import results
 from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.harness import profiles
 from autoresearch_kernel.harness.data import input_paths, load_prepared
@@ -30,9 +29,10 @@ from autoresearch_kernel.harness.finish import export_program, program_path
 from autoresearch_kernel.harness.manifest import SECRET
 from autoresearch_kernel.harness.sources import kjv_path
 from autoresearch_kernel.integrity import jail
-from autoresearch_kernel.integrity.guard import Guard, suspect_reason
 from autoresearch_kernel.integrity.scorer import Scorer
-from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.loop.guard import Guard, suspect_reason
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 HONEST_FLOOR = 2.5  # an untrained bigram scores ~3.0 and uniform 2.94: no attack here may score below this
 needs_jail = pytest.mark.skipif(jail.unavailable_reason() is not None, reason="needs bubblewrap")

@@ -5,9 +5,9 @@ import pytest
 from llm_server import ScriptedLLM
 from loop_fixture import make_repo
 
-from autoresearch_kernel import results
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 LLM_EDIT = ("Description: more noise\n<<<<<<< SEARCH\nNOISE = 0.001   # val_bpb grows by this per seed: the baseline's "
             "spread\n=======\nNOISE = 0.002   # val_bpb grows by this per seed: the baseline's spread\n>>>>>>> REPLACE\n")

@@ -3,11 +3,12 @@ import json
 
 import pytest
 
-from autoresearch_kernel import cli, settings
+from autoresearch_kernel import cli
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.settings import LoopConfig
+from autoresearch_kernel.loop import settings
+from autoresearch_kernel.loop.settings import LoopConfig
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 
 def parse(*argv):

@@ -12,7 +12,8 @@ import git
 import nbformat
 from llm_server import scripted_llm  # noqa: F401  (a fixture)
 
-from autoresearch_kernel import results, tasks
+from autoresearch_kernel import tasks
+from autoresearch_kernel.journal import results
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "classifier"
 INIT = ["init", "--notebook", "examples/classifier/classifier.ipynb", "--task", "classifier", "--metric", "accuracy",

@@ -9,7 +9,8 @@ import sys
 from llm_server import scripted_llm  # noqa: F401  (a fixture)
 from loop_fixture import make_repo
 
-from autoresearch_kernel import results, tasks
+from autoresearch_kernel import tasks
+from autoresearch_kernel.journal import results
 from autoresearch_kernel.tasks.filescore import FileScorer
 
 BASELINE = 2.240701  # the shipped notebook's sum of radii on seed 0 with the default 4,000 steps

@@ -6,12 +6,14 @@ import json
 import pytest
 from loop_fixture import make_repo
 
-from autoresearch_kernel import gate, report, results, settings, tasks
+from autoresearch_kernel import gate, report, tasks
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.gate import GateConfig, NoiseEstimate, decide_by_means, estimate_noise
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.settings import LoopConfig
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.loop import settings
+from autoresearch_kernel.loop.settings import LoopConfig
 from autoresearch_kernel.tasks.circle_packing import scorer as packing
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 
 def test_bundled_tasks_name_their_metric_and_direction():

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import torch
 
-from autoresearch_kernel.runner import run_notebook
+from autoresearch_kernel.execution.runner import run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "notebooks" / "train_template.ipynb"

@@ -5,11 +5,11 @@ import nbformat
 import pytest
 from loop_fixture import sandbox_notebook
 
+from autoresearch_kernel.agent.twin import TWIN, read_edit, twin_text, write_twin
 from autoresearch_kernel.errors import StepRefused
-from autoresearch_kernel.integrity.guard import check_structure
+from autoresearch_kernel.loop.guard import check_structure
 from autoresearch_kernel.proposers.edits import rebuild
-from autoresearch_kernel.twin import TWIN, read_edit, twin_text, write_twin
-from autoresearch_kernel.workspace import SANDBOX, canonical
+from autoresearch_kernel.workspace.worktree import SANDBOX, canonical
 
 TEMPLATE = Path(__file__).parent.parent / SANDBOX
 

@@ -5,8 +5,8 @@ import pytest
 from loop_fixture import make_repo, set_constant
 
 from autoresearch_kernel.errors import ProposalError, WorkspaceError
-from autoresearch_kernel.notebook import SANDBOX
-from autoresearch_kernel.workspace import Workspace, list_tags, tag_exists
+from autoresearch_kernel.workspace.notebook import SANDBOX
+from autoresearch_kernel.workspace.worktree import Workspace, list_tags, tag_exists
 
 
 @pytest.fixture

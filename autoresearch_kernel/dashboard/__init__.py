@@ -20,7 +20,8 @@ import os
 import threading
 from pathlib import Path
 
-from autoresearch_kernel import results, workspace
+from autoresearch_kernel.journal import results
+from autoresearch_kernel import workspace
 from autoresearch_kernel.dashboard.control import CONSOLE_LOG, LoopControl, Settings
 from autoresearch_kernel.dashboard.snapshot import (
     Snapshot, default_tag, experiment_detail, known_tags, one_line_error, read_snapshot, results_path,

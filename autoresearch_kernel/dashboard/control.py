@@ -13,9 +13,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch_kernel import runstate, settings, workspace
+from autoresearch_kernel import workspace
 from autoresearch_kernel.errors import WorkspaceError
-from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.journal import runstate
+from autoresearch_kernel.loop import settings
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 CONSOLE_LOG = RunFolder.console_log  # the loop process's stdout and stderr, when the dashboard started it
 # The form offers what the command line offers (one table: settings.OPTIONS), every proposer included.

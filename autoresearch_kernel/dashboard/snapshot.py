@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel import report, results, runstate, tasks, workspace
+from autoresearch_kernel import report, tasks, workspace
 from autoresearch_kernel.dashboard.control import LoopControl
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.runfolder import RUNS, RunFolder
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.workspace.runfolder import RUNS, RunFolder
 
 FAILURE_TAIL_LINES = 15
 ERROR_LINE = re.compile(r"^(?:[\w.-]+: )?error: (.*)$")  # the CLI's `error: ...`, argparse's `prog: error: ...`

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel import report, runstate
+from autoresearch_kernel import report
 from autoresearch_kernel.dashboard.control import PROPOSERS, SAMPLERS, USES_LLM, USES_OPTUNA, Settings
 from autoresearch_kernel.dashboard.snapshot import Detail, Snapshot
-from autoresearch_kernel.workspace import PROGRAM
+from autoresearch_kernel.journal import runstate
+from autoresearch_kernel.workspace.worktree import PROGRAM
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"  # the LLM proposer's key: read by the loop process, never by the widgets
 PROPOSER_HELP = {

@@ -4,10 +4,9 @@
     environment.py   the allow-listed environment of every process that runs candidate code
     scorer.py        the only source of the metric: the exported model measured outside the experiment
     static.py        a fast pre-filter with helpful messages (not the boundary)
-    guard.py         the loop's hooks: pre-filter, source and data verification, scoring
+    limits.py        the jail's resource limits (cgroups v2 or v1, else rlimits); cgroups.py the mechanism
+    untrusted.py     reading what an experiment wrote: no links, capped sizes, redacted strings
+    blind.py         blind scoring: shuffled rows, spliced copies; budget.py the budget verdict
 
-The loop needs only `Guard` (or the `Checks` base that checks nothing), `Candidate`, and `jail`.
+The loop's use of these (`loop/guard.py`) lives with the loop: it needs the task and the run's notebooks.
 """
-from autoresearch_kernel.integrity.guard import Candidate, Checks, Guard
-
-__all__ = ["Candidate", "Checks", "Guard"]

@@ -18,9 +18,9 @@ from typing import Protocol, runtime_checkable
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
-from autoresearch_kernel.notebook import SANDBOX
-from autoresearch_kernel.results import NOT_RUN, STATUSES  # noqa: F401  (the statuses the loop feeds back)
+from autoresearch_kernel.journal.results import NOT_RUN, STATUSES  # noqa: F401  (the statuses the loop feeds back)
 from autoresearch_kernel.tasks import Metric
+from autoresearch_kernel.workspace.notebook import SANDBOX
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
-from autoresearch_kernel.notebook import MARKER, clean_notebook, is_contract, notebook_to_text, text_to_cells
 from autoresearch_kernel.proposers.matching import apply_block, stripped_lines
+from autoresearch_kernel.workspace.notebook import MARKER, clean_notebook, is_contract, notebook_to_text, text_to_cells
 
 # `Description: text`, decorated as models do (`**Description:**`, `- Description:`, `### Description:`); a label
 # with no text (`## Description`) takes the next line.

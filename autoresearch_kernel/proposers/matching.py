@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Callable
 
-from autoresearch_kernel.notebook import MARKER
+from autoresearch_kernel.workspace.notebook import MARKER
 
 ASSIGNED = re.compile(r"^\s*([\w.]+)\s*=[^=]")  # `NAME = value`: the hyperparameter lines
 

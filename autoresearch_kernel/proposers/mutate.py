@@ -37,9 +37,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from autoresearch_kernel.notebook import clean_notebook
 from autoresearch_kernel.proposers.base import NOT_RUN, HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
-from autoresearch_kernel.proposers.constants import (
+from autoresearch_kernel.workspace.constants import (
     CONSTANT,
     NUMBER,
     POW2_NAMES,
@@ -49,6 +48,7 @@ from autoresearch_kernel.proposers.constants import (
     literal_value,
     notebook_profile,
 )
+from autoresearch_kernel.workspace.notebook import clean_notebook
 
 DESCRIPTION = re.compile(rf"^(?P<name>[A-Z][A-Z0-9_]*) (?P<old>\d+\*\*\d+|{NUMBER}) -> "
                          rf"(?P<new>\d+\*\*\d+|{NUMBER})$")

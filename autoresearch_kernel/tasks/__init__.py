@@ -174,7 +174,7 @@ def of_settings(settings: dict, repo: str | Path) -> Task:
 
 def of_run(repo: str | Path, tag: str) -> Task:
     """The task of run `tag` of the repository, from runs/<tag>/config.json."""
-    from autoresearch_kernel.runfolder import RunFolder
+    from autoresearch_kernel.workspace.runfolder import RunFolder
 
     try:
         data = json.loads(RunFolder.of(repo, tag).config.read_text(encoding="utf-8"))

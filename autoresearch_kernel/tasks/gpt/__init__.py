@@ -5,7 +5,7 @@ all the experiment's jail holds, the validation split only the scorer's), its ar
 with torch.export, its scorer integrity/scorer.py (val_bpb on the validation split and a causality check),
 its budget the profile's training seconds (or `--budget-tokens`), its noise the profile's measured default.
 """
-from autoresearch_kernel.notebook import SANDBOX
+from autoresearch_kernel.workspace.notebook import SANDBOX
 from autoresearch_kernel.tasks import Budget, Metric, Task
 
 TASK = Task(

@@ -20,10 +20,10 @@ from pathlib import Path
 import git
 import nbformat
 
-from autoresearch_kernel.agent import EXIT_CODES, EXIT_ERROR, NAME, AgentProposer, open_loop, stored_config
-from autoresearch_kernel.loop import LoopConfig
-from autoresearch_kernel.twin import TWIN, write_twin
-from autoresearch_kernel.workspace import SANDBOX, read_program, tag_exists
+from autoresearch_kernel.agent.seat import EXIT_CODES, EXIT_ERROR, NAME, AgentProposer, open_loop, stored_config
+from autoresearch_kernel.agent.twin import TWIN, write_twin
+from autoresearch_kernel.loop.loop import LoopConfig
+from autoresearch_kernel.workspace.worktree import SANDBOX, read_program, tag_exists
 
 INSTRUCTIONS = "AGENTS.md"
 CLAUDE = "CLAUDE.md"

@@ -35,15 +35,16 @@ from pathlib import Path
 import git
 import nbformat
 
-from autoresearch_kernel import results, tasks
-from autoresearch_kernel.change import Change, change_of, notebook_hash
+from autoresearch_kernel import tasks
 from autoresearch_kernel.errors import IdeaMemoryError, WorkspaceError
-from autoresearch_kernel.proposers.constants import literal_value
-from autoresearch_kernel.records import IDEAS, is_machine_fault
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runfolder import RUNS, RunFolder
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.journal.change import Change, change_of, notebook_hash
+from autoresearch_kernel.journal.records import IDEAS, is_machine_fault
+from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.tasks import DEFAULT
-from autoresearch_kernel.workspace import _read_sandbox
+from autoresearch_kernel.workspace.constants import literal_value
+from autoresearch_kernel.workspace.runfolder import RUNS, RunFolder
+from autoresearch_kernel.workspace.worktree import _read_sandbox
 
 MEMORY_FILE = "memory.sqlite"  # in runs/, next to the run folders (ignored by git, as they are)
 # Bumped when an entry's meaning changes; the Python version is part of it because `ast.unparse` (the

@@ -25,17 +25,18 @@ from pathlib import Path
 
 import nbformat
 
-from autoresearch_kernel import memory, report, results, runstate
+from autoresearch_kernel import report
+from autoresearch_kernel.agent.twin import TWIN, read_edit
 from autoresearch_kernel.errors import ProposerUnavailable, StepRefused, WorkspaceError
-from autoresearch_kernel.integrity import Checks
-from autoresearch_kernel.loop import Loop, LoopConfig
+from autoresearch_kernel.execution.runner import traceback_tail
+from autoresearch_kernel.journal import memory, results, runstate
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.loop.guard import Checks
+from autoresearch_kernel.loop.loop import Loop, LoopConfig
 from autoresearch_kernel.proposers.base import Proposal, ProposalContext
 from autoresearch_kernel.proposers.edits import notebook_to_text
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.runner import traceback_tail
-from autoresearch_kernel.twin import TWIN, read_edit
-from autoresearch_kernel.workspace import SANDBOX, Workspace, short, tag_exists
+from autoresearch_kernel.workspace.runfolder import RunFolder
+from autoresearch_kernel.workspace.worktree import SANDBOX, Workspace, short, tag_exists
 
 NAME = "agent"  # the proposer column of the agent's rows
 # noop (the result is bit-identical to its parent's: the edit changed nothing measurable) is a discard to the agent

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psutil
 
-from autoresearch_kernel.records import PAIR, Records
-from autoresearch_kernel.runner import kill_tree
-from autoresearch_kernel.runstate import State
-from autoresearch_kernel.workspace import Workspace
+from autoresearch_kernel.execution.runner import kill_tree
+from autoresearch_kernel.journal.records import PAIR, Records
+from autoresearch_kernel.journal.runstate import State
+from autoresearch_kernel.workspace.worktree import Workspace
 
 
 def recover(workspace: Workspace, state: State, records: Records) -> None:

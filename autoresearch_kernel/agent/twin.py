@@ -20,7 +20,7 @@ import nbformat
 
 from autoresearch_kernel.errors import StepRefused
 from autoresearch_kernel.proposers.edits import notebook_to_text, rebuild
-from autoresearch_kernel.workspace import SANDBOX
+from autoresearch_kernel.workspace.worktree import SANDBOX
 
 TWIN = str(Path(SANDBOX).with_suffix(".py"))  # notebooks/train_template.py, relative to the worktree
 

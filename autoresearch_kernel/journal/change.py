@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import nbformat
 
-from autoresearch_kernel.notebook import is_contract
-from autoresearch_kernel.proposers.constants import find_constants, literal_value, notebook_profile
 from autoresearch_kernel.proposers.mutate import replace_literal
+from autoresearch_kernel.workspace.constants import find_constants, literal_value, notebook_profile
+from autoresearch_kernel.workspace.notebook import is_contract
 
 HASH_CHARS = 16  # of a sha256 in hex: collisions among a repository's experiments are out of the question
 # The folds CPython's compiler makes on two number literals; a power's exponent is bounded as it bounds it.

@@ -37,11 +37,11 @@ from ray import exceptions as ray_errors
 
 import autoresearch_kernel
 from autoresearch_kernel.errors import AutoresearchError, DataError
+from autoresearch_kernel.execution.lanes import Job, Lane
+from autoresearch_kernel.execution.runner import POLL_SECONDS, RunResult
 from autoresearch_kernel.integrity import scorer
-from autoresearch_kernel.lanes import Job, Lane
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.runner import POLL_SECONDS, RunResult
-from autoresearch_kernel.settings import LoopConfig
+from autoresearch_kernel.loop.settings import LoopConfig
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # A worker that does not come up within this long (no node has room, a slow first prepare of the data, a
 # package import on a cold disk) stops the loop with a message; the run is not lost (a resume runs it).
@@ -416,10 +416,10 @@ class LaneWorker:
 
     def _start_scorer(self) -> None:
         """The node's scorer, as the loop's Guard makes its own: on the lane's device, jailed like the runs."""
-        from autoresearch_kernel.integrity.guard import scoring_device
         from autoresearch_kernel.integrity.jail import Jail
         from autoresearch_kernel.integrity.limits import for_profile
         from autoresearch_kernel.integrity.scorer import Scorer
+        from autoresearch_kernel.loop.guard import scoring_device
 
         device = self.device if self.device.startswith("cuda") else scoring_device(self.device)
         self.scorer_type = device.split(":")[0]
@@ -432,8 +432,8 @@ class LaneWorker:
         self.scorer = Scorer(self.expected.data_dir, self.expected.profile, device, jail, self.folder.scorer_log)
 
     def run(self, order: Order) -> Shipped:
-        from autoresearch_kernel.integrity.guard import score_result
-        from autoresearch_kernel.launch import run_experiment
+        from autoresearch_kernel.execution.launch import run_experiment
+        from autoresearch_kernel.loop.guard import score_result
 
         job = order.job
         notebook = self.folder.candidate(job.number, job.commit)

@@ -25,15 +25,17 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from autoresearch_kernel import gate, records, results
+from autoresearch_kernel import gate
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
 from autoresearch_kernel.harness.profiles import choose_budget
-from autoresearch_kernel.integrity import Candidate, budget
-from autoresearch_kernel.merge import merge_notebooks
+from autoresearch_kernel.integrity import budget
+from autoresearch_kernel.journal import records, results
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.runstate import FixRequest, Pending, pending_rows
+from autoresearch_kernel.loop.guard import Candidate
 from autoresearch_kernel.proposers import Proposal, Usage
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runstate import FixRequest, Pending, pending_rows
-from autoresearch_kernel.workspace import short
+from autoresearch_kernel.workspace.merge import merge_notebooks
+from autoresearch_kernel.workspace.worktree import short
 
 FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal sees
 # Statuses whose runs are never needed again: their weights are deleted (GPU ones are large).

@@ -23,8 +23,8 @@ import git
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError, WorkspaceError
-from autoresearch_kernel.notebook import SANDBOX, canonical, notebook_to_text
-from autoresearch_kernel.runfolder import RUNS, RunFolder
+from autoresearch_kernel.workspace.notebook import SANDBOX, canonical, notebook_to_text
+from autoresearch_kernel.workspace.runfolder import RUNS, RunFolder
 
 # The human's instructions to the agent. One copy is read: the user's checkout's, live, by the proposer and the
 # dashboard alike, so an edit made while a run goes on (committed or not) reaches the next proposal, as shown.

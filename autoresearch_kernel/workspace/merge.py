@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import nbformat
 
-from autoresearch_kernel.notebook import clean_notebook
+from autoresearch_kernel.workspace.notebook import clean_notebook
 
 T = TypeVar("T")
 Change = tuple[int, int, list]  # base[start:end] is replaced by the list

@@ -23,7 +23,7 @@ from pathlib import Path
 from autoresearch_kernel import gate, tasks
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
 from autoresearch_kernel.integrity import budget
-from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # Settings a resumed run may not change: its results were measured with them.
 YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline_seeds", "gate", "budget_flops",
@@ -196,7 +196,7 @@ def check_resume(folder: RunFolder, config: LoopConfig, data_dir: str) -> list[d
 
 def store(folder: RunFolder, config: LoopConfig, data_dir: str, changes: list[dict]) -> None:
     """Write the run's settings, with the changes made on resumes, to config.json (all or nothing)."""
-    from autoresearch_kernel.runstate import write_json
+    from autoresearch_kernel.journal.runstate import write_json
 
     earlier = _read_file(folder).get("changes", [])
     at = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.runner import RunResult
+from autoresearch_kernel.execution.runner import RunResult
 
 
 @dataclass(frozen=True)

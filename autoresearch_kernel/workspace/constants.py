@@ -20,7 +20,7 @@ import nbformat
 
 from autoresearch_kernel.errors import DataError
 from autoresearch_kernel.harness.profiles import Profile, get_profile
-from autoresearch_kernel.notebook import is_contract
+from autoresearch_kernel.workspace.notebook import is_contract
 
 NUMBER = r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 CONSTANT = re.compile(rf"^(?P<indent>[ \t]*)(?P<name>[A-Z][A-Z0-9_]*)(?P<eq>\s*=\s*)"

@@ -29,9 +29,9 @@ import nbformat
 
 from autoresearch_kernel import tasks
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.notebook import canonical
-from autoresearch_kernel.proposers.constants import CONSTANT
 from autoresearch_kernel.tasks.functions import file_of, split
+from autoresearch_kernel.workspace.constants import CONSTANT
+from autoresearch_kernel.workspace.notebook import canonical
 
 PARAMETERS = {"SEED": "0", "BUDGET": "0", "DATA_DIR": '""', "ARTIFACT_PATH": '""', "METRICS_PATH": '"metrics.json"'}
 

@@ -33,21 +33,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from autoresearch_kernel import memory, records, runstate, settings
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.events import Event, Reporter
+from autoresearch_kernel.execution.lanes import Job, Lane, Lanes, Outcome, local_executor, plan_lanes
+from autoresearch_kernel.execution.launch import choose_sandbox, run_experiment
 from autoresearch_kernel.harness.prepare import default_data_dir
-from autoresearch_kernel.intake import Intake
-from autoresearch_kernel.integrity import Checks, Guard
-from autoresearch_kernel.lanes import Job, Lane, Lanes, Outcome, local_executor, plan_lanes
-from autoresearch_kernel.launch import choose_sandbox, run_experiment
+from autoresearch_kernel.journal import memory, records, runstate
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.runstate import LaneStatus, LoopStatus, Pending
+from autoresearch_kernel.loop import settings
+from autoresearch_kernel.loop.events import Event, Reporter
+from autoresearch_kernel.loop.guard import Checks, Guard
+from autoresearch_kernel.loop.intake import Intake
+from autoresearch_kernel.loop.recovery import recover
+from autoresearch_kernel.loop.settings import LoopConfig
+from autoresearch_kernel.loop.settle import Settler
 from autoresearch_kernel.proposers import Proposer, make_proposer
-from autoresearch_kernel.recovery import recover
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runstate import LaneStatus, LoopStatus, Pending
-from autoresearch_kernel.settings import LoopConfig
-from autoresearch_kernel.settle import Settler
-from autoresearch_kernel.workspace import Workspace
+from autoresearch_kernel.workspace.worktree import Workspace
 
 __all__ = ["Checks", "Event", "Loop", "LoopConfig"]
 
@@ -131,7 +132,7 @@ class Loop:
 
     def _executor(self):
         if self.config.executor == "ray":
-            from autoresearch_kernel.ray_executor import RayExecutor  # Ray is an optional extra
+            from autoresearch_kernel.execution.ray_executor import RayExecutor  # Ray is an optional extra
 
             return RayExecutor(self.config, self.run_folder, self.data_dir, self.jailed, self.lanes, self.checks)
         return local_executor(

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 from autoresearch_kernel.errors import AutoresearchError, ProposalError, ProposerUnavailable
-from autoresearch_kernel.integrity import Candidate
-from autoresearch_kernel.merge import merge_notebooks
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.runstate import FixRequest, Pending
+from autoresearch_kernel.loop.guard import Candidate
 from autoresearch_kernel.proposers import Proposal, ProposalContext, Usage, usage_of
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runstate import FixRequest, Pending
-from autoresearch_kernel.workspace import read_program, short
+from autoresearch_kernel.workspace.merge import merge_notebooks
+from autoresearch_kernel.workspace.worktree import read_program, short
 
 # Duplicates in a row after which the run stops: a proposer that only repeats itself would spin forever.
 MAX_DUPLICATES = 20

@@ -12,13 +12,13 @@ import os
 import shutil
 
 from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.execution.lanes import Job, Lane
+from autoresearch_kernel.execution.runner import RunResult, run_notebook
 from autoresearch_kernel.harness.data import input_paths, training_files
 from autoresearch_kernel.harness.parameters import ExperimentParameters
 from autoresearch_kernel.integrity import jail, limits
-from autoresearch_kernel.lanes import Job, Lane
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.runner import RunResult, run_notebook
-from autoresearch_kernel.settings import LoopConfig
+from autoresearch_kernel.loop.settings import LoopConfig
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # Proposers whose edits are the project's own code (not a model's): they may run without the jail, with a
 # warning, where bubblewrap is missing. Every other proposer's code runs jailed or not at all.

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch_kernel.errors import WorkspaceError
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runfolder import RunFolder
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # The files' names, for readers that glob or list a run folder (RunFolder spells them).
 STATE, STATUS, LOCK, STOP, ABORT = RunFolder.state, RunFolder.status, RunFolder.lock, RunFolder.stop, RunFolder.abort

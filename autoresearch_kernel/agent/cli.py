@@ -64,11 +64,12 @@ def project_root(repo: str | None) -> str:
 
 
 def _agent_init(args: argparse.Namespace) -> int:
-    from autoresearch_kernel import agent, results
-    from autoresearch_kernel.agent_init import INSTRUCTIONS, agent_init
-    from autoresearch_kernel.loop import LoopConfig
-    from autoresearch_kernel.runfolder import RunFolder
-    from autoresearch_kernel.twin import TWIN
+    from autoresearch_kernel import agent
+    from autoresearch_kernel.agent.init import INSTRUCTIONS, agent_init
+    from autoresearch_kernel.agent.twin import TWIN
+    from autoresearch_kernel.journal import results
+    from autoresearch_kernel.loop.loop import LoopConfig
+    from autoresearch_kernel.workspace.runfolder import RunFolder
 
     config = LoopConfig(
         repo=args.repo, tag=args.tag, data_dir=args.data_dir, profile=args.profile,
@@ -96,8 +97,8 @@ def _agent_init(args: argparse.Namespace) -> int:
 
 def _step(args: argparse.Namespace) -> int:
     from autoresearch_kernel import agent
-    from autoresearch_kernel.agent_init import write_agent_files
-    from autoresearch_kernel.workspace import read_program
+    from autoresearch_kernel.agent.init import write_agent_files
+    from autoresearch_kernel.workspace.worktree import read_program
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     root = project_root(args.repo)

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.execution.runner import RunResult, run_notebook
 from autoresearch_kernel.harness.finish import summary
 from autoresearch_kernel.harness.metrics import Metrics
 from autoresearch_kernel.harness.parameters import ExperimentParameters
-from autoresearch_kernel.notebook import SANDBOX
-from autoresearch_kernel.runfolder import RUNS
-from autoresearch_kernel.runner import RunResult, run_notebook
+from autoresearch_kernel.workspace.notebook import SANDBOX
+from autoresearch_kernel.workspace.runfolder import RUNS
 
-TEMPLATE = Path(__file__).resolve().parents[1] / SANDBOX
+TEMPLATE = Path(__file__).resolve().parents[2] / SANDBOX
 DEFAULT_OUT = Path(RUNS) / "once"
 # Whole-notebook wall-clock limit: the gpu profile's 300 s budget, compile and evaluation fit well inside.
 TIMEOUT_S = 1800.0

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from autoresearch_kernel import results, runstate
-from autoresearch_kernel.records import Records
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.runstate import LoopStatus
+from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.journal.records import Records
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.runstate import LoopStatus
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,15 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from autoresearch_kernel import gate, results
+from autoresearch_kernel import gate
+from autoresearch_kernel.execution.runner import RunResult
 from autoresearch_kernel.harness.metrics import finite_figure
 from autoresearch_kernel.integrity import budget
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.runstate import Pending
 from autoresearch_kernel.proposers import HistoryEntry, Usage
-from autoresearch_kernel.results import Row
-from autoresearch_kernel.runfolder import RunFolder
-from autoresearch_kernel.runner import RunResult
-from autoresearch_kernel.runstate import Pending
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # The kinds of row that are a proposer's idea (confirmations and baselines are not). A rebase is the idea
 # re-applied onto a newer best: its row, not the "stale" one before it, says whether the idea was kept.

@@ -27,14 +27,14 @@ from pathlib import Path
 import nbformat
 
 import autoresearch_kernel
-from autoresearch_kernel import results
 from autoresearch_kernel.errors import DataError, IntegrityError
 from autoresearch_kernel.harness.data import input_paths
 from autoresearch_kernel.integrity import static, untrusted
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.limits import describe, for_profile, lower_own_oom_score
 from autoresearch_kernel.integrity.scorer import Scorer
-from autoresearch_kernel.notebook import SANDBOX, is_contract
+from autoresearch_kernel.journal import results
+from autoresearch_kernel.workspace.notebook import SANDBOX, is_contract
 
 SCORED_HEADING = "**Scored outside the experiment** by the loop's scorer (the kernel above measured nothing):"
 
@@ -373,9 +373,9 @@ def score_sources(task=None) -> list[Path]:
 
     package = Path(autoresearch_kernel.__file__).resolve().parent
     own = [file_of(spec, task.folder) for spec in (task.scorer, *task.checks) if spec] if task is not None else []
-    return sorted((package / "harness").rglob("*.py")) + sorted((package / "integrity").rglob("*.py")) + sorted(
-        (package / "tasks").rglob("*.py")) + [package / "__init__.py", package / "errors.py",
-                                              package / "runner.py"] + [path for path in own if path]
+    folders = [sorted((package / name).rglob("*.py")) for name in ("harness", "integrity", "tasks")]
+    files = [package / "__init__.py", package / "errors.py", package / "execution" / "runner.py", Path(__file__)]
+    return [path for folder in folders for path in folder] + files + [path for path in own if path]
 
 
 def _sha256(path: Path) -> str:
