@@ -10,6 +10,7 @@ import sys
 
 from autoresearch_kernel.agent.cli import add_agent_commands
 from autoresearch_kernel.errors import AutoresearchError
+from autoresearch_kernel.text import one_line
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +99,7 @@ def _loop(args: argparse.Namespace) -> None:
             print(results.console_line(row), flush=True)
         if event.invalid is not None:
             said = "" if event.invalid.status == "duplicate" else "invalid: "  # a duplicate's failure says so
-            print(f"   -  -------  {said}{results.one_line(event.invalid.failure, 150)}", flush=True)
+            print(f"   -  -------  {said}{one_line(event.invalid.failure, 150)}", flush=True)
         if event.phase == "paused":
             print(f"paused: {event.status.message}", flush=True)
 

@@ -113,8 +113,10 @@ def scorer_figures(data_dir: Path, scratch: Path, repeats: int, device: str) -> 
 def static_figures(data_dir: Path, repeats: int) -> None:
     import nbformat
 
+    from autoresearch_kernel.integrity.shape import check_structure, contract_cells
     from autoresearch_kernel.integrity.static import check_cells
-    from autoresearch_kernel.loop.guard import Guard, check_structure, contract_cells, is_contract
+    from autoresearch_kernel.loop.guard import Guard
+    from autoresearch_kernel.workspace.notebook import is_contract
 
     notebook = nbformat.read(TEMPLATE, as_version=4)
     agent = [(i, c.source) for i, c in enumerate(notebook.cells) if c.cell_type == "code" and not is_contract(c)]

@@ -64,12 +64,12 @@ from autoresearch_kernel import gate, tasks
 from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare  # noqa: E402
 from autoresearch_kernel.harness.profiles import choose_budget  # noqa: E402
-from autoresearch_kernel.journal import results  # noqa: E402
 from autoresearch_kernel.journal.records import seed_for  # noqa: E402
 from autoresearch_kernel.journal.results import COLUMNS, Row  # noqa: E402
 from autoresearch_kernel.loop.events import Event  # noqa: E402
 from autoresearch_kernel.loop.loop import Loop, LoopConfig  # noqa: E402
 from autoresearch_kernel.proposers.optuna_search import PREFIX, edit  # noqa: E402
+from autoresearch_kernel.text import one_line  # noqa: E402
 from autoresearch_kernel.workspace.constants import find_constants, literal_value  # noqa: E402
 from autoresearch_kernel.workspace.notebook import SANDBOX  # noqa: E402
 
@@ -416,7 +416,7 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
         gain = f"{gate.improvement(m.best, mean):+.4f}" if mean is not None else "-"
         print(f"{m.search.method:<7} {m.search.repeat:>3} {m.number:>3} {m.best:9.6f} "
               f"{m.runs[0]:9.6f} {cells[0]:>9} {cells[1]:>9} {gain:>8} {str(m.held_up):<7} "
-              f"{'keep' if m.margin_keeps else 'discard':<11} {results.one_line(m.rows[0].description, 60)}")
+              f"{'keep' if m.margin_keeps else 'discard':<11} {one_line(m.rows[0].description, 60)}")
     candidates = sum(1 for ss in by_method.values() for s in ss for rows in s.experiments if rows[0].status != "invalid")
     by_margin = [m for m in missed if m.margin_keeps]
     near = [m for m in missed if not m.margin_keeps]

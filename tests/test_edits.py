@@ -9,7 +9,7 @@ from reply_corpus import load_corpus, template
 from sandbox_fixture import sandbox_notebook
 
 from autoresearch_kernel.errors import ProposalError
-from autoresearch_kernel.loop.guard import check_structure
+from autoresearch_kernel.integrity.shape import check_structure
 from autoresearch_kernel.proposers.edits import (
     apply_reply,
     clean_notebook,

@@ -8,8 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autoresearch_kernel.integrity.shape import check_structure, contract_cells
 from autoresearch_kernel.integrity.static import check_cells
-from autoresearch_kernel.loop.guard import check_structure, contract_cells, is_contract
+from autoresearch_kernel.workspace.notebook import is_contract
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = nbformat.read(ROOT / "notebooks" / "train_template.ipynb", as_version=4)

@@ -34,9 +34,10 @@ from autoresearch_kernel.execution.ray_executor import (
     prepared_data,
 )
 from autoresearch_kernel.execution.runner import kill_tree
+from autoresearch_kernel.execution.scoring import SCORED_HEADING
 from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.journal import results, runstate
-from autoresearch_kernel.loop.guard import SCORED_HEADING, Guard
+from autoresearch_kernel.loop.guard import Guard
 from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 FIXTURE_GATE = GateConfig(z=2.0, min_margin=0.001, confirm_band=1.0, prior_sd=0.001, rule="means")  # as test_loop

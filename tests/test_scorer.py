@@ -151,7 +151,7 @@ def test_one_warm_process_serves_every_request(data, scorer, tmp_path):
 
 @pytest.mark.parametrize(("device", "expected"), [("cpu", "cpu"), ("cuda:1", "cuda:1"), ("mps", "mps")])
 def test_the_scorer_measures_where_the_experiment_trained(device, expected):
-    from autoresearch_kernel.loop.guard import scoring_device
+    from autoresearch_kernel.execution.scoring import scoring_device
 
     assert scoring_device(device) == expected
     assert scoring_device("auto") == ("cuda" if torch.cuda.is_available() else

@@ -21,6 +21,7 @@ from llm_server import ScriptedLLM
 from test_integrity import HONEST, SECRET, STEP_TOKENS, after_training, edit, make_repo
 from torch import nn
 
+from autoresearch_kernel.execution.scoring import suspect_reason
 from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.harness import profiles
 from autoresearch_kernel.harness.data import input_paths, load_prepared
@@ -31,7 +32,7 @@ from autoresearch_kernel.harness.sources import kjv_path
 from autoresearch_kernel.integrity import jail
 from autoresearch_kernel.integrity.scorer import Scorer
 from autoresearch_kernel.journal import results
-from autoresearch_kernel.loop.guard import Guard, suspect_reason
+from autoresearch_kernel.loop.guard import Guard
 from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 HONEST_FLOOR = 2.5  # an untrained bigram scores ~3.0 and uniform 2.94: no attack here may score below this

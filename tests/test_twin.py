@@ -7,7 +7,7 @@ from loop_fixture import sandbox_notebook
 
 from autoresearch_kernel.agent.twin import TWIN, read_edit, twin_text, write_twin
 from autoresearch_kernel.errors import StepRefused
-from autoresearch_kernel.loop.guard import check_structure
+from autoresearch_kernel.integrity.shape import check_structure
 from autoresearch_kernel.proposers.edits import rebuild
 from autoresearch_kernel.workspace.worktree import SANDBOX, canonical
 

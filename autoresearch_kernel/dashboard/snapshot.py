@@ -19,6 +19,7 @@ from autoresearch_kernel import report, tasks, workspace
 from autoresearch_kernel.dashboard.control import LoopControl
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.text import one_line
 from autoresearch_kernel.workspace.runfolder import RUNS, RunFolder
 
 FAILURE_TAIL_LINES = 15
@@ -33,7 +34,7 @@ def one_line_error(error: BaseException | str) -> str:
     """An error as the dashboard's single line: the message, never a traceback."""
     text = str(error).strip() or type(error).__name__
     first = text.splitlines()[-1] if isinstance(error, str) else text.splitlines()[0]
-    return results.one_line(first, 400)
+    return one_line(first, 400)
 
 
 def llm_usage(frame: pd.DataFrame) -> tuple[int, float | None]:
@@ -100,7 +101,7 @@ def console_error(path: Path) -> str:
         if match:
             return match.group(1).strip()
     if any(line.startswith("Traceback") for line in lines):
-        return results.one_line(lines[-1], 400)
+        return one_line(lines[-1], 400)
     return ""
 
 

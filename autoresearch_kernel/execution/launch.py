@@ -14,10 +14,10 @@ import shutil
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.execution.lanes import Job, Lane
 from autoresearch_kernel.execution.runner import RunResult, run_notebook
+from autoresearch_kernel.execution.spec import ExperimentSpec
 from autoresearch_kernel.harness.data import input_paths, training_files
 from autoresearch_kernel.harness.parameters import ExperimentParameters
 from autoresearch_kernel.integrity import jail, limits
-from autoresearch_kernel.loop.settings import LoopConfig
 from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # Proposers whose edits are the project's own code (not a model's): they may run without the jail, with a
@@ -25,23 +25,22 @@ from autoresearch_kernel.workspace.runfolder import RunFolder
 TRUSTED_PROPOSERS = ("mutate",)
 
 
-def choose_sandbox(config: LoopConfig) -> tuple[bool, str]:
-    """(jailed, warning): the jail where it can be made; else run a trusted proposer's edits unjailed
-    with a warning, and refuse a model's code unless the user said --no-sandbox."""
-    if not config.sandbox:
+def choose_sandbox(sandbox: bool, proposer: str) -> tuple[bool, str]:
+    """(jailed, warning): the jail where it can be made (`sandbox`: the user did not say --no-sandbox); else
+    run a trusted proposer's edits unjailed with a warning, and refuse a model's code."""
+    if not sandbox:
         return False, "running WITHOUT the sandbox (--no-sandbox): experiment code can reach this machine"
     reason = jail.unavailable_reason()
     if reason is None:
         return True, ""
-    if config.proposer in TRUSTED_PROPOSERS:
+    if proposer in TRUSTED_PROPOSERS:
         return False, f"running WITHOUT the sandbox: {reason}"
     raise AutoresearchError(
-        f"the {config.proposer} proposer runs model-written code, which needs the sandbox: {reason}; "
+        f"the {proposer} proposer runs model-written code, which needs the sandbox: {reason}; "
         "or pass --no-sandbox to run it unsandboxed at your own risk")
 
 
-def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed: bool, job: Job, lane: Lane,
-                   cancel) -> RunResult:
+def run_experiment(spec: ExperimentSpec, folder: RunFolder, job: Job, lane: Lane, cancel) -> RunResult:
     """Execute the job's committed notebook (written by the loop to `folder.candidate`) once, on the lane's
     device and thread share; `cancel` aborts it."""
     notebook = folder.candidate(job.number, job.commit)
@@ -50,53 +49,54 @@ def run_experiment(config: LoopConfig, folder: RunFolder, data_dir: str, jailed:
     output_folder.mkdir(parents=True)
     output = output_folder / f"{output_folder.name}.ipynb"
     device = lane.device
-    if not config.task_spec.is_gpt:
-        return _run_task(config, data_dir, jailed, job, lane, cancel, notebook, output)
+    timeout_s = spec.timeout_s * job.timeout_scale
+    if not spec.task.is_gpt:
+        return _run_task(spec, job, lane, cancel, notebook, output, timeout_s)
     parameters = ExperimentParameters(
-        profile=config.profile,
-        data_dir=data_dir,
+        profile=spec.profile,
+        data_dir=spec.data_dir,
         # the runner narrows CUDA_VISIBLE_DEVICES to the assigned GPU, which the kernel sees as cuda
         device="cuda" if device.startswith("cuda:") else device,
         seed=job.seed,
-        budget_seconds=float(config.budget_seconds),
-        budget_tokens=int(config.budget_tokens),
-        budget_flops=float(config.budget_flops),
+        budget_seconds=float(spec.budget_seconds),
+        budget_tokens=int(spec.budget_tokens),
+        budget_flops=float(spec.budget_flops),
         metrics_path=str(output.with_suffix(".metrics.json")),
         evaluate=False,  # the scorer measures the model, outside the jail
     )
     cell_jail = None
-    if jailed:  # read-only: the candidate and the training split; writable: its own folder
-        readonly = (notebook, *training_files(data_dir, config.profile))
+    if spec.jailed:  # read-only: the candidate and the training split; writable: its own folder
+        readonly = (notebook, *training_files(spec.data_dir, spec.profile))
         cell_jail = jail.Jail(readonly=readonly, writable=(output_folder,), gpu=device.startswith("cuda"),
-                              limits=limits.for_profile(config.profile, cpus=lane.threads or os.cpu_count()),
-                              masked=tuple(input_paths(data_dir, config.profile)))
+                              limits=limits.for_profile(spec.profile, cpus=lane.threads or os.cpu_count()),
+                              masked=tuple(input_paths(spec.data_dir, spec.profile)))
     return run_notebook(
-        notebook, output, parameters.for_papermill(), timeout_s=config.run_timeout() * job.timeout_scale,
+        notebook, output, parameters.for_papermill(), timeout_s=timeout_s,
         cwd=output_folder, device=device if device.startswith("cuda") or device == "cpu" else None,
         cancel=cancel, jail=cell_jail, threads=lane.threads,
     )
 
 
-def task_parameters(config: LoopConfig, seed: int, output, public) -> dict:
+def task_parameters(spec: ExperimentSpec, seed: int, output, public) -> dict:
     """What a task's notebook is told (its parameters cell's names): the seed, its budget, where its public
     data is, where it writes its artifact and its own figures."""
-    task = config.task_spec
-    return {"SEED": seed, "BUDGET": config.budget_amount(), "DATA_DIR": str(public) if public.exists() else "",
+    task = spec.task
+    return {"SEED": seed, "BUDGET": spec.budget_amount, "DATA_DIR": str(public) if public.exists() else "",
             "DEVICE": "cpu", "ARTIFACT_PATH": str(output.parent / (task.artifact_name or "artifact")),
             "METRICS_PATH": str(output.with_suffix(".metrics.json"))}
 
 
-def _run_task(config: LoopConfig, data_dir: str, jailed: bool, job: Job, lane: Lane, cancel, notebook,
-              output) -> RunResult:
-    """A task other than the GPT: its notebook in the jail with its public data read-only; its private data
-    (held-out labels, ...) is never bound there."""
+def _run_task(spec: ExperimentSpec, job: Job, lane: Lane, cancel, notebook, output, timeout_s: float) -> RunResult:
+    """A task other than the GPT: its notebook in the jail with its public data read-only, under the profile's
+    limits as every experiment; its private data (held-out labels, ...) is never bound there."""
     from autoresearch_kernel import tasks
 
-    public, _ = tasks.prepare(config.task_spec, data_dir)
+    public, _ = tasks.prepare(spec.task, spec.data_dir)
     cell_jail = None
-    if jailed:
+    if spec.jailed:
         readonly = (notebook, public) if public.exists() else (notebook,)
-        cell_jail = jail.Jail(readonly=readonly, writable=(output.parent,))
-    return run_notebook(notebook, output, task_parameters(config, job.seed, output, public),
-                        timeout_s=config.run_timeout(), cwd=output.parent, device="cpu", cancel=cancel,
+        cell_jail = jail.Jail(readonly=readonly, writable=(output.parent,),
+                              limits=limits.for_profile(spec.profile, cpus=lane.threads or os.cpu_count()))
+    return run_notebook(notebook, output, task_parameters(spec, job.seed, output, public),
+                        timeout_s=timeout_s, cwd=output.parent, device="cpu", cancel=cancel,
                         jail=cell_jail, threads=lane.threads)

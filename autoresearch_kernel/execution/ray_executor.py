@@ -39,8 +39,8 @@ import autoresearch_kernel
 from autoresearch_kernel.errors import AutoresearchError, DataError
 from autoresearch_kernel.execution.lanes import Job, Lane
 from autoresearch_kernel.execution.runner import POLL_SECONDS, RunResult
+from autoresearch_kernel.execution.spec import ExperimentSpec
 from autoresearch_kernel.integrity import scorer
-from autoresearch_kernel.loop.settings import LoopConfig
 from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # A worker that does not come up within this long (no node has room, a slow first prepare of the data, a
@@ -94,17 +94,18 @@ class Expected:
 
 @dataclass(frozen=True)
 class Order:
-    """One run, as a node gets it. Only these settings travel: the loop's config also holds proposer options
-    (an API key among them), which no node needs."""
+    """One run, as a node gets it: the experiment's spec travels, never the loop's config (which also holds
+    proposer options, an API key among them, that no node needs)."""
 
     job: Job
     notebook: str  # the committed candidate's text
-    profile: str
-    budget_seconds: float
-    budget_tokens: int
-    timeout_s: float  # the whole-notebook wall-clock limit
+    spec: ExperimentSpec
     threads: int | None
-    budget_flops: float = 0.0
+
+    @property
+    def timeout_s(self) -> float:
+        """The whole notebook's wall-clock limit, a retry's growth included."""
+        return self.spec.timeout_s * self.job.timeout_scale
 
 
 @dataclass(frozen=True)
@@ -130,15 +131,15 @@ class Shipped:
 class RayExecutor:
     """`execute(job, lane, cancel) -> RunResult` on a Ray cluster, for `lanes.Lanes`; `close()` at the end."""
 
-    def __init__(self, config: LoopConfig, run_folder: RunFolder, data_dir: str, jailed: bool, lanes: list[Lane],
+    def __init__(self, spec: ExperimentSpec, address: str | None, run_folder: RunFolder, lanes: list[Lane],
                  checks=None):
-        self.config, self.run_folder, self.data_dir, self.jailed = config, run_folder, data_dir, jailed
+        self.spec, self.run_folder = spec, run_folder
         self.checks = checks  # the loop's integrity hooks: its Guard says whether runs are scored outside
         self._workers: dict[int, tuple[object, NodeInfo]] = {}  # lane index -> (actor, where it runs)
         self._expected: Expected | None = None
         self._lock = threading.Lock()  # lane threads: the first one works out what the nodes must hold
         self._scoring = threading.Lock()  # checks that score on the loop side do it one run at a time
-        self._connected = connect(config.ray_address)
+        self._connected = connect(address)
         try:
             check_room(lanes)
         except AutoresearchError:
@@ -148,8 +149,7 @@ class RayExecutor:
     # -- one job (a lane's thread) ------------------------------------------------------------------------
     def __call__(self, job: Job, lane: Lane, cancel) -> RunResult:
         order = Order(job, self.run_folder.candidate(job.number, job.commit).read_text(encoding="utf-8"),
-                      self.config.profile, float(self.config.budget_seconds), int(self.config.budget_tokens),
-                      self.config.run_timeout() * job.timeout_scale, lane.threads, float(self.config.budget_flops))
+                      self.spec, lane.threads)
         lost = None
         for _ in range(1 + RETRIES):
             if cancel.is_set():
@@ -272,8 +272,8 @@ class RayExecutor:
         with self._lock:
             if self._expected is None:
                 self._expected = Expected(
-                    autoresearch_kernel.__version__, package_fingerprint(), self.data_dir, self.config.profile,
-                    prepared_data(self.data_dir, self.config.profile), self.jailed,
+                    autoresearch_kernel.__version__, package_fingerprint(), self.spec.data_dir, self.spec.profile,
+                    prepared_data(self.spec.data_dir, self.spec.profile), self.spec.jailed,
                     getattr(self.checks, "scored_outside", None) is True)
             return self._expected
 
@@ -416,10 +416,10 @@ class LaneWorker:
 
     def _start_scorer(self) -> None:
         """The node's scorer, as the loop's Guard makes its own: on the lane's device, jailed like the runs."""
+        from autoresearch_kernel.execution.scoring import scoring_device
         from autoresearch_kernel.integrity.jail import Jail
         from autoresearch_kernel.integrity.limits import for_profile
         from autoresearch_kernel.integrity.scorer import Scorer
-        from autoresearch_kernel.loop.guard import scoring_device
 
         device = self.device if self.device.startswith("cuda") else scoring_device(self.device)
         self.scorer_type = device.split(":")[0]
@@ -433,20 +433,16 @@ class LaneWorker:
 
     def run(self, order: Order) -> Shipped:
         from autoresearch_kernel.execution.launch import run_experiment
-        from autoresearch_kernel.loop.guard import score_result
+        from autoresearch_kernel.execution.scoring import score_result
 
         job = order.job
         notebook = self.folder.candidate(job.number, job.commit)
         output_folder = self.folder.experiment(job.number, job.commit)
         notebook.parent.mkdir(parents=True, exist_ok=True)
         notebook.write_text(order.notebook, encoding="utf-8")
-        config = LoopConfig(profile=order.profile, budget_seconds=order.budget_seconds,
-                            budget_tokens=order.budget_tokens, timeout_s=order.timeout_s,
-                            budget_flops=order.budget_flops)
         lane = dataclasses.replace(self.lane, device=self.device, threads=order.threads)
         try:
-            result = run_experiment(config, self.folder, self.expected.data_dir, self.expected.jailed, job, lane,
-                                    _Flag(self.aborted, job.number))
+            result = run_experiment(order.spec, self.folder, job, lane, _Flag(self.aborted, job.number))
             measured = None
             if self.scorer is not None and result.ok:
                 result, measured = score_result(result, self.scorer, self.scorer_type)

@@ -42,6 +42,7 @@ from autoresearch_kernel.journal.change import Change, change_of, notebook_hash
 from autoresearch_kernel.journal.records import IDEAS, is_machine_fault
 from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.tasks import DEFAULT
+from autoresearch_kernel.text import one_line
 from autoresearch_kernel.workspace.constants import literal_value
 from autoresearch_kernel.workspace.runfolder import RUNS, RunFolder
 from autoresearch_kernel.workspace.worktree import _read_sandbox
@@ -424,7 +425,7 @@ def _knob_values(tried: list[tuple[str, Entry]]) -> list[str]:
 
 
 def _outcome(entry: Entry) -> str:
-    return f"{entry.status}{_gain(entry)} \"{results.one_line(entry.description, 60)}\""
+    return f"{entry.status}{_gain(entry)} \"{one_line(entry.description, 60)}\""
 
 
 def _gain(entry: Entry) -> str:
@@ -443,7 +444,7 @@ def _bounded(lines: list[str], limit: int) -> str:
     """The lines that fit in `limit` characters, each cut to fit, and a note of how many were left out."""
     kept, used = [], 0
     for index, line in enumerate(lines):
-        line = results.one_line(line, 400)
+        line = one_line(line, 400)
         if used + len(line) + 1 > limit - 40:
             kept.append(f"({len(lines) - index} more lines not shown)")
             break

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoresearch_kernel.redaction import redact
+from autoresearch_kernel.text import one_line
 
 # noop: identical to its parent's run, nothing measured. stale: it beat the best, but the best had moved on
 # from its parent while it ran (lanes); its change was re-applied onto the new best (a "rebase") or did not apply
@@ -98,12 +98,6 @@ MEASURED = ("flops", "forward_flops_per_token", "cpu_seconds")  # numbers that m
 REFERENCE_COLUMNS = COLUMNS[:5]
 # results.tsv is read by people in spreadsheets: these names match the reference's style.
 HEADER = "\t".join(COLUMNS) + "\n"
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Collapse tabs and newlines so that a free text can never break the TSV's shape; secrets redacted."""
-    flat = " ".join(redact(str(text)).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _fmt(value: object, digits: int | None = None) -> str:

@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from autoresearch_kernel.journal import results, runstate
+from autoresearch_kernel.journal import runstate
 from autoresearch_kernel.journal.records import Records
 from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.journal.runstate import LoopStatus
+from autoresearch_kernel.text import one_line
 from autoresearch_kernel.workspace.runfolder import RunFolder
 
 
@@ -42,7 +43,7 @@ class Reporter:
             self.status.phase_since = time.time()
         self.status.phase = phase
         if message is not None:
-            self.status.message = results.one_line(message, 200)
+            self.status.message = one_line(message, 200)
         for name, value in fields.items():
             setattr(self.status, name, value)
         self.emit()

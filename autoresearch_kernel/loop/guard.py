@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,15 +27,16 @@ import nbformat
 
 import autoresearch_kernel
 from autoresearch_kernel.errors import DataError, IntegrityError
+from autoresearch_kernel.execution.scoring import SCORED_HEADING, append_cell, failed, score_result, scoring_device
 from autoresearch_kernel.harness.data import input_paths
-from autoresearch_kernel.integrity import static, untrusted
+from autoresearch_kernel.integrity import static
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.limits import describe, for_profile, lower_own_oom_score
 from autoresearch_kernel.integrity.scorer import Scorer
-from autoresearch_kernel.journal import results
+from autoresearch_kernel.integrity.shape import check_structure, contract_cells
+from autoresearch_kernel.text import one_line
 from autoresearch_kernel.workspace.notebook import SANDBOX, is_contract
-
-SCORED_HEADING = "**Scored outside the experiment** by the loop's scorer (the kernel above measured nothing):"
+from autoresearch_kernel.workspace.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,23 @@ class Candidate:
     workspace: object  # workspace.Workspace
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What the checks are told of the run, once, before its first experiment."""
+
+    task: object  # tasks.Task: its scorer, its artifact, whether its code rules apply
+    profile: str
+    device: str  # the experiments' (the scorer measures where they trained)
+    data_dir: str
+    jailed: bool  # the experiments run jailed: so does the scorer
+    folder: RunFolder  # integrity.log, scorer.log, the experiments' notebooks (read-only to the scorer)
+    base: nbformat.NotebookNode  # the sandbox as the baseline ran it: its harness cells are the truth
+
+
 class Checks:
     """The integrity hooks of a step. This base checks nothing and believes the run's own metrics."""
 
-    def before_experiment(self, loop) -> None:
+    def before_experiment(self, run: RunContext) -> None:
         """Before each experiment: raise IntegrityError to stop the loop (e.g. the data changed)."""
 
     def check_candidate(self, candidate: Candidate) -> str | None:
@@ -96,58 +109,48 @@ class Guard(Checks):
     _file_scorer: object = None  # tasks.filescore.FileScorer, for a task whose experiment hands over a file
 
     # -- before each experiment ---------------------------------------------------------------------------
-    def before_experiment(self, loop) -> None:
+    def before_experiment(self, run: RunContext) -> None:
         if not self._started:
-            self._start(loop)
+            self._start(run)
             return
         self.verify_sources()
         if self._task is None or self._task.is_gpt:  # the prepared corpus is the GPT task's yardstick
             self.verify_data()
 
-    def _start(self, loop) -> None:
-        self._task = loop.task
+    def _start(self, run: RunContext) -> None:
+        self._task, self._base, self._log = run.task, run.base, run.folder.integrity_log
         if not self._task.is_gpt:
-            self._start_task(loop)
+            self._start_task(run)
             return
-        rows = results.read_rows(loop.results_path)
-        baseline = [r.commit for r in rows if r.kind == "baseline"]
-        base = loop.workspace.resolve(baseline[0]) if baseline else (loop.state.kept or loop.workspace.head())
-        self._base = loop.workspace.read_sandbox(base)
-        self._log = loop.run_folder.integrity_log
-        self.snapshot(loop.data_dir, loop.config.profile)
-        if loop.jailed:  # the limits in force and what enforces them, for the morning (also `doctor`)
-            for line in describe(for_profile(loop.config.profile)):
+        self.snapshot(run.data_dir, run.profile)
+        if run.jailed:  # the limits in force and what enforces them, for the morning (also `doctor`)
+            for line in describe(for_profile(run.profile)):
                 self.note(line)
             lower_own_oom_score()
         if self.scored_outside is None:
             self.scored_outside = any("harness.finish(" in c.source for c in contract_cells(self._base))
         if self.scored_outside:
-            scorer_device = scoring_device(loop.config.device)
+            scorer_device = scoring_device(run.device)
             self._device = scorer_device.split(":")[0]
             jail = None
-            if loop.jailed:  # read-only: the data (validation included) and the experiments' folders
+            if run.jailed:  # read-only: the data (validation included) and the experiments' folders
                 data = Path(self._data_dir) / self._profile
-                jail = Jail(readonly=(data, loop.notebooks), gpu=self._device == "cuda",
+                jail = Jail(readonly=(data, run.folder.notebooks), gpu=self._device == "cuda",
                             limits=for_profile(self._profile),
                             masked=tuple(input_paths(self._data_dir, self._profile)))
-            self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, loop.run_folder.scorer_log)
+            self._scorer = Scorer(self._data_dir, self._profile, scorer_device, jail, run.folder.scorer_log)
         self._started = True
 
-    def _start_task(self, loop) -> None:
+    def _start_task(self, run: RunContext) -> None:
         """A task other than the GPT: its own scorer (a file artifact) or its kernel's word (metrics)."""
         from autoresearch_kernel import tasks
         from autoresearch_kernel.tasks.filescore import FileScorer
 
-        rows = results.read_rows(loop.results_path)
-        baseline = [r.commit for r in rows if r.kind == "baseline"]
-        self._base = loop.workspace.read_sandbox(loop.workspace.resolve(baseline[0]) if baseline else
-                                                 (loop.state.kept or loop.workspace.head()))
-        self._log = loop.run_folder.integrity_log
         self._sources = {path: _sha256(path) for path in score_sources(self._task)}
         self.scored_outside = self._task.scored == "outside"
         if self._task.artifact == "file":
-            public, private = tasks.prepare(self._task, loop.data_dir)
-            self._file_scorer = FileScorer(self._task, public, private, loop.jailed, loop.run_folder.scorer_log)
+            public, private = tasks.prepare(self._task, run.data_dir)
+            self._file_scorer = FileScorer(self._task, public, private, run.jailed, run.folder.scorer_log)
         self._started = True
 
     def scored_mark(self) -> str:
@@ -272,10 +275,10 @@ class Guard(Checks):
         name = self._task.metric.name
         if not measured.ok:
             self.note(f"{result.output_path.name}: scoring failed: {measured.failure}")
-            return _failed(result, "ScoringFailed", measured.failure)
+            return failed(result, "ScoringFailed", measured.failure)
         self.note(f"scored {result.output_path.name}: {name} {measured.value:.6f} in {measured.seconds:.1f} s")
         metrics = dict(result.metrics or {}, **{name: measured.value})
-        _append_cell(result.output_path, f"{SCORED_HEADING}\n\n{name}: {measured.value:.6f} "
+        append_cell(result.output_path, f"{SCORED_HEADING}\n\n{name}: {measured.value:.6f} "
                                          f"(scored in {measured.seconds:.1f} s)")
         return dataclasses.replace(result, metrics=metrics)
 
@@ -283,87 +286,7 @@ class Guard(Checks):
         """One line in runs/<tag>/integrity.log: what the guard found, for the morning."""
         if self._log is not None:
             with open(self._log, "a", encoding="utf-8") as log:
-                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{results.one_line(line, 500)}\n")
-
-
-def scoring_device(device: str) -> str:
-    """Where the scorer measures: where the experiment trained (`auto` resolved as harness.start resolves it),
-    so that an exported program runs on the device, and under the precision, it was traced for."""
-    if device != "auto":
-        return device
-    from autoresearch_kernel.harness.experiment import pick_device
-
-    return pick_device("auto").type
-
-
-def score_result(result, scorer: Scorer, device: str):
-    """(the result as scored, the Score or None): the scorer's val_bpb replaces whatever the kernel wrote, and
-    its summary is appended to the executed notebook; a run without a program to score is a crash. Called by
-    the loop's Guard and by a Ray node's lane worker (ray_executor), each with its own warm scorer.
-
-    `device`: the scorer's device type (cuda scores under bf16, as the program was traced)."""
-    if not result.ok:
-        return result, None
-    metrics = dict(result.metrics or {}, val_bpb=None)
-    program = program_path_of(result)
-    if metrics.get("export_failure"):
-        return _failed(result, "ExportFailed", f"the model could not be exported for the scorer: "
-                                               f"{metrics['export_failure']}"), None
-    try:
-        os.close(untrusted.open_in(program.parent, program.name))  # a regular file, reached through no link
-    except untrusted.RefusedFile as error:
-        return _failed(result, "RefusedFile", str(error)), None
-    except OSError:
-        return _failed(result, "NoProgram", "the run left no exported program (harness.finish exports it)"), None
-    measured = scorer.score(program, bf16=device == "cuda")
-    if not measured.ok:
-        return _failed(result, "ScoringFailed", untrusted.clean(measured.failure)), measured
-    metrics["val_bpb"] = round(measured.val_bpb, 6)
-    append_summary(result.output_path, metrics, measured.seconds)
-    suspect = suspect_reason(measured.val_bpb, scorer.profile)
-    if suspect:
-        return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token,
-                                   status="suspect", error_name="BelowFloor",
-                                   error_message=suspect), measured
-    return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token), measured
-
-
-def suspect_reason(val_bpb: float, profile: str) -> str | None:
-    """Why a scored val_bpb is not believed (below the profile's floor), or None."""
-    from autoresearch_kernel.harness.profiles import get_profile
-
-    floor = get_profile(profile).bpb_floor
-    if val_bpb >= floor:
-        return None
-    return (f"val_bpb {val_bpb:.6f} is below {floor:g}, the floor no honest model of profile {profile} reaches: "
-            "a leak of validation text or a cheat; not kept")
-
-
-def _failed(result, name: str, message: str):
-    return dataclasses.replace(result, status="crash", error_name=name, error_message=message)
-
-
-def append_summary(notebook: Path, metrics: dict, seconds: float) -> None:
-    """The scorer's summary block as the executed notebook's last cell, so the morning's notebook is complete.
-
-    `metrics` came from the kernel (but val_bpb): only finite numbers of the summary's names are shown."""
-    from types import SimpleNamespace
-
-    from autoresearch_kernel.harness.finish import SUMMARY_NAMES, summary
-    from autoresearch_kernel.harness.metrics import finite_figure
-
-    block = summary(SimpleNamespace(**{name: finite_figure(metrics.get(name)) for name in SUMMARY_NAMES}))
-    _append_cell(notebook, f"{SCORED_HEADING}\n\n```\n{block}\n```\n\nscored in {seconds:.1f} s")
-
-
-def _append_cell(notebook: Path, text: str) -> None:
-    """A markdown cell at the end of the executed notebook (the scorer's word, for the morning)."""
-    try:
-        executed = nbformat.reads(untrusted.read_text(notebook, untrusted.NOTEBOOK_BYTES), as_version=4)
-        executed.cells.append(nbformat.v4.new_markdown_cell(text))
-        untrusted.write_text(notebook, nbformat.writes(executed))  # never through a link the jail planted
-    except Exception:  # the kernel wrote that notebook: an unreadable one still gets its row, unannotated
-        return
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{one_line(line, 500)}\n")
 
 
 def score_sources(task=None) -> list[Path]:
@@ -374,7 +297,8 @@ def score_sources(task=None) -> list[Path]:
     package = Path(autoresearch_kernel.__file__).resolve().parent
     own = [file_of(spec, task.folder) for spec in (task.scorer, *task.checks) if spec] if task is not None else []
     folders = [sorted((package / name).rglob("*.py")) for name in ("harness", "integrity", "tasks")]
-    files = [package / "__init__.py", package / "errors.py", package / "execution" / "runner.py", Path(__file__)]
+    files = [package / "__init__.py", package / "errors.py", package / "execution" / "runner.py",
+             package / "execution" / "scoring.py", Path(__file__)]
     return [path for folder in folders for path in folder] + files + [path for path in own if path]
 
 
@@ -389,60 +313,3 @@ def _package_name(path: Path) -> str:
     return str(path.relative_to(Path(autoresearch_kernel.__file__).resolve().parent.parent))
 
 
-def program_path_of(result) -> Path:
-    """Where harness.finish exported the model: derived from the run's own output path, never from
-    metrics.json (which the experiment wrote)."""
-    from autoresearch_kernel.harness.finish import program_path
-
-    return program_path(result.output_path.with_suffix(".metrics.json"))
-
-
-# -- the notebook's shape ---------------------------------------------------------------------------------
-def contract_cells(notebook) -> list:
-    return [c for c in notebook.cells if c.cell_type == "code" and is_contract(c)]
-
-
-def check_structure(base, candidate) -> str | None:
-    """The candidate keeps the base's contract cells (parameters, harness) exactly once each, identical in
-    id, tags and source, in order, with agent code only where the base had agent code (between set-up
-    and report); and its kernel. Returns the first problem, or None."""
-    if candidate.metadata.get("kernelspec") != base.metadata.get("kernelspec"):
-        return "the notebook's kernelspec changed; the sandbox runs in the base notebook's kernel"
-    contract = contract_cells(base)
-    gaps, seen = set(), 0  # gap k: after the k-th contract cell
-    for cell in (c for c in base.cells if c.cell_type == "code"):
-        if is_contract(cell):
-            seen += 1
-        else:
-            gaps.add(seen)
-    seen = 0
-    for index, cell in enumerate(candidate.cells):
-        if seen < len(contract) and _same(cell, contract[seen]):
-            seen += 1
-            continue
-        if _looks_like_contract(cell, contract):
-            return (f"cell {index} ({cell.get('id', 'no id')}) is a harness or parameters cell that was edited, "
-                    "moved, duplicated or re-tagged; those cells must stay exactly as in the base notebook")
-        if cell.cell_type == "code" and seen not in gaps:
-            where = "before the harness set-up" if seen == 0 else "after the harness report" if seen == len(contract) else "between harness cells"
-            return f"cell {index} adds code {where}; the agent's code goes between the set-up and the report cells"
-    if seen < len(contract):
-        missing = contract[seen]
-        return f"the harness cell {missing.get('id', '?')} is missing or changed; restore it exactly as in the base notebook"
-    return None
-
-
-def _same(cell, reference) -> bool:
-    return (cell.cell_type == reference.cell_type and cell.get("id") == reference.get("id")
-            and cell.source == reference.source
-            and cell.get("metadata", {}).get("tags", []) == reference.get("metadata", {}).get("tags", []))
-
-
-def _looks_like_contract(cell, contract) -> bool:
-    ids = {c.get("id") for c in contract}
-    sources = {_normal(c.source) for c in contract}
-    return is_contract(cell) or cell.get("id") in ids or (cell.cell_type == "code" and _normal(cell.source) in sources)
-
-
-def _normal(source: str) -> str:
-    return "".join(source.split())

@@ -27,6 +27,7 @@ state that `Loop(LoopConfig.resumed(repo, tag))` completes, with the settings th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -42,7 +43,7 @@ from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.journal.runstate import LaneStatus, LoopStatus, Pending
 from autoresearch_kernel.loop import settings
 from autoresearch_kernel.loop.events import Event, Reporter
-from autoresearch_kernel.loop.guard import Checks, Guard
+from autoresearch_kernel.loop.guard import Checks, Guard, RunContext
 from autoresearch_kernel.loop.intake import Intake
 from autoresearch_kernel.loop.recovery import recover
 from autoresearch_kernel.loop.settings import LoopConfig
@@ -100,7 +101,8 @@ class Loop:
             self.data_dir = str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else str(default_data_dir())
             changes = settings.check_resume(self.run_folder, config, self.data_dir) if config.resume else []
             self.proposer = proposer or make_proposer(config.proposer, **config.options_for_proposer(self.folder))
-            self.jailed, self.sandbox_warning = choose_sandbox(config)
+            self.jailed, self.sandbox_warning = choose_sandbox(config.sandbox, config.proposer)
+            self.spec = config.experiment_spec(self.data_dir, self.jailed)
             self.checks = checks or Guard()
             self.lanes = plan_lanes(config.lanes, config.devices, config.device)
             for path in (self.run_folder.stop, self.run_folder.abort):  # left by an earlier process: not for us
@@ -134,10 +136,9 @@ class Loop:
         if self.config.executor == "ray":
             from autoresearch_kernel.execution.ray_executor import RayExecutor  # Ray is an optional extra
 
-            return RayExecutor(self.config, self.run_folder, self.data_dir, self.jailed, self.lanes, self.checks)
+            return RayExecutor(self.spec, self.config.ray_address, self.run_folder, self.lanes, self.checks)
         return local_executor(
-            lambda job, lane, cancel: run_experiment(self.config, self.run_folder, self.data_dir, self.jailed,
-                                                     job, lane, cancel),
+            lambda job, lane, cancel: run_experiment(self.spec, self.run_folder, job, lane, cancel),
             lambda result: self.checks.score(result))
 
     # -- control (any thread) -----------------------------------------------------------------------------
@@ -243,7 +244,7 @@ class Loop:
         proposals (not while stopping). Returns how many runs it started."""
         started = 0
         while self.scheduler.free() and not self._cancel().is_set() and (limit is None or started < limit):
-            self.checks.before_experiment(self)
+            self.checks.before_experiment(self.run_context)
             flight = self._next_owed() or (None if owed_only else self._next_new())
             if flight is None:
                 break
@@ -336,6 +337,14 @@ class Loop:
         return []
 
     # -- pieces -------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def run_context(self) -> RunContext:
+        """What the checks are told of this run, made at the first experiment of this process."""
+        baseline = next((r.commit for r in self.records.rows if r.kind == "baseline"), None)
+        base = self.workspace.resolve(baseline) if baseline else (self.state.kept or self.workspace.head())
+        return RunContext(self.task, self.config.profile, self.config.device, self.data_dir, self.jailed,
+                          self.run_folder, self.workspace.read_sandbox(base))
+
     def proposer_name(self, flight: Pending) -> str:
         return flight.proposer or self.proposer.name
 

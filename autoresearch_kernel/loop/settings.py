@@ -22,6 +22,7 @@ from pathlib import Path
 
 from autoresearch_kernel import gate, tasks
 from autoresearch_kernel.errors import AutoresearchError, WorkspaceError
+from autoresearch_kernel.execution.spec import ExperimentSpec
 from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.workspace.runfolder import RunFolder
 
@@ -136,6 +137,13 @@ class LoopConfig:
 
             budget = get_profile(self.profile).budget_seconds
         return max(2.0 * budget, budget + 120.0)
+
+    def experiment_spec(self, data_dir: str, jailed: bool) -> ExperimentSpec:
+        """What launching one of this run's experiments needs (launch and the Ray nodes get only this)."""
+        return ExperimentSpec(task=self._task, profile=self.profile, data_dir=data_dir, jailed=jailed,
+                              timeout_s=self.run_timeout(), budget_seconds=float(self.budget_seconds),
+                              budget_tokens=int(self.budget_tokens), budget_flops=float(self.budget_flops),
+                              budget_amount=self.budget_amount())
 
     def stored(self) -> dict:
         """The settings as config.json holds them (JSON values; no location, no secrets)."""

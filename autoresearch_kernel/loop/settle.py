@@ -29,11 +29,12 @@ from autoresearch_kernel import gate
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
 from autoresearch_kernel.harness.profiles import choose_budget
 from autoresearch_kernel.integrity import budget
-from autoresearch_kernel.journal import records, results
+from autoresearch_kernel.journal import records
 from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.journal.runstate import FixRequest, Pending, pending_rows
 from autoresearch_kernel.loop.guard import Candidate
 from autoresearch_kernel.proposers import Proposal, Usage
+from autoresearch_kernel.redaction import redact
 from autoresearch_kernel.workspace.merge import merge_notebooks
 from autoresearch_kernel.workspace.worktree import short
 
@@ -261,7 +262,7 @@ class Settler:
         # a fix is built on the crashed notebook and committed on the best: only where that is its parent (with
         # lanes the best may have moved on, and the fix would undo what was kept meanwhile)
         if status == "crash" and fixable and flight.fixes_left > 0 and flight.parent == self.state.kept:
-            failure = results.redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
+            failure = redact(excerpt or rows[-1].failure)[-FAILURE_EXCERPT_CHARS:]
             self.state.fix = FixRequest(flight.commit, flight.description, failure, flight.fixes_left, flight.parent)
         self._forget(flight)
         if tell:
