@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import nbformat
 
-from autoresearch_kernel.proposers.mutate import replace_literal
-from autoresearch_kernel.workspace.constants import find_constants, literal_value, notebook_profile
+from autoresearch_kernel.workspace.constants import find_constants, literal_value, notebook_profile, replace_literal
 from autoresearch_kernel.workspace.notebook import is_contract
 
 HASH_CHARS = 16  # of a sha256 in hex: collisions among a repository's experiments are out of the question

@@ -22,9 +22,9 @@ from autoresearch_kernel.execution.runner import RunResult
 from autoresearch_kernel.harness.metrics import finite_figure
 from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.journal import results
+from autoresearch_kernel.journal.history import HistoryEntry, Usage
 from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.journal.runstate import Pending
-from autoresearch_kernel.proposers import HistoryEntry, Usage
 from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # The kinds of row that are a proposer's idea (confirmations and baselines are not). A rebase is the idea

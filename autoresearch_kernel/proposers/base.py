@@ -18,37 +18,10 @@ from typing import Protocol, runtime_checkable
 import nbformat
 
 from autoresearch_kernel.errors import ProposalError
+from autoresearch_kernel.journal.history import HistoryEntry, Usage  # noqa: F401  (what a proposer is told)
 from autoresearch_kernel.journal.results import NOT_RUN, STATUSES  # noqa: F401  (the statuses the loop feeds back)
 from autoresearch_kernel.tasks import Metric
 from autoresearch_kernel.workspace.notebook import SANDBOX
-
-
-@dataclass(frozen=True)
-class Usage:
-    """LLM tokens spent on one proposal; cost only when prices are configured (None means unknown)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-
-    def __add__(self, other: Usage) -> Usage:
-        # A re-ask or a retry spends tokens twice: the proposal's usage is the sum of its calls.
-        if self.cost_usd is None and other.cost_usd is None:
-            cost = None
-        else:
-            cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
-        return Usage(self.prompt_tokens + other.prompt_tokens,
-                     self.completion_tokens + other.completion_tokens, cost)
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One finished experiment as a proposer sees it: what was tried and how it went."""
-
-    number: int
-    description: str
-    status: str                 # keep | discard | crash | noop | stale | over-budget; invalid | duplicate: nothing ran (NOT_RUN)
-    val_bpb: float | None
 
 
 @dataclass

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 from autoresearch_kernel.proposers.base import NOT_RUN, HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
 from autoresearch_kernel.workspace.constants import (
-    CONSTANT,
     NUMBER,
     POW2_NAMES,
     Constant,
@@ -47,6 +46,7 @@ from autoresearch_kernel.workspace.constants import (
     find_constants,
     literal_value,
     notebook_profile,
+    replace_literal,
 )
 from autoresearch_kernel.workspace.notebook import clean_notebook
 
@@ -121,16 +121,6 @@ def _move(constant: Constant, direction: int, size: float, origin: float) -> str
 
 def _change_key(name: str, old: str, new: str) -> tuple[str, float, float]:
     return name, literal_value(old), literal_value(new)
-
-
-def replace_literal(line: str, new_text: str) -> str:
-    """The line with its literal replaced, the comment kept in its column when there is room."""
-    match = CONSTANT.match(line)
-    head = f"{match['indent']}{match['name']}{match['eq']}{new_text}"
-    if not match["comment"]:
-        return head
-    column = match.start("comment")
-    return head + " " * max(1, column - len(head)) + match["comment"]
 
 
 class MutateProposer:

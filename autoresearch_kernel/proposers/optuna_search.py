@@ -39,8 +39,15 @@ from optuna.trial import TrialState
 from autoresearch_kernel.errors import AutoresearchError
 from autoresearch_kernel.proposers import base
 from autoresearch_kernel.proposers.base import HistoryEntry, Proposal, ProposalContext, Usage, proposal_error
-from autoresearch_kernel.proposers.mutate import format_float, granule, hard_bounds, replace_literal
-from autoresearch_kernel.workspace.constants import Constant, Effects, find_constants, literal_value, notebook_profile
+from autoresearch_kernel.proposers.mutate import format_float, granule, hard_bounds
+from autoresearch_kernel.workspace.constants import (
+    Constant,
+    Effects,
+    find_constants,
+    literal_value,
+    notebook_profile,
+    replace_literal,
+)
 from autoresearch_kernel.workspace.notebook import clean_notebook
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would drown the loop's own log

@@ -247,3 +247,13 @@ def _reads(tree: ast.AST, name: str) -> int:
     """How often `tree` reads the variable `name`."""
     return sum(isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
                for node in ast.walk(tree))
+
+
+def replace_literal(line: str, new_text: str) -> str:
+    """The line with its literal replaced, the comment kept in its column when there is room."""
+    match = CONSTANT.match(line)
+    head = f"{match['indent']}{match['name']}{match['eq']}{new_text}"
+    if not match["comment"]:
+        return head
+    column = match.start("comment")
+    return head + " " * max(1, column - len(head)) + match["comment"]
