@@ -157,6 +157,21 @@ def test_a_memory_behind_its_results_catches_up_and_follows_the_files(two_runs):
         assert {e.tag for e in memory.entries()} == {"a"}  # the run folder went: so did its ideas
 
 
+def test_rows_handed_on_by_the_loop_are_remembered_without_reading_the_file(two_runs, monkeypatch):
+    path = two_runs / "runs" / "b" / "results.tsv"
+    handed = results.read_rows(path) + [Row("abcdef0", 1.1, 0.1, "discard", "by hand", experiment=3,
+                                            parent="abcdef0", finished_at="2026-01-02T00:00:00")]
+
+    def parsed(_path):
+        raise AssertionError("results.tsv parsed again although the loop handed its rows on")
+
+    with Memory.open(two_runs) as memory:
+        results.append(path, handed[-1])  # as the loop does, then hands the rows on
+        monkeypatch.setattr(results, "read_rows", parsed)
+        assert memory.remember("b", results.as_written(handed)) == 1
+        assert memory.entries("b")[-1].description == "by hand"
+
+
 def test_a_candidate_that_runs_code_already_run_is_a_duplicate(two_runs):
     repo = git.Repo(two_runs)
     a_kept = repo.commit("autoresearch/a").hexsha

@@ -176,12 +176,13 @@ class Memory:
                     self.connection.execute("DELETE FROM experiments WHERE tag = ?", (tag,))
                     self.connection.execute("DELETE FROM sources WHERE tag = ?", (tag,))
 
-    def remember(self, tag: str) -> int:
+    def remember(self, tag: str, rows: list[Row] | None = None) -> int:
         """Bring the tag's entries up to date with its results.tsv (the rows just written); returns how
-        many were added."""
-        return self._guarded(lambda: self._sync_tag(tag))
+        many were added. `rows`: the tag's rows as written, handed on by the loop that wrote them (the file
+        is then not parsed again); None reads them from the file."""
+        return self._guarded(lambda: self._sync_tag(tag, rows))
 
-    def _sync_tag(self, tag: str) -> int:
+    def _sync_tag(self, tag: str, given: list[Row] | None = None) -> int:
         """One transaction: the file is read and its new rows stored under the write lock, so two loops of
         the repository cannot interleave a read and a write."""
         path = RunFolder.of(self.root, tag).results
@@ -192,7 +193,7 @@ class Memory:
                 return 0
             stat = path.stat()
             seen = (stat.st_size, stat.st_mtime_ns)
-            rows = results.read_rows(path)
+            rows = list(given) if given is not None else results.read_rows(path)
             stored = {n for (n,) in self.connection.execute("SELECT experiment FROM experiments WHERE tag = ?", (tag,))}
             numbers = {row.experiment for row in rows}
             for gone in stored - numbers:  # a results.tsv edited by hand: the memory follows the file

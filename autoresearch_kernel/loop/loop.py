@@ -359,7 +359,7 @@ class Loop:
 
     def append(self, rows: list[Row]) -> list[Row]:
         rows = self.records.append([self.mark(row) for row in rows])
-        self.memory.remember(self.config.tag)  # the idea memory reads them back from results.tsv
+        self.memory.remember(self.config.tag, self.records.rows)  # handed on, as written: not read back
         self._reporter.emit(rows=tuple(rows))
         return rows
 
