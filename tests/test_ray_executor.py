@@ -25,7 +25,7 @@ from loop_fixture import ScriptedProposer, make_repo
 
 import autoresearch_kernel
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.execution.ray_executor import (
+from autoresearch_kernel.execution.ray_node import (
     SCRATCH,
     Expected,
     PreparedData,
