@@ -239,7 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", action="store_true", help="run the notebooks not yet in bench/power.tsv")
     parser.add_argument("--budget-tokens", type=int, default=65_536)
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data-dir", default=None, help="where --measure prepares its data (default: "
+                        "bench-power/ in the harness's data folder, with the fixed split secret)")
     parser.add_argument("--orders", type=int, default=200, help="seed orders resampled per candidate")
     parser.add_argument("--simulate", type=int, default=0, metavar="N", help="the rules on N simulated "
                         "candidates per scenario instead (a model of the issue's measurements)")

@@ -81,8 +81,10 @@ METHODS = {
     "cmaes": ("optuna", {"sampler": "cmaes"}),
 }
 BASELINE_SEEDS = (0, 1, 2)  # the loop's default
-# Seeds no candidate runs on in the search: it runs on the first baseline seed and confirms on the next ones.
-_LAST = seed_for(BASELINE_SEEDS, gate.GateConfig().confirm_runs)
+# Seeds no candidate runs on in the search: it runs on the first baseline seed and confirms on the next ones,
+# up to the paired rule's last look (the means rule's confirmations stop earlier).
+_GATE = gate.GateConfig()
+_LAST = seed_for(BASELINE_SEEDS, (_GATE.paired_runs - 1) if _GATE.rule == "paired" else _GATE.confirm_runs)
 HELD_UP_SEEDS = (_LAST + 1, _LAST + 2)
 OUT = Path(__file__).resolve().parent / "search.png"
 
