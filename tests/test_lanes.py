@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.execution.lanes import Job, Lane, Lanes, local_executor, plan_lanes
+from autoresearch_kernel.execution.lanes import Job, Lane, Lanes, plan_lanes
 from autoresearch_kernel.execution.runner import RunResult
 
 
@@ -79,7 +79,7 @@ def test_an_executor_bug_reaches_the_loop_s_thread():
     lanes.close()
 
 
-def test_the_local_executor_scores_one_result_at_a_time():
+def test_the_local_scorer_scores_one_result_at_a_time_and_never_an_aborted_run():
     inside, most = [0], [0]
     lock = threading.Lock()
 
@@ -92,16 +92,49 @@ def test_the_local_executor_scores_one_result_at_a_time():
             inside[0] -= 1
         return run_result
 
-    execute = local_executor(lambda job, lane, cancel: result(), score)
-    lanes = Lanes(plan_lanes(3, None, "cpu"), execute, threading.Event())
+    lanes = Lanes(plan_lanes(3, None, "cpu"), lambda job, lane, cancel: result(), threading.Event(), score=score)
     for number in (1, 2, 3):
         lanes.start(Job(number, "a" * 40, 0, "candidate"), lanes.free()[0])
     done = 0
     while done < 3:
         done += lanes.next_finished(0.5) is not None
     assert most[0] == 1
-    aborted = local_executor(lambda job, lane, cancel: result("aborted"), lambda r: pytest.fail("scored"))
-    assert aborted(Job(4, "a" * 40, 0, "candidate"), Lane(0, "cpu"), None).status == "aborted"
+    lanes.close()
+    aborted = Lanes(plan_lanes(1, None, "cpu"), lambda job, lane, cancel: result("aborted"), threading.Event(),
+                    score=lambda r: pytest.fail("scored"))
+    aborted.start(Job(4, "a" * 40, 0, "candidate"), aborted.free()[0])
+    outcome = None
+    while outcome is None:
+        outcome = aborted.next_finished(0.5)
+    assert outcome.result.status == "aborted"
+    aborted.close()
+
+
+def test_with_overlap_a_lane_takes_its_next_job_while_its_last_run_is_scored():
+    scoring, release = threading.Event(), threading.Event()
+
+    def score(run_result):
+        scoring.set()
+        assert release.wait(10)
+        return run_result
+
+    lanes = Lanes(plan_lanes(1, None, "cpu"), lambda job, lane, cancel: result(), threading.Event(), score=score,
+                  overlap=True)
+    first, second = Job(1, "a" * 40, 0, "candidate"), Job(2, "b" * 40, 0, "candidate")
+    lanes.start(first, lanes.free()[0])
+    assert scoring.wait(10)
+    while lanes.free() == []:  # the release comes through the loop's thread, as every change of the lanes
+        assert lanes.next_finished(0.2) is None
+    assert lanes.busy and lanes.numbers_running() == {1}  # scored, not yet decided: never started twice
+    lanes.start(second, lanes.free()[0])
+    assert lanes.numbers_running() == {1, 2}
+    release.set()
+    finished = []
+    while len(finished) < 2:
+        outcome = lanes.next_finished(0.5)
+        if outcome is not None:
+            finished.append(outcome.job.number)
+    assert finished == [1, 2] and not lanes.busy
     lanes.close()
 
 

@@ -6,8 +6,9 @@ into lanes. `Lanes` runs one job per free lane, each in a thread of its own that
 local jailed run, or a Ray task on some node), and hands back the outcomes in the order they finish.
 
 The executor is a plain function `execute(job, lane, cancel) -> RunResult`: the loop passes the local one
-(`launch.run_experiment` followed by the scorer) or `ray_executor.RayExecutor`. The scheduler knows nothing
-of proposals, gates or git: it runs what it is given and says what finished.
+(`launch.run_experiment`, with the loop's scorer as `score`) or `ray_executor.RayExecutor` (which scores on
+its node). The scheduler knows nothing of proposals, gates or git: it runs what it is given and says what
+finished.
 """
 from __future__ import annotations
 
@@ -102,27 +103,45 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-class Lanes:
-    """The lanes and the jobs running on them. One thread (the loop's) submits and collects."""
+@dataclass(frozen=True)
+class _Released:
+    """A lane's run has ended and its result is being scored: the lane may take the next job."""
 
-    def __init__(self, lanes: list[Lane], execute: Execute, cancel, node: str | None = None):
+    lane: Lane
+    job: Job
+
+
+class Lanes:
+    """The lanes and the jobs running on them. One thread (the loop's) submits and collects.
+
+    `execute(job, lane, cancel)` runs a job; `score(result)`, when given, scores a run's result on this machine
+    (one at a time: one scorer). With `overlap`, a lane takes its next job while its last run is scored: the
+    next experiment trains while the last one is measured (the loop allows it where that cannot change a
+    figure: under a token, FLOP or evaluation budget)."""
+
+    def __init__(self, lanes: list[Lane], execute: Execute, cancel, node: str | None = None,
+                 score: Callable[[RunResult], RunResult] | None = None, overlap: bool = False):
         self.lanes, self.execute, self.cancel = lanes, execute, cancel
+        self.score, self.overlap = score, overlap and score is not None
         self.node = node or os.uname().nodename
         self.running: dict[int, Job] = {}  # lane index -> the job on it
         self.started: dict[int, float] = {}  # lane index -> when its job started
-        self._finished: queue.Queue[Outcome | BaseException] = queue.Queue()
+        self.scoring: dict[int, Job] = {}  # experiment number -> a job whose run ended, being scored
+        self._finished: queue.Queue[Outcome | _Released | BaseException] = queue.Queue()
         self._futures: list[Future] = []
-        self._pool = ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="lane")
+        self._scorer = threading.Lock()
+        # a lane's thread may still score its last run while the lane's next job runs in another thread
+        self._pool = ThreadPoolExecutor(max_workers=2 * len(lanes), thread_name_prefix="lane")
 
     def free(self) -> list[Lane]:
         return [lane for lane in self.lanes if lane.index not in self.running]
 
     @property
     def busy(self) -> bool:
-        return bool(self.running)
+        return bool(self.running or self.scoring)
 
     def numbers_running(self) -> set[int]:
-        return {job.number for job in self.running.values()}
+        return {job.number for job in self.running.values()} | set(self.scoring)
 
     def start(self, job: Job, lane: Lane) -> None:
         """Run `job` on the free `lane`; its outcome comes out of `next_finished`."""
@@ -136,24 +155,38 @@ class Lanes:
     def _run(self, job: Job, lane: Lane, started: float) -> None:
         try:
             result = self.execute(job, lane, self.cancel)
+            if self.score is not None and result.status != "aborted":
+                if self.overlap:
+                    self._finished.put(_Released(lane, job))
+                with self._scorer:
+                    result = self.score(result)
             node = result.node or self.node
             self._finished.put(Outcome(job, lane, result, node, started, time.time()))
         except BaseException as error:  # a bug in an executor: the loop re-raises it in its own thread
-            error.lane = lane  # type: ignore[attr-defined]
+            error.lane, error.job = lane, job  # type: ignore[attr-defined]
             self._finished.put(error)
 
     def next_finished(self, timeout: float) -> Outcome | None:
-        """The next outcome in the order they finish, or None after `timeout` seconds without one."""
+        """The next outcome in the order they finish, or None after `timeout` seconds without one (or after a
+        lane was freed for its next job while its last run is scored)."""
         try:
             item = self._finished.get(timeout=timeout)
         except queue.Empty:
             return None
-        lane = item.lane if isinstance(item, BaseException) else item.lane
-        self.running.pop(lane.index, None)
-        self.started.pop(lane.index, None)
+        if isinstance(item, _Released):
+            self._free(item.lane, item.job)
+            self.scoring[item.job.number] = item.job
+            return None
+        self.scoring.pop(item.job.number, None)
+        self._free(item.lane, item.job)
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def _free(self, lane: Lane, job: Job) -> None:
+        if self.running.get(lane.index) == job:  # not the next job the lane took meanwhile
+            self.running.pop(lane.index)
+            self.started.pop(lane.index, None)
 
     def drain(self) -> list[Outcome]:
         """Wait until every job has returned (after an abort, the executors stop them) and free the lanes;
@@ -162,10 +195,11 @@ class Lanes:
         outcomes = []
         while not self._finished.empty():
             item = self._finished.get()
-            if not isinstance(item, BaseException):
+            if isinstance(item, Outcome):
                 outcomes.append(item)
         self.running.clear()
         self.started.clear()
+        self.scoring.clear()
         return outcomes
 
     def close(self) -> None:
@@ -175,17 +209,3 @@ class Lanes:
         close = getattr(self.execute, "close", None)
         if close is not None:
             close()
-
-
-def local_executor(run: Callable[[Job, Lane, object], RunResult], score: Callable[[RunResult], RunResult]) -> Execute:
-    """The local executor: `run` in the jail on this machine, then `score` (one scorer, one request at a time)."""
-    scoring = threading.Lock()
-
-    def execute(job: Job, lane: Lane, cancel) -> RunResult:
-        result = run(job, lane, cancel)
-        if result.status == "aborted":
-            return result
-        with scoring:
-            return score(result)
-
-    return execute

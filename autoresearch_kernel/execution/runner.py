@@ -1,40 +1,41 @@
 """Runs one notebook in a fresh kernel under a whole-notebook wall-clock limit: the only caller of papermill.
 
-papermill and its kernel run together inside the caller's jail (integrity/jail.py) when one is given, with
-the allow-listed environment of integrity/environment.py either way: never the loop's own.
+A `Kernel` is one process tree, inside the caller's jail (integrity/jail.py) when one is given, with the
+allow-listed environment of integrity/environment.py either way (never the loop's own): the kernel host
+(kernel_host.py), which starts a Jupyter kernel, may warm it with trusted code, and then runs exactly one
+notebook through papermill when `Kernel.run` names it. `run_notebook` starts one and runs it at once (a cold
+start); the loop's lanes start the next experiment's kernel while the current one runs (execution/warm.py),
+so that its imports and data are ready when the candidate arrives.
 
-papermill's own timeout is per cell, and killing papermill alone leaves its kernel running (the kernel
-lives in a process session of its own). So papermill runs as a child process here, and at the limit (or on
-an abort) the whole process tree, kernel included, is killed. The executed notebook is always left at the
+At the limit (or on an abort) the whole process tree, kernel included, is killed: papermill's own timeout is
+per cell, and the kernel lives in a process session of its own. The executed notebook is always left at the
 output path, whatever happened, so that it can be read in the morning.
 
 A jailed run runs under its jail's resource limits (integrity/limits.py): the runner also watches the run
 folder's size, and a run that hit a limit is a crash named by it (`memory limit 6.0 GB`) whose large files are
-removed. Everything read back from the run folder is read as untrusted (integrity/untrusted.py): no link
-followed, regular files only, capped, and every string cleaned.
+removed. What the run left is read as untrusted (runresult.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import psutil
 
+from autoresearch_kernel.execution.runresult import RunFiles, RunResult, read_result, traceback_tail
 from autoresearch_kernel.integrity import limits as resource_limits
-from autoresearch_kernel.integrity import untrusted
 from autoresearch_kernel.integrity.environment import experiment_env
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.integrity.usage import TreeMeter
+
+__all__ = ["Kernel", "RunResult", "kill_tree", "run_notebook", "traceback_tail"]
 
 # How often the runner looks at the child: bounds the delay of a timeout or an abort.
 POLL_SECONDS = 0.2
@@ -43,41 +44,95 @@ LIMIT_CHECK_SECONDS = 1.0  # how often a jailed run's folder size and fork refus
 # papermill saves the output notebook this often during a long cell, so a killed run still shows progress.
 AUTOSAVE_SECONDS = 10
 
-TRACEBACK_TAIL_LINES = 15
+HOST_LOG = "kernel.log"  # a kernel's log before it knows its run's name (then renamed to <run>.log)
 
 
-@dataclass
-class RunResult:
-    """What one execution of a notebook produced."""
+class Kernel:
+    """One kernel host, started now in `cwd` (the kernel's working folder, in `jail` when given), that runs
+    exactly one notebook. `warm_up`: trusted code the kernel runs before it is given the notebook.
 
-    status: str  # "ok" | "crash" | "timeout" | "aborted" | "suspect" (scored below the profile's floor)
-    metrics: dict | None  # the harness's metrics.json, when it was written
-    wall_seconds: float
-    output_path: Path  # the executed notebook, always present
-    log_path: Path  # everything the notebook printed, as it printed it
-    error_name: str | None = None
-    error_message: str | None = None
-    traceback_tail: str | None = None
-    node: str = ""  # the machine it ran on, when not this one (a Ray node)
-    # measured on the trusted side, for the budget's verification (integrity/budget.py)
-    cpu_seconds: float | None = None  # CPU time of the whole reaped process tree (integrity/usage.py)
-    forward_flops_per_token: float | None = None  # the exported program's, counted by the scorer
-    # -- resource limits (integrity/limits.py) --
-    usage: resource_limits.Usage | None = None  # CPU seconds and peak memory of the jail, where measured
-    limit: str = ""  # the limit the run hit, named ("memory limit 6.0 GB"), or ""
+    Use: `Kernel(...).run(notebook, output, ...)` once; `close()` a kernel that will not be used."""
+
+    def __init__(self, cwd: str | os.PathLike, env: dict[str, str], jail: Jail | None = None, warm_up: str = "",
+                 log_path: Path | None = None):
+        self.cwd = Path(cwd)
+        self.log_path = Path(log_path or self.cwd / HOST_LOG)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "autoresearch_kernel.execution.kernel_host",
+                   "--autosave", str(AUTOSAVE_SECONDS), "--warm-up", warm_up]
+        self.confinement = None
+        if jail is not None:
+            command = dataclasses.replace(jail, cwd=self.cwd).command(command)
+            self.confinement = jail.confine()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,  # the one request; nothing else ever flows into the jail
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=True,  # its own group, so a Ctrl-C at the loop's terminal is ours to handle
+                **(self.confinement.popen_options() if self.confinement else {}),
+            )
+        self.meter = TreeMeter(self.process.pid)
 
     @property
-    def ok(self) -> bool:
-        return self.status == "ok"
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
-    @property
-    def failure(self) -> str | None:
-        """One line saying why the run failed, or None when it did not."""
-        if self.ok:
-            return None
-        if self.error_name:
-            return f"{self.status}: {self.error_name}: {self.error_message or ''}".strip().rstrip(":")
-        return self.status
+    def run(self, notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict | None = None,
+            timeout_s: float = 600.0, cancel: threading.Event | None = None) -> RunResult:
+        """Execute `notebook` into `output` (both where the kernel can reach them) with `parameters`, killing it
+        after `timeout_s` seconds of wall time from now; `cancel` aborts it at once. The kernel is done after.
+
+        The harness inside writes its metrics to the `METRICS_PATH` parameter (relative to the kernel's folder
+        when relative); unless the caller names one, it is `output` with the suffix `.metrics.json`."""
+        notebook, output = Path(notebook), Path(output)
+        parameters = dict(parameters or {})
+        metrics = self.cwd / parameters.setdefault("METRICS_PATH", str(output.with_suffix(".metrics.json")))
+        files = RunFiles(notebook, output, metrics)
+        # A metrics file left by an earlier attempt must never be mistaken for this run's.
+        metrics.unlink(missing_ok=True)
+        if self.log_path != files.log:  # the log, open in the host, follows the run's name
+            os.replace(self.log_path, files.log)
+            self.log_path = files.log
+        started = time.monotonic()
+        try:
+            self._send({"notebook": str(notebook), "output": str(output), "parameters": parameters})
+            watch = (lambda: self.confinement.watch(output.parent)) if self.confinement else None
+            stopped_by = _wait(self.process, started + timeout_s, cancel, self.meter, watch)
+            wall_seconds = time.monotonic() - started
+            if self.confinement is None:
+                return _measured(read_result(files, self.process.returncode, stopped_by, wall_seconds, timeout_s),
+                                 self.meter)
+            self.confinement.kill()  # nothing of the jail may still run while its folder is read
+            hit = stopped_by if stopped_by not in (None, "timeout", "aborted") else None
+            result = read_result(files, self.process.returncode, "timeout" if hit else stopped_by, wall_seconds,
+                                 timeout_s)
+            return _measured(_limited(result, self.confinement, hit), self.meter)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Kill what still runs of this kernel's tree and release its limits (a kernel is never reused)."""
+        if self.alive:
+            kill_tree(self.process.pid)
+            self.process.wait()
+        if self.process.stdin and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except OSError:  # the host is gone: its pipe with it
+                pass
+        if self.confinement is not None:
+            self.confinement.close()
+
+    def _send(self, request: dict) -> None:
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.close()
+        except OSError:  # the host died while it waited: its exit status and log say why
+            pass
 
 
 def run_notebook(
@@ -91,61 +146,16 @@ def run_notebook(
     jail: Jail | None = None,
     threads: int | None = None,
 ) -> RunResult:
-    """Execute `notebook` into `output` with `parameters`, killing it after `timeout_s` seconds of wall time.
+    """Execute `notebook` into `output` with `parameters` in a kernel started now (in `cwd`, default the
+    notebook's folder), killing it after `timeout_s` seconds of wall time; see `Kernel.run`.
 
-    The harness inside the notebook writes its metrics to the `METRICS_PATH` parameter; unless the caller
-    names one, it is `output` with the suffix `.metrics.json`. Setting `cancel` aborts the run at once.
-    `jail`: run papermill and the kernel inside it (its writable folder must hold `output`). `threads`: the
-    kernel's torch/BLAS thread count (lanes sharing a CPU).
-    """
+    `jail`: run the kernel inside it (its writable folder must hold `output`). `threads`: the kernel's
+    torch/BLAS thread count (lanes sharing a CPU)."""
     notebook, output = Path(notebook), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    parameters = dict(parameters or {})
-    metrics_path = Path(parameters.setdefault("METRICS_PATH", str(output.with_suffix(".metrics.json"))))
-    log_path = output.with_suffix(".log")
-    # A metrics file left by an earlier attempt must never be mistaken for this run's.
-    metrics_path.unlink(missing_ok=True)
-
-    command = [
-        sys.executable, "-m", "papermill", str(notebook), str(output),
-        "--parameters_yaml", json.dumps(parameters),  # JSON is YAML: no quoting surprises
-        "--kernel", "python3",
-        "--cwd", str(Path(cwd or notebook.parent)),
-        "--log-output", "--no-progress-bar",
-        "--autosave-cell-every", str(AUTOSAVE_SECONDS),
-    ]
-    env = experiment_env(device, threads=threads)
-    confinement = None
-    if jail is not None:
-        command = jail.command(command)
-        confinement = jail.confine()
-    started = time.monotonic()
-    try:
-        with open(log_path, "wb") as log:
-            child = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own group, so a Ctrl-C at the loop's terminal is ours to handle
-                **(confinement.popen_options() if confinement else {}),
-            )
-            meter = TreeMeter(child.pid)
-            watch = (lambda: confinement.watch(output.parent)) if confinement else None
-            stopped_by = _wait(child, started + timeout_s, cancel, meter, watch)
-        wall_seconds = time.monotonic() - started
-        if confinement is None:
-            return _measured(_finish(notebook, output, log_path, metrics_path, child.returncode, stopped_by,
-                                     wall_seconds, timeout_s), meter)
-        confinement.kill()  # nothing of the jail may still run while its folder is read
-        hit = stopped_by if stopped_by not in (None, "timeout", "aborted") else None
-        result = _finish(notebook, output, log_path, metrics_path, child.returncode,
-                         "timeout" if hit else stopped_by, wall_seconds, timeout_s)
-        return _measured(_limited(result, confinement, hit), meter)
-    finally:
-        if confinement is not None:
-            confinement.close()
+    kernel = Kernel(Path(cwd or notebook.parent), experiment_env(device, threads=threads), jail,
+                    log_path=output.with_suffix(".log"))
+    return kernel.run(notebook, output, parameters, timeout_s, cancel)
 
 
 def _measured(result: RunResult, meter: TreeMeter) -> RunResult:
@@ -159,8 +169,6 @@ def _measured(result: RunResult, meter: TreeMeter) -> RunResult:
 def _limited(result: RunResult, confinement, hit: str | None) -> RunResult:
     """The result with the jail's usage; a crash named by the limit it hit (`hit`: the one the runner stopped
     it for), its large files removed."""
-    import dataclasses
-
     usage = confinement.usage()
     text = " ".join(filter(None, [result.error_name, result.error_message, result.traceback_tail]))
     limit = hit or (confinement.exceeded(text, result.output_path.parent) if result.status != "aborted" else None)
@@ -171,26 +179,6 @@ def _limited(result: RunResult, confinement, hit: str | None) -> RunResult:
     return dataclasses.replace(result, status="crash", metrics=None, usage=usage, limit=limit,
                                error_name="ResourceLimit", error_message=f"{limit}: the run hit its jail's "
                                f"{limit.rsplit(' limit', 1)[0]} limit and was stopped{detail}")
-
-
-def _finish(notebook: Path, output: Path, log_path: Path, metrics_path: Path, returncode: int,
-            stopped_by: str | None, wall_seconds: float, timeout_s: float) -> RunResult:
-    if stopped_by:
-        _note_stop(notebook, output, stopped_by, timeout_s)
-        return RunResult(
-            status=stopped_by,
-            metrics=None,
-            wall_seconds=wall_seconds,
-            output_path=output,
-            log_path=log_path,
-            error_name="Timeout" if stopped_by == "timeout" else "Aborted",
-            error_message=(
-                f"the notebook ran past its {timeout_s:.0f} s wall-clock limit and was killed"
-                if stopped_by == "timeout"
-                else "the run was aborted by the user"
-            ),
-        )
-    return _result(returncode, wall_seconds, output, log_path, metrics_path)
 
 
 def _wait(child: subprocess.Popen, deadline: float, cancel: threading.Event | None, meter: TreeMeter,
@@ -243,112 +231,3 @@ def kill_tree(pid: int) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(tree, timeout=5)
-
-
-def _result(returncode: int, wall_seconds: float, output: Path, log_path: Path, metrics_path: Path) -> RunResult:
-    metrics = _read_metrics(metrics_path)
-    error_name, error_message, traceback_tail = _notebook_error(output)
-    if error_name is None and returncode != 0:
-        error_name, error_message, traceback_tail = _log_error(log_path)
-    refused = _refusals(output.parent, [metrics_path, log_path, output])
-    if refused:  # a link, FIFO or device where the run's own files belong: recorded, never followed
-        metrics, error_name, error_message = None, "RefusedFile", refused
-    if returncode == 0 and metrics is not None and metrics.get("status") == "ok":
-        status = "ok"
-    else:
-        status = "crash"
-        if error_name is None:
-            if metrics is not None and metrics.get("failure"):
-                error_name, error_message = "TrainingFailed", str(metrics["failure"])
-            else:
-                error_name, error_message = "NoMetrics", "the notebook finished without writing its metrics"
-    return RunResult(
-        status=status,
-        metrics=metrics,
-        wall_seconds=wall_seconds,
-        output_path=output,
-        log_path=log_path,
-        error_name=error_name,
-        error_message=error_message,
-        traceback_tail=traceback_tail,
-    )
-
-
-def _refusals(folder: Path, paths: list[Path]) -> str:
-    """Why the run's own files in its folder are refused (not regular files), one clause each; "" if none."""
-    found = []
-    for path in paths:
-        if path.parent != folder:
-            continue
-        try:
-            os.close(untrusted.open_in(folder, path.name))
-        except untrusted.RefusedFile as error:
-            found.append(str(error))
-        except OSError:  # absent: said elsewhere (no metrics, no notebook)
-            continue
-    return "; ".join(found)
-
-
-def _read_metrics(path: Path) -> dict | None:
-    try:
-        metrics = json.loads(untrusted.read_text(path, untrusted.METRICS_BYTES))
-    except (OSError, ValueError):  # a link, a FIFO, too large, not JSON: no metrics (the run is a crash)
-        return None
-    return metrics if isinstance(metrics, dict) else None
-
-
-def _read_notebook(path: Path) -> nbformat.NotebookNode:
-    """The executed notebook, read as untrusted (no link followed, capped); raises when it cannot be."""
-    return nbformat.reads(untrusted.read_text(path, untrusted.NOTEBOOK_BYTES), as_version=4)
-
-
-def traceback_tail(output: Path) -> str | None:
-    """The last lines of the first traceback in an executed notebook, or None (for the agent's step)."""
-    return _notebook_error(output)[2]
-
-
-def _notebook_error(output: Path) -> tuple[str | None, str | None, str | None]:
-    """The first error output in the executed notebook: (name, message, last lines of traceback)."""
-    try:
-        nb = _read_notebook(output)
-    except untrusted.RefusedFile as error:
-        return "RefusedFile", untrusted.clean(error), None
-    except Exception:  # a notebook cut short by a kill mid-write is not worth a second error
-        return None, None, None
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                lines = untrusted.clean("\n".join(map(str, out.get("traceback", []))), 10 * untrusted.TEXT_CHARS,
-                                        tail=True).splitlines()
-                return (untrusted.clean(out.get("ename"), 200), untrusted.clean(out.get("evalue")),
-                        untrusted.clean("\n".join(lines[-TRACEBACK_TAIL_LINES:]), tail=True))
-    return None, None, None
-
-
-def _log_error(log_path: Path) -> tuple[str | None, str | None, str | None]:
-    """papermill's own complaint (a dead kernel, a bad notebook) from the end of its log."""
-    try:
-        lines = untrusted.read_text(log_path, untrusted.LOG_TAIL_BYTES, tail=True).splitlines()
-    except OSError:
-        return None, None, None
-    tail = [untrusted.clean(line, 500) for line in lines[-TRACEBACK_TAIL_LINES:]]
-    for line in reversed(tail):
-        match = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)):\s*(.*)$", line.strip())
-        if match:
-            return match.group(1).rsplit(".", 1)[-1], match.group(2), "\n".join(tail)
-    return "KernelDied", (tail[-1] if tail else "papermill exited without a message"), "\n".join(tail)
-
-
-def _note_stop(notebook: Path, output: Path, why: str, timeout_s: float) -> None:
-    """Leave a readable executed notebook even when papermill was killed, and say in it what happened."""
-    try:
-        nb = _read_notebook(output)
-    except Exception:  # killed before its first save, or mid-write, or a planted link: keep the source
-        nb = nbformat.read(notebook, as_version=4)
-    text = (
-        f"**Stopped by the runner**: ran past its {timeout_s:.0f} s wall-clock limit; the kernel was killed."
-        if why == "timeout"
-        else "**Stopped by the runner**: aborted by the user; the kernel was killed."
-    )
-    nb.cells.append(nbformat.v4.new_markdown_cell(text))
-    untrusted.write_text(output, nbformat.writes(nb))

@@ -22,3 +22,13 @@ class ExperimentSpec:
     budget_flops: float = 0.0
     budget_amount: float = 0.0  # another task's budget in its own kind (seconds, tokens, evaluations)
 
+    @property
+    def timed(self) -> bool:
+        """Whether the budget is wall-clock training seconds: then nothing else of the loop's may use a run's
+        device while it trains (a token, FLOP or evaluation budget measures the same on a shared device)."""
+        if not self.task.is_gpt:
+            return self.task.budget.kind == "seconds"
+        from autoresearch_kernel.harness.profiles import choose_budget
+
+        return choose_budget(self.profile, self.budget_seconds, self.budget_tokens, self.budget_flops).kind == "seconds"
+

@@ -46,6 +46,21 @@ class Prepared:
         return np.load(self._val_rows_path, mmap_mode="r", allow_pickle=False)
 
 
+# The training side a kernel started ahead of its experiment verified and loaded (harness/warm.py), taken
+# by the experiment's own `load_prepared` once: a kernel runs one experiment, and a later load checks again.
+_preloaded: dict[tuple[str, str], Prepared] = {}
+
+
+def preload(data_dir: str | Path | None, profile: str | Profile) -> None:
+    """Verify and load the training side now, for this process's next `load_prepared(..., validation=False)`
+    of the same folder; a DataError is left for that call to raise, with its own message."""
+    try:
+        prepared = load_prepared(data_dir, profile, validation=False)
+    except DataError:
+        return
+    _preloaded[(str(prepared.path), prepared.profile.name)] = prepared
+
+
 def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "cpu", validation: bool = True) -> Prepared:
     """Load and verify <data_dir>/<profile>; DataError with the fixing command when anything is off.
 
@@ -54,6 +69,8 @@ def load_prepared(data_dir: str | Path | None = None, profile: str | Profile = "
     spec = get_profile(profile)
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     path = root / spec.name
+    if not validation and (str(path), spec.name) in _preloaded:
+        return _preloaded.pop((str(path), spec.name))
     fix = prepare_command(spec.name, data_dir)
     manifest_path = path / names.MANIFEST
     if not manifest_path.is_file():

@@ -35,8 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autoresearch_kernel.errors import AutoresearchError
-from autoresearch_kernel.execution.lanes import Job, Lane, Lanes, Outcome, local_executor, plan_lanes
-from autoresearch_kernel.execution.launch import choose_sandbox, run_experiment
+from autoresearch_kernel.execution.lanes import Job, Lane, Lanes, Outcome, plan_lanes
+from autoresearch_kernel.execution.launch import choose_sandbox, run_experiment, warm_kernels
+from autoresearch_kernel.execution.runner import RunResult
 from autoresearch_kernel.harness.prepare import default_data_dir
 from autoresearch_kernel.journal import memory, records, runstate
 from autoresearch_kernel.journal.results import Row
@@ -92,6 +93,7 @@ class Loop:
         self._lock.acquire(config.tag)
         self._stop, self._abort = threading.Event(), threading.Event()
         self.scheduler: Lanes | None = None
+        self.kernels = None  # the lanes' kernels started ahead (execution/warm.py)
         self.memory: memory.Memory | None = None
         self.status = LoopStatus(tag=config.tag, pid=os.getpid(), started_at=time.time(),
                                  budget_seconds=config.budget_seconds, budget_tokens=config.budget_tokens,
@@ -115,7 +117,7 @@ class Loop:
             recover(self.workspace, self.state, self.records)
             self._save()
             self.settler, self.intake = Settler(self), Intake(self)
-            self.scheduler = Lanes(self.lanes, self._executor(), self._cancel())
+            self.scheduler = self._lanes()
             self._show_lanes()
             self.settler.settle_waiting()  # runs a kill left saved without their rows
             changed = ", ".join(f"{c['setting']} {c['was']!r} -> {c['now']!r}" for c in changes)
@@ -132,14 +134,24 @@ class Loop:
     def on_event(self, observer: Callable[[Event], None] | None) -> None:
         self._reporter.on_event = observer
 
-    def _executor(self):
+    def _lanes(self) -> Lanes:
+        """The lanes and how a run is executed on them: as a Ray task (scored on its node), or here in a kernel
+        started ahead and scored by the loop's scorer, the next run training meanwhile where no figure can
+        change for it (not under a time budget)."""
         if self.config.executor == "ray":
             from autoresearch_kernel.execution.ray_executor import RayExecutor  # Ray is an optional extra
 
-            return RayExecutor(self.spec, self.config.ray_address, self.run_folder, self.lanes, self.checks)
-        return local_executor(
-            lambda job, lane, cancel: run_experiment(self.spec, self.run_folder, job, lane, cancel),
-            lambda result: self.checks.score(result))
+            return Lanes(self.lanes, RayExecutor(self.spec, self.config.ray_address, self.run_folder, self.lanes,
+                                                 self.checks), self._cancel())
+        if self.config.warm_kernels:
+            self.kernels = warm_kernels(self.spec, self.run_folder)
+        kernels = self.kernels
+
+        def execute(job: Job, lane: Lane, cancel) -> RunResult:
+            return run_experiment(self.spec, self.run_folder, job, lane, cancel, kernels)
+
+        return Lanes(self.lanes, execute, self._cancel(), score=self.checks.score,
+                     overlap=self.config.overlap_scoring and not self.spec.timed)
 
     # -- control (any thread) -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -169,6 +181,8 @@ class Loop:
     def _release(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        if self.kernels is not None:
+            self.kernels.close()
         if self.memory is not None:
             self.memory.close()
         self.workspace.close()

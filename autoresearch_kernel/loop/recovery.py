@@ -47,14 +47,18 @@ def recover(workspace: Workspace, state: State, records: Records) -> None:
 
 
 def kill_orphans(notebooks: Path) -> None:
-    """Kill experiments a killed loop left running: papermill writing into this run's notebooks folder.
+    """Kill experiments a killed loop left running: kernel hosts (or papermill) working in this run's notebooks
+    folder, kernels started ahead included.
 
-    A SIGKILL reaches the loop only; its papermill child (in a session of its own) and the kernel would go
-    on training for up to the timeout and write into the notebook a resume is about to write. Holding the
-    tag's lock, any such process is an orphan of ours.
+    A SIGKILL reaches the loop only; an unjailed kernel host (in a session of its own) and its kernel would go
+    on training for up to the timeout and write into the notebook a resume is about to write (a jailed one
+    dies with its jail, which dies with the loop). Holding the tag's lock, any such process is an orphan of
+    ours.
     """
     marker = str(notebooks) + os.sep
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if process.pid != os.getpid() and "papermill" in " ".join(cmdline) and any(marker in a for a in cmdline):
+    for process in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        command = " ".join(process.info.get("cmdline") or [])
+        if process.pid == os.getpid() or not ("kernel_host" in command or "papermill" in command):
+            continue
+        if marker in command or (process.info.get("cwd") or "").startswith(marker):
             kill_tree(process.pid)

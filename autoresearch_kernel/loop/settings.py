@@ -69,6 +69,9 @@ class LoopConfig:
     # the compute-fair budget (harness/flops.py) and its verification outside the jail (integrity/budget.py)
     budget_flops: float = 0.0  # training FLOPs per experiment instead, counted by the harness (deterministic)
     budget_tolerance: budget.Tolerance = field(default_factory=budget.Tolerance)
+    # the cycle (execution/warm.py, lanes.py): neither changes a figure, only how soon the next run starts
+    warm_kernels: bool = True  # each lane's next kernel starts (and imports, loads the data) while its run runs
+    overlap_scoring: bool = True  # a lane's next run trains while its last one is scored (never under a time budget)
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
@@ -272,6 +275,10 @@ OPTIONS = (
     Option("executor", "--executor", "local (default) | ray: run each experiment as a Ray task on the cluster",
            choices=EXECUTORS),
     Option("ray_address", "--ray-address", "ray: the cluster's address (default: $RAY_ADDRESS, else a local one)"),
+    Option("warm_kernels", "--cold-kernels", "start each run's kernel when the run starts, not ahead of it while "
+           "the lane's previous run runs", switch=False),
+    Option("overlap_scoring", "--no-overlap", "score each run before its lane starts the next (the default "
+           "overlaps them, except under a time budget)", switch=False),
     Option("sandbox", "--no-sandbox", "run experiments without the bubblewrap jail (only where it cannot be had; "
            "rows are marked)", switch=False),
 )

@@ -70,3 +70,9 @@ class RunFolder:
     def candidate(self, number: int, commit: str) -> Path:
         """The notebook experiment `number` executes: the commit's sandbox, outside its writable folder."""
         return self.candidates / f"{number:04d}-{commit[:7]}.ipynb"
+
+    @property
+    def kernel_slots(self) -> Path:
+        """Where kernels started ahead wait for their experiment (execution/warm.py), beside the folders they
+        become: notebooks/.warm/<lane>-<n>/ is renamed to notebooks/<n>-<commit>/ when its run ends."""
+        return self.notebooks / ".warm"
