@@ -9,7 +9,7 @@
 2. `--real`: the shipped train_template.ipynb on the cpu profile at a token budget with the mutate
    proposer, 1 lane (the kernel's default threads) against 2 lanes (each half the cores).
 
-    python bench/bench_lanes.py [--lanes 1,2,4,8] [--experiments 16] [--sleep 20] [--executor local|ray]
+    python bench/bench_lanes.py [--lanes 1,2,4,8] [--experiments 16] [--sleep 20] [--executor local|ray] [--cold]
     python bench/bench_lanes.py --real [--experiments 4] [--budget-tokens 32768] [--devices cuda:0]
 
 Scheduling: about 2 x M x S / N + start-up per lane count (M=16, S=20: about 12 minutes for 1,2,4,8).
@@ -108,7 +108,7 @@ def run_loop(config: LoopConfig, proposer) -> tuple[list, float]:
 
 def scheduling(args) -> None:
     print(f"scheduling: a notebook that sleeps {args.sleep:g} s, {args.experiments} experiments per lane count, "
-          f"executor {args.executor}, in the jail")
+          f"executor {args.executor}, in the jail, {'cold kernels' if args.cold else 'kernels started ahead'}")
     print(f"{'lanes':>5} {'wall':>8} {'exp/hour':>9} {'speed-up':>9} {'of N':>6} {'papermill+kernel':>17} "
           f"{'loop share':>11}")
     one = None
@@ -117,7 +117,8 @@ def scheduling(args) -> None:
             config = LoopConfig(repo=project(Path(temporary), sleep_notebook(args.sleep)), tag="lanes",
                                 baseline_seeds=(0,), lanes=lanes, device="cpu", max_experiments=args.experiments,
                                 timeout_s=args.sleep + 300, gate=EXACT, executor=args.executor,
-                                ray_address=args.ray_address)
+                                ray_address=args.ray_address, warm_kernels=not args.cold,
+                                overlap_scoring=not args.cold)
             rows, span = run_loop(config, WorseEachTime())
         runs = [r for r in rows if r.kind == "candidate"]
         per_hour = len(runs) / span * 3600
@@ -161,6 +162,8 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=20.0)
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
     parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--cold", action="store_true", help="each run's kernel started with the run, as before "
+                        "kernels were started ahead (--cold-kernels --no-overlap)")
     parser.add_argument("--real", action="store_true", help="the shipped notebook, 1 against 2 lanes")
     parser.add_argument("--budget-tokens", type=int, default=32_768)
     parser.add_argument("--devices", default=None,

@@ -1,143 +1,125 @@
-"""The loop's overhead per experiment on CPU, against the same notebook run as a plain Python script.
+"""The experiment cycle, part by part: how much of it is training, cold kernels against warm ones.
 
-What it runs (the real train_template.ipynb on the embedded corpus, cpu profile, a fixed training budget):
-- the notebook's code cells as one plain script, `python script.py`, twice: the floor any runner pays
-  (interpreter, torch import, data load, training, the harness's evaluation);
-- the loop with the offline `mutate` proposer in a temporary git repository: the baseline and a few
-  experiments, each step timed from the outside.
+What it runs: the loop itself (jail, kernel host, papermill, scorer, paired gate, results.tsv) with the
+offline mutate proposer on the shipped train_template.ipynb, cpu profile, the cpu profile's FLOP budget
+(or --budget-flops), in a temporary git repository, for each lane count and each way of running:
+- cold: `--cold-kernels --no-overlap` (each run's kernel starts when the run starts; the lane waits for
+  the scorer), as the loop ran before kernels were started ahead;
+- warm: the default (the lane's next kernel starts, imports and loads the data while its run runs; the
+  next run trains while the last one is scored).
 
-It prints, per experiment: the loop's wall time, the papermill run's share, the training seconds; the loop's
-overhead (wall time that is neither training nor the LLM: the mutate proposer is offline, so its few
-milliseconds count as overhead) as seconds and as a ratio of the plain script's wall time; and the
-experiments per hour at a 60 s budget, estimated as 3600 / (60 + measured non-training seconds).
+The baseline seed runs first (not timed); then the loop runs until --experiments proposals, timed from the
+first run after the baseline to the last row. It prints, per way and lane count:
+- the cycle: the seconds one run holds its lane (lanes x elapsed / runs), runs per hour, and training (the
+  harness's training_seconds) as a share of the cycle;
+- the parts of one run, means over its runs, read from the executed notebooks (papermill's per-cell times)
+  and the rows: `start` (kernel host, kernel start and papermill outside the cells; a warm kernel has paid
+  most of it ahead), `set-up` (parameters and the harness's set-up cell: imports, the data's verification and
+  load), `model` (the agent's cells before the training loop), `first step` (the training cell beyond the
+  timed training: the first step, under the FLOP counter), `training`, `export` (harness.finish: checkpoint
+  and torch.export), `scoring` (the scorer's seconds, behind the next run's training when warm).
 
-    python bench/bench_loop.py [--budget-seconds 10] [--experiments 2] [--data-dir DIR]
+    python bench/bench_loop.py [--lanes 1,2,4,8] [--experiments 6] [--ways cold,warm] [--budget-flops F]
+                               [--data-dir DIR]
+
+Time: about (experiments + confirmations) x 30 s per lane count and way on two cores at the default budget.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import git
 import nbformat
+from bench_gate import project  # a sibling script
 
 from autoresearch_kernel.harness.prepare import default_data_dir, prepare
 from autoresearch_kernel.loop.loop import Loop, LoopConfig
+from autoresearch_kernel.proposers.mutate import MutateProposer
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "train_template.ipynb"
-
-
-def plain_script(parameters: dict) -> str:
-    """The notebook's code cells as one script, with the parameters set as papermill would set them."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    chunks = []
-    for cell in notebook.cells:
-        if cell.cell_type != "code":
-            continue
-        chunks.append(cell.source)
-        if "parameters" in cell.metadata.get("tags", []):
-            chunks.append("\n".join(f"{name} = {value!r}" for name, value in parameters.items()))
-    return "import matplotlib\nmatplotlib.use('Agg')\n" + "\n\n".join(chunks) + "\n"
+WAYS = {"cold": dict(warm_kernels=False, overlap_scoring=False), "warm": dict(warm_kernels=True, overlap_scoring=True)}
+PARTS = ("start", "set-up", "model", "first step", "training", "export", "scoring")
+TRAINING_CELL = "while not run.done()"  # the template's training loop
 
 
-def time_script(folder: Path, parameters: dict) -> float:
-    script = folder / "train_script.py"
-    script.write_text(plain_script(parameters))
-    started = time.perf_counter()
-    subprocess.run([sys.executable, str(script)], cwd=folder, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+def parts_of(row, folder: Path) -> dict[str, float]:
+    """One run's seconds by part, from its executed notebook and its row."""
+    notebook = nbformat.read(folder / row.notebook, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    seconds = [float(cell.metadata.get("papermill", {}).get("duration") or 0.0) for cell in code]
+    setup = next(i for i, cell in enumerate(code) if "harness.start(" in cell.source)
+    training = next(i for i, cell in enumerate(code) if TRAINING_CELL in cell.source)
+    finish = next(i for i, cell in enumerate(code) if "harness.finish(" in cell.source)
+    scored = re.search(r"scored in ([0-9.]+) s", notebook.cells[-1].source if notebook.cells else "")
+    return {
+        "start": row.wall_seconds - sum(seconds),
+        "set-up": sum(seconds[: setup + 1]),
+        "model": sum(seconds[setup + 1: training]),
+        "first step": seconds[training] - row.training_seconds,
+        "training": row.training_seconds,
+        "export": seconds[finish],
+        "scoring": float(scored.group(1)) if scored else 0.0,
+    }
 
 
-def make_project(folder: Path) -> Path:
-    repo_dir = folder / "project"
-    (repo_dir / "notebooks").mkdir(parents=True)
-    shutil.copy(NOTEBOOK, repo_dir / "notebooks")
-    repo = git.Repo.init(repo_dir)
-    repo.git.add(".")
-    repo.git.commit("-m", "bench project", env={"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@l",
-                                                "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@l"})
-    return repo_dir
+class Clock:
+    """When the first run after the baseline started and the last row was written (the loop's events)."""
+
+    def __init__(self):
+        self.first = self.last = None
+
+    def __call__(self, event) -> None:
+        if self.first is None and event.phase == "running" and event.status.kind not in ("baseline", ""):
+            self.first = time.perf_counter()
+        if event.rows and event.rows[-1].kind != "baseline":
+            self.last = time.perf_counter()
 
 
-def runner_fixed_cost(folder: Path, repeats: int = 3) -> tuple[float, float]:
-    """Median wall of a two-cell notebook (import torch, write metrics) through the runner, and as a script."""
-    from autoresearch_kernel.execution.runner import run_notebook
-
-    body = "import json, torch\njson.dump({'status': 'ok', 'val_bpb': 1.0}, open(METRICS_PATH, 'w'))"
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell('METRICS_PATH = "m.json"', metadata={"tags": ["parameters"]}),
-                      nbformat.v4.new_code_cell(body)]
-    nbformat.write(notebook, folder / "tiny.ipynb")
-    (folder / "tiny.py").write_text(f"METRICS_PATH = {str(folder / 'm.json')!r}\n{body}\n")
-    kernel, script = [], []
-    for n in range(repeats):
-        kernel.append(run_notebook(folder / "tiny.ipynb", folder / f"tiny-{n}.ipynb", timeout_s=120).wall_seconds)
-        started = time.perf_counter()
-        subprocess.run([sys.executable, str(folder / "tiny.py")], check=True)
-        script.append(time.perf_counter() - started)
-    return statistics.median(kernel), statistics.median(script)
+def measure(way: str, lanes: int, args, data_dir: Path) -> tuple[dict, list[dict]]:
+    """(the cycle's figures, the parts of each timed run) of one loop."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_loop_{way}_") as temporary:
+        config = LoopConfig(repo=project(Path(temporary)), tag="cycle", data_dir=str(data_dir), device="cpu",
+                            budget_flops=args.budget_flops, baseline_seeds=(0,), lanes=lanes,
+                            max_experiments=args.experiments, **WAYS[way])
+        clock = Clock()
+        with Loop(config, proposer=MutateProposer(seed=0), on_event=clock) as loop:
+            why = loop.run()
+            rows = [r for r in loop.records.rows if r.kind != "baseline" and r.notebook]
+            parts = [parts_of(r, loop.folder) for r in rows if r.status != "crash"]
+    if why != "max experiments reached" or not parts:
+        raise SystemExit(f"{way}, {lanes} lanes: the loop ended with {why!r} after {len(parts)} runs")
+    elapsed = clock.last - clock.first
+    cycle = lanes * elapsed / len(rows)
+    training = statistics.fmean(p["training"] for p in parts)
+    return dict(runs=len(rows), elapsed=elapsed, cycle=cycle, per_hour=3600 * len(rows) / elapsed,
+                share=training / cycle), parts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-seconds", type=float, default=10.0)
-    parser.add_argument("--experiments", type=int, default=2, help="mutate experiments after the baseline")
+    parser.add_argument("--lanes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 4, 8])
+    parser.add_argument("--experiments", type=int, default=6, help="proposals per loop")
+    parser.add_argument("--ways", default="cold,warm", help="cold, warm or both (comma-separated)")
+    parser.add_argument("--budget-flops", type=float, default=1.25e12, help="the cpu profile's default budget")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if not (data_dir / "cpu" / "manifest.json").exists():
         prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
-    with tempfile.TemporaryDirectory(prefix="bench_loop_") as temporary:
-        folder = Path(temporary)
-        kernel_cost, script_cost = runner_fixed_cost(folder)
-        parameters = dict(PROFILE="cpu", DATA_DIR=str(data_dir), DEVICE="cpu", SEED=0,
-                          BUDGET_SECONDS=args.budget_seconds, BUDGET_TOKENS=0,
-                          METRICS_PATH=str(folder / "script.metrics.json"))
-        config = LoopConfig(repo=make_project(folder), tag="bench", data_dir=str(data_dir), device="cpu",
-                            budget_seconds=args.budget_seconds, baseline_seeds=(0, 1), proposer="mutate")
-        baseline, scripts, experiments = [], [], []
-        with Loop(config) as loop:
-            # The same work both ways (the unmodified notebook), interleaved so that both see the same load.
-            for _ in range(2):
-                started = time.perf_counter()
-                rows = loop.step()
-                baseline.append((time.perf_counter() - started, rows[0]))
-                scripts.append(time_script(folder, parameters))
-            while len(experiments) < args.experiments:
-                started = time.perf_counter()
-                rows = loop.step()
-                if rows:  # an invalid proposal runs nothing: not an experiment
-                    experiments.append((time.perf_counter() - started, rows))
 
-    loop_wall = statistics.fmean(wall for wall, _ in baseline)
-    script_wall = statistics.fmean(scripts)
-    training = statistics.fmean(row.training_seconds for _, row in baseline)
-    own = [wall - sum(r.wall_seconds for r in rows) for wall, rows in experiments]
-    print(f"runner fixed cost (kernel + papermill, tiny notebook): {kernel_cost:.1f} s vs {script_cost:.1f} s as a "
-          f"script: +{kernel_cost - script_cost:.1f} s per run")
-    print(f"real notebook, {args.budget_seconds:.0f} s budget: loop step {loop_wall:.1f} s "
-          f"({', '.join(f'{w:.1f}' for w, _ in baseline)}), plain script {script_wall:.1f} s "
-          f"({', '.join(f'{w:.1f}' for w in scripts)}); training {training:.1f} s")
-    for (wall, rows), extra in zip(experiments, own):
-        print(f"  #{rows[0].experiment:<3} {rows[0].status:<7} step {wall:5.1f} s, of which the loop itself "
-              f"(proposal, git, records) {extra:.2f} s  ({rows[0].description})")
-    overhead = kernel_cost - script_cost + statistics.fmean(own)
-    print(f"loop overhead per experiment: {overhead:.1f} s (runner's fixed cost + the loop's own "
-          f"{statistics.fmean(own):.2f} s); ratio to the plain script: {(script_wall + overhead) / script_wall:.2f} "
-          f"(measured directly: {loop_wall / script_wall:.2f})")
-    non_training = loop_wall - training
-    print(f"non-training time per experiment in the loop: {non_training:.1f} s (start-up, data, evaluation, git, records)")
-    print(f"experiments per hour at a 60 s budget: {3600 / (60 + non_training):.1f} "
-          f"(plain script: {3600 / (60 + script_wall - training):.1f})")
+    print(f"the cycle: train_template.ipynb, cpu profile, {args.budget_flops:.3g} FLOPs per run, mutate proposer, "
+          f"{args.experiments} proposals after one baseline seed, in the jail")
+    print(f"{'way':<5} {'lanes':>5} {'runs':>5} {'cycle':>7} {'runs/h':>7} {'training':>9} | "
+          + " ".join(f"{part:>10}" for part in PARTS))
+    for lanes in args.lanes:
+        for way in args.ways.split(","):
+            cycle, parts = measure(way, lanes, args, data_dir)
+            means = [statistics.fmean(p[part] for p in parts) for part in PARTS]
+            print(f"{way:<5} {lanes:>5} {cycle['runs']:>5} {cycle['cycle']:>6.1f}s {cycle['per_hour']:>7.1f} "
+                  f"{100 * cycle['share']:>8.0f}% | " + " ".join(f"{m:>9.2f}s" for m in means), flush=True)
 
 
 if __name__ == "__main__":

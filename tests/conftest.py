@@ -42,6 +42,8 @@ SLOW_MODULES = {
     "test_search_loop",        # the hybrid and optuna proposers in the loop
     "test_task_loop",          # the circle-packing task through the loop, its scorer in its jail
     "test_task_init",          # autoresearch init on the example, then the loop on its task
+    "test_warm",               # kernels started ahead, in jails, and the training notebook warm and cold
+    "test_loop_overlap",       # a loop whose next run trains while the last one is scored
 }
 SLOW_TESTS = {
     "test_dashboard": {"test_start_runs_the_cli_loop_detached_and_shows_its_rows_diff_and_notebook"},

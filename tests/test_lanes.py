@@ -119,7 +119,7 @@ def test_with_overlap_a_lane_takes_its_next_job_while_its_last_run_is_scored():
         return run_result
 
     lanes = Lanes(plan_lanes(1, None, "cpu"), lambda job, lane, cancel: result(), threading.Event(), score=score,
-                  overlap=True)
+                  overlap=lambda run_result: run_result.ok)
     first, second = Job(1, "a" * 40, 0, "candidate"), Job(2, "b" * 40, 0, "candidate")
     lanes.start(first, lanes.free()[0])
     assert scoring.wait(10)

@@ -4,6 +4,7 @@ A token budget makes each run deterministic, so the same seed must give the same
 and a longer budget must give a lower one (the metric moves with training, it is not a constant).
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,19 +81,23 @@ def test_a_run_writes_metrics_checkpoint_curve_and_summary(short_run):
     assert any("image/png" in o.get("data", {}) for o in cell.outputs)  # the loss curve
 
 
-def _run_once(out_dir, prepared_dir, *budget):
-    """`autoresearch run-once` on seed 0 in a subprocess (a kernel of its own); the completed process."""
+def _run_once(out_dir, prepared_dir, *budget, by_environment=False):
+    """`autoresearch run-once` on seed 0 in a subprocess (a kernel of its own); the completed process.
+    `by_environment`: the data folder named by AUTORESEARCH_DATA_DIR (the default's way), not --data-dir."""
+    data = [] if by_environment else ["--data-dir", str(prepared_dir)]
+    env = dict(os.environ, AUTORESEARCH_DATA_DIR=str(prepared_dir)) if by_environment else None
     completed = subprocess.run(
         [sys.executable, "-m", "autoresearch_kernel", "run-once", *budget,
-         "--data-dir", str(prepared_dir), "--device", "cpu", "--seed", "0", "--out", str(out_dir)],
-        capture_output=True, text=True, timeout=600,
+         *data, "--device", "cpu", "--seed", "0", "--out", str(out_dir)],
+        capture_output=True, text=True, timeout=600, env=env,
     )
     assert completed.returncode == 0, completed.stderr
     return completed
 
 
 def test_run_once_gives_the_same_val_bpb_for_the_same_seed(short_run, prepared_dir, tmp_path):
-    completed = _run_once(tmp_path, prepared_dir, "--budget-tokens", str(SHORT_TOKENS))
+    # the default data folder is the caller's, not the one the kernel's own HOME would give
+    completed = _run_once(tmp_path, prepared_dir, "--budget-tokens", str(SHORT_TOKENS), by_environment=True)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["val_bpb"] == short_run.metrics["val_bpb"]
     assert f"---\nval_bpb:          {metrics['val_bpb']:.6f}\n" in completed.stdout

@@ -115,14 +115,15 @@ class Lanes:
     """The lanes and the jobs running on them. One thread (the loop's) submits and collects.
 
     `execute(job, lane, cancel)` runs a job; `score(result)`, when given, scores a run's result on this machine
-    (one at a time: one scorer). With `overlap`, a lane takes its next job while its last run is scored: the
-    next experiment trains while the last one is measured (the loop allows it where that cannot change a
-    figure: under a token, FLOP or evaluation budget)."""
+    (one at a time: one scorer). Where `overlap(result)` says so, a lane takes its next job while its last run
+    is scored: the next experiment trains while the last one is measured (the loop allows it where that
+    cannot change a figure, under a token, FLOP or evaluation budget, and where there is scoring to hide)."""
 
     def __init__(self, lanes: list[Lane], execute: Execute, cancel, node: str | None = None,
-                 score: Callable[[RunResult], RunResult] | None = None, overlap: bool = False):
+                 score: Callable[[RunResult], RunResult] | None = None,
+                 overlap: Callable[[RunResult], bool] | None = None):
         self.lanes, self.execute, self.cancel = lanes, execute, cancel
-        self.score, self.overlap = score, overlap and score is not None
+        self.score, self.overlap = score, overlap
         self.node = node or os.uname().nodename
         self.running: dict[int, Job] = {}  # lane index -> the job on it
         self.started: dict[int, float] = {}  # lane index -> when its job started
@@ -156,7 +157,7 @@ class Lanes:
         try:
             result = self.execute(job, lane, self.cancel)
             if self.score is not None and result.status != "aborted":
-                if self.overlap:
+                if self.overlap is not None and self.overlap(result):
                     self._finished.put(_Released(lane, job))
                 with self._scorer:
                     result = self.score(result)

@@ -13,6 +13,7 @@ from autoresearch_kernel.execution.runner import RunResult, run_notebook
 from autoresearch_kernel.harness.finish import summary
 from autoresearch_kernel.harness.metrics import Metrics
 from autoresearch_kernel.harness.parameters import ExperimentParameters
+from autoresearch_kernel.harness.prepare import default_data_dir
 from autoresearch_kernel.workspace.notebook import SANDBOX
 from autoresearch_kernel.workspace.runfolder import RUNS
 
@@ -42,7 +43,8 @@ def run_once(
     # The user's own run of their notebook: trusted, so the kernel evaluates (as when run by hand).
     parameters = ExperimentParameters(
         profile=profile,
-        data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else "",
+        # resolved here: the kernel's environment has its own HOME and none of the user's variables
+        data_dir=str(Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()),
         device=device,
         seed=seed,
         budget_seconds=float(budget_seconds),

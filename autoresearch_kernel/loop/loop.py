@@ -136,8 +136,10 @@ class Loop:
 
     def _lanes(self) -> Lanes:
         """The lanes and how a run is executed on them: as a Ray task (scored on its node), or here in a kernel
-        started ahead and scored by the loop's scorer, the next run training meanwhile where no figure can
-        change for it (not under a time budget)."""
+        started ahead and scored by the loop's scorer, the lane's next run training meanwhile where no figure
+        can change for it (not under a time budget). Rows and decisions come in the order runs are scored, so
+        with one lane a proposal may be made before the last run's decision: a keep that lands meanwhile makes
+        it stale, and the stale rule re-applies it onto the new best (settle.py), as with several lanes."""
         if self.config.executor == "ray":
             from autoresearch_kernel.execution.ray_executor import RayExecutor  # Ray is an optional extra
 
@@ -150,8 +152,12 @@ class Loop:
         def execute(job: Job, lane: Lane, cancel) -> RunResult:
             return run_experiment(self.spec, self.run_folder, job, lane, cancel, kernels)
 
+        def overlap(result: RunResult) -> bool:  # a run the scorer measures: the lane need not wait for it
+            return result.ok and self.checks.scored_mark() == "outside"
+
+        overlapped = self.config.overlap_scoring and not self.spec.timed
         return Lanes(self.lanes, execute, self._cancel(), score=self.checks.score,
-                     overlap=self.config.overlap_scoring and not self.spec.timed)
+                     overlap=overlap if overlapped else None)
 
     # -- control (any thread) -----------------------------------------------------------------------------
     def stop(self) -> None:
