@@ -17,6 +17,7 @@ exit code, so an agent can read the result without parsing prose:
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -80,9 +81,10 @@ def stored_config(repo: str | Path, tag: str, **overrides) -> LoopConfig:
 
 
 def open_loop(config: LoopConfig, proposer, checks: Checks | None = None) -> Loop:
-    """A Loop on the tag, or StepRefused when another loop or step holds it."""
+    """A Loop on the tag, or StepRefused when another loop or step holds it. A step runs one experiment and
+    ends: no kernel is started ahead for a next one."""
     try:
-        return Loop(config, proposer=proposer, checks=checks)
+        return Loop(dataclasses.replace(config, warm_kernels=False), proposer=proposer, checks=checks)
     except WorkspaceError as error:
         if runstate.is_running(config.repo, config.tag):
             raise StepRefused(f"run {config.tag!r} is busy: {error}; wait for it, then step again") from None

@@ -69,6 +69,8 @@ def run_experiment(spec: ExperimentSpec, folder: RunFolder, job: Job, lane: Lane
     finally:
         kernel.close()
         source.unlink(missing_ok=True)
+        if kernels is not None and not (cancel is not None and cancel.is_set()):
+            kernels.after_run(lane)  # under a time budget the lane's next kernel starts only now
     if where == final:
         return result
     settle_folder(where, final)

@@ -53,7 +53,7 @@ class WarmKernels:
         return taken
 
     def after_run(self, lane: Lane) -> None:
-        """Start the lane's next kernel, unless one waits already."""
+        """The lane's run has ended: start its next kernel, unless one waits already."""
         with self._lock:
             if lane.index in self._waiting:
                 return

@@ -31,7 +31,8 @@ YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline
              "budget_tolerance", "task", "budget_evaluations")
 # What a resume started from a form sends: limits of this process only; everything else is the run's own.
 RESUMABLE = ("max_experiments", "timeout_s")
-NOT_STORED = ("repo", "tag", "resume")  # where and whether to resume: not settings of the run
+# where and whether to resume, and how this process runs them (no figure changes with these): not the run's
+NOT_STORED = ("repo", "tag", "resume", "warm_kernels", "overlap_scoring")
 SECRET_OPTIONS = ("api_key",)
 EXECUTORS = ("local", "ray")  # never written to disk (the proposer reads the key from the environment)
 
