@@ -8,7 +8,7 @@ import autoresearch_kernel
 PACKAGE = Path(autoresearch_kernel.__file__).resolve().parent
 # Lowest first. A room may import its own layer and every layer below.
 LAYERS = (
-    {"__init__", "errors", "text", "redaction", "distributions", "gate"},  # plain helpers and the pure decision
+    {"__init__", "errors", "text", "redaction", "distributions", "noise", "gate"},  # plain helpers and the pure decision
     {"harness"},     # the fixed part of a task: what a kernel imports
     {"workspace"},   # the repository, run folders, notebooks
     {"integrity"},   # the jail, its limits, the scorer, the pre-filter
