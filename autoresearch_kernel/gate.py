@@ -14,13 +14,11 @@ Equal or worse: discard. A missing or non-finite metric: crash. A candidate whos
 parent's on the same seed changed nothing that was measured: "noop" (`noop_decision`), not a discard that
 looks like a measurement.
 
-The noise (`NoiseEstimate.pooled`, `estimate_noise`) pools every repeated measurement the run makes (the
-baseline seeds, confirmations, re-runs of one commit on distinct seeds: `repeated_groups`) with a per-profile
-default measured offline (`PROFILE_NOISE_SD`, counted as `prior_weight` degrees of freedom), and decisions
-use a one-sided upper confidence bound of its sd, wide while the degrees of freedom are few. Why not the
-baseline's spread alone: three seeds underestimate the noise (their sample sd falls below half the true sd
-about one time in five), and a margin of z times that sd kept one in twenty candidates that only re-drew the
-initialisation (issue 12; `bench/bench_gate.py` measures it).
+The noise is estimated in noise.py (`NoiseEstimate.pooled`: every repeated measurement of the run pooled with a
+per-profile default) and bounded by the gate's settings here (`estimate_noise`); decisions use a one-sided
+upper confidence bound of its sd. Why not the baseline's spread alone: three seeds underestimate the noise,
+and a margin of z times that sd kept one in twenty candidates that only re-drew the initialisation (issue 12;
+`bench/bench_gate.py` measures it).
 
 The paired rule (`decide_paired`, the default: `GateConfig.rule`) compares runs seed by seed instead (common
 random numbers). Every run of the candidate on seed s is paired with the best's run on the same seed s (the
@@ -68,6 +66,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from autoresearch_kernel.distributions import t_quantile
+from autoresearch_kernel.noise import (  # noqa: F401 (the noise's names, as the gate's callers know them)
+    PROFILE_NOISE_SD,
+    NoiseEstimate,
+    chi_square_quantile,
+    is_finite,
+    repeated_groups,
+)
 
 METRIC = "val_bpb"  # the GPT task's metric; a run's own comes from its task (tasks.Metric)
 LOWER_IS_BETTER = True  # the default direction (bits per byte: fewer is better)
@@ -156,13 +161,9 @@ class Decision:
     reason: str  # one line for logs and the dashboard
 
 
-def _finite(value: float | None) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def noise_floor(values: list[float | None]) -> Noise | None:
     """The baseline's mean and spread over its finite runs; None when no run produced a metric."""
-    finite = [float(v) for v in values if _finite(v)]
+    finite = [float(v) for v in values if is_finite(v)]
     if not finite:
         return None
     std = statistics.stdev(finite) if len(finite) > 1 else 0.0
@@ -197,71 +198,7 @@ def baseline_decision(runs: list[float | None], noise: NoiseEstimate, config: Ga
                     f"baseline over {floor.runs} seeds, std {floor.std:.6f}; noise sd <= {noise.upper:.6f}")
 
 
-# -- the noise: every repeated measurement of the run, pooled with a default --------------------------------
-
-# The sd of val_bpb between seeds of one unchanged notebook, per profile, measured offline: the prior the
-# pooled noise starts from (a run's own repeated runs soon outweigh it).
-PROFILE_NOISE_SD = {
-    # The shipped sandbox at the default 45 s budget on 2 cores (issue 12). A token budget spreads less
-    # (65,536 tokens: 0.0116 over 22 re-draws of the initialisation); the pooled runs learn that.
-    "cpu": 0.0156,
-    # Not measured yet on an H100-class GPU at 300 s. Conservative on purpose: several times the 1e-3 bpb steps
-    # the reference's kept changes make, so that until a run has pooled its own repeats the gate errs towards
-    # discarding. Replace it with a measurement (baseline seeds of one notebook) when one exists.
-    "gpu": 0.005,
-}
-
-
-def chi_square_quantile(p: float, dof: float) -> float:
-    """The p-quantile of the chi-square distribution with `dof` degrees of freedom (Wilson-Hilferty).
-
-    Within 2 % of the exact value from 3 degrees of freedom on for the lower tail used here; below that it
-    errs small, which widens the upper bound of the noise: the safe side. scipy is not a dependency for this.
-    """
-    if dof <= 0 or not 0.0 < p < 1.0:
-        raise ValueError(f"chi-square quantile needs dof > 0 and 0 < p < 1, got dof={dof}, p={p}")
-    z, a = statistics.NormalDist().inv_cdf(p), 2.0 / (9.0 * dof)
-    return dof * max(1.0 - a + z * math.sqrt(a), 1e-3) ** 3
-
-
-@dataclass(frozen=True)
-class NoiseEstimate:
-    """How much one run's val_bpb scatters between seeds, as the gate uses it."""
-
-    sd: float  # pooled estimate: the repeated runs and the profile's default together
-    upper: float  # one-sided upper confidence bound on sd: what decisions use
-    dof: float  # degrees of freedom behind sd: the measured ones plus the default's weight
-    measured_dof: int  # degrees of freedom from repeated runs alone
-
-    @classmethod
-    def pooled(cls, groups: Iterable[Sequence[float | None]], prior_sd: float | None, prior_weight: float = 4.0,
-               confidence: float = 0.9) -> NoiseEstimate:
-        """Pool the spread within each group of repeated runs (one notebook on distinct seeds) with a default.
-
-        The default `prior_sd` counts as `prior_weight` degrees of freedom (the conjugate prior of a normal
-        variance); each group of n finite runs adds n - 1. The upper bound is sqrt(dof * s^2 / chi2(1 - c, dof)).
-        """
-        squares, measured = 0.0, 0
-        for group in groups:
-            finite = [float(v) for v in group if _finite(v)]
-            if len(finite) > 1:
-                mean = statistics.fmean(finite)
-                squares += sum((v - mean) ** 2 for v in finite)
-                measured += len(finite) - 1
-        weight = prior_weight if prior_sd is not None else 0.0
-        dof = measured + weight
-        if dof <= 0:
-            raise ValueError("no repeated runs and no default noise: nothing says how much a run scatters")
-        sd = math.sqrt((squares + weight * (prior_sd or 0.0) ** 2) / dof)
-        upper = sd * math.sqrt(dof / chi_square_quantile(1.0 - confidence, dof))
-        return cls(sd=sd, upper=upper, dof=dof, measured_dof=measured)
-
-    @classmethod
-    def known(cls, sd: float) -> NoiseEstimate:
-        """A noise known exactly (simulations, tests): no confidence margin on it."""
-        return cls(sd=sd, upper=sd, dof=math.inf, measured_dof=0)
-
-
+# -- the noise, as this gate's settings bound it (noise.py estimates it) ----------------------------------
 def estimate_noise(groups: Iterable[Sequence[float | None]], profile: str,
                    config: GateConfig = GateConfig()) -> NoiseEstimate:
     """The run's noise: its repeated runs pooled with the profile's default (or `config.prior_sd`); a
@@ -271,19 +208,6 @@ def estimate_noise(groups: Iterable[Sequence[float | None]], profile: str,
     prior = config.prior_sd if config.prior_sd is not None else PROFILE_NOISE_SD.get(
         profile, max(PROFILE_NOISE_SD.values()))  # a profile nobody measured: the widest default
     return NoiseEstimate.pooled(groups, prior, config.prior_weight, config.noise_confidence)
-
-
-def repeated_groups(runs: Iterable[tuple[str, int, float | None]]) -> list[list[float]]:
-    """Group (commit, seed, val_bpb) triples into the repeated measurements of each commit.
-
-    One value per (commit, seed): a run repeated on the same seed re-draws nothing (the kernel is seeded), so
-    counting it would shrink the noise. Runs without a metric are left out.
-    """
-    by_commit: dict[str, dict[int, float]] = {}
-    for commit, seed, value in runs:
-        if _finite(value):
-            by_commit.setdefault(commit, {}).setdefault(seed, float(value))
-    return [list(seeds.values()) for seeds in by_commit.values()]
 
 
 # -- the decision: means against means, in standard errors of their difference -------------------------------
@@ -308,7 +232,7 @@ def decide_by_means(best_runs: Sequence[float | None], runs: Sequence[float | No
     for a keep, at most `confirm_runs` times; kept as soon as a mean of two or more runs beats its margin.
     A keep's best is the mean of the candidate's runs.
     """
-    best_values = [float(v) for v in best_runs if _finite(v)]
+    best_values = [float(v) for v in best_runs if is_finite(v)]
     if not best_values:
         raise ValueError(f"the best so far needs at least one finite run, got {list(best_runs)!r}: "
                          "run the baseline first")
@@ -317,7 +241,7 @@ def decide_by_means(best_runs: Sequence[float | None], runs: Sequence[float | No
     best = statistics.fmean(best_values)
     se = standard_error(noise, len(best_values), len(runs))
     margin = margin_for_means(noise, len(best_values), len(runs), config)
-    if not all(_finite(v) for v in runs):
+    if not all(is_finite(v) for v in runs):
         return Decision("crash", None, best, margin, None, "no metric: the run failed")
     value = statistics.fmean(float(v) for v in runs)
     gain = improvement(best, value, config.lower_is_better)
@@ -346,7 +270,7 @@ class Pair:
 
     @property
     def gain(self) -> float | None:
-        if not (_finite(self.best) and _finite(self.value)):
+        if not (is_finite(self.best) and is_finite(self.value)):
             return None
         return improvement(self.best, self.value, self.lower_is_better)
 
@@ -365,7 +289,7 @@ def decide_paired(pairs: Sequence[Pair], best: float, noise: NoiseEstimate,
     prior = math.sqrt(2.0) * noise.upper  # a re-drawing change's paired sd: the conservative spread
     rates = config.look_rates()
     first = first_look_margin(noise, config)
-    if not all(_finite(p.value) for p in pairs):
+    if not all(is_finite(p.value) for p in pairs):
         return Decision("crash", None, best, first, None, "no metric: the run failed")
     value = statistics.fmean(float(p.value) for p in pairs)
     gains = [p.gain for p in pairs if p.gain is not None]

@@ -17,7 +17,7 @@ from test_loop import config
 
 from autoresearch_kernel import agent, report
 from autoresearch_kernel.agent.twin import TWIN
-from autoresearch_kernel.dashboard.view import NBSP, table_rows
+from autoresearch_kernel.dashboard.shown import NBSP, table_rows
 from autoresearch_kernel.gate import GateConfig
 from autoresearch_kernel.journal import results, runstate
 from autoresearch_kernel.loop.loop import Loop

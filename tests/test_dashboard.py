@@ -21,8 +21,9 @@ from loop_fixture import make_repo
 
 from autoresearch_kernel import cli, report
 from autoresearch_kernel.dashboard import CONSOLE_LOG, Dashboard, Settings, Snapshot
+from autoresearch_kernel.dashboard.shown import chart_png, lane_lines, status_lines, table_rows
 from autoresearch_kernel.dashboard.snapshot import console_error, experiment_detail, llm_usage, results_path
-from autoresearch_kernel.dashboard.view import DashboardView, chart_png, lane_lines, status_lines, table_rows
+from autoresearch_kernel.dashboard.view import DashboardView
 from autoresearch_kernel.execution.runner import kill_tree
 from autoresearch_kernel.journal import results, runstate
 from autoresearch_kernel.journal.runstate import LaneStatus, LoopStatus

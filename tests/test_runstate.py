@@ -6,6 +6,7 @@ Everything runs on real files in a temporary folder; the last test opens a real 
 import dataclasses
 import json
 import os
+import threading
 
 import pytest
 from loop_fixture import ScriptedProposer, make_repo
@@ -53,6 +54,24 @@ def test_write_json_replaces_the_file_whole(tmp_path):
     runstate.write_json(path, {"a": 1})
     runstate.write_json(path, {"b": 2})
     assert json.loads(path.read_text()) == {"b": 2} and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_two_threads_writing_one_json_file_at_once_each_replace_it_whole(tmp_path, monkeypatch):
+    # Issue 22, 6: the temporary name was the pid's, so a second thread's write took the first one's file away
+    # before its rename. The first writer is held just before its rename while the second writes (a barrier).
+    path, replace, first = tmp_path / "status.json", os.replace, threading.current_thread()
+
+    def replace_after_the_second(source, target):
+        if threading.current_thread() is first:
+            writer = threading.Thread(target=runstate.write_json, args=(path, {"writer": 2}))
+            writer.start()
+            writer.join(10)
+        replace(source, target)
+
+    monkeypatch.setattr(runstate.os, "replace", replace_after_the_second)
+    runstate.write_json(path, {"writer": 1})
+    assert json.loads(path.read_text()) == {"writer": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary left behind
 
 
 def test_status_reads_back_and_a_dead_loop_reads_as_stopped(tmp_path):

@@ -10,8 +10,8 @@ through its lock and reattaches to it instead of starting a second one.
 Three parts, one concern each:
 - `control`: the loop process: its command line (`Settings`), launching and signalling it (`LoopControl`).
 - `snapshot`: one consistent reading of a run from disk (`read_snapshot` -> `Snapshot`), pure reads, no widgets.
-- `view`: the widgets and their layout (`DashboardView`), and the pure functions that turn a reading into
-  what they show.
+- `shown`: the pure functions that turn a reading into what the widgets show (text, HTML, the chart's PNG).
+- `view`: the widgets and their layout (`DashboardView`).
 Here, `Dashboard` is the glue: buttons to `LoopControl`, a polling thread from `read_snapshot` to the view.
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ from autoresearch_kernel.dashboard.control import CONSOLE_LOG, LoopControl, Sett
 from autoresearch_kernel.dashboard.snapshot import (
     Snapshot, default_tag, experiment_detail, known_tags, one_line_error, read_snapshot, results_path,
 )
-from autoresearch_kernel.dashboard.view import DashboardView, chart_png, notebook_link, status_lines, tag_note
+from autoresearch_kernel.dashboard.shown import chart_png, notebook_link, status_lines, tag_note
+from autoresearch_kernel.dashboard.view import DashboardView
 
 __all__ = ["CONSOLE_LOG", "Dashboard", "LoopControl", "Settings", "Snapshot", "results_path"]
 

@@ -96,45 +96,21 @@ def prepare(
     started = time.perf_counter()
     spec = get_profile(profile)
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    final = root / spec.name
-    staging = root / f"{spec.name}.staging"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-    except OSError as error:
-        raise DataError(f"cannot create {staging}: {error.strerror or error}; choose another --data-dir") from None
-
+    final, staging = root / spec.name, _fresh_staging(root, spec.name)
     # Secret, and kept outside every jail (beside the evaluation rows): which documents are validation, and how
     # their rows are cropped, cannot be rebuilt from the text (the split of data prepared before was public).
     secret = secret or SplitSecret.draw()
     corpus = open_source(source, root, num_shards=num_shards, base_url=base_url, progress=progress,
                          split_key=secret.key)
 
-    def train_texts() -> Iterator[str]:
-        for batch in corpus.train_batches():
-            yield from batch
-
-    if progress:
-        print(f"training the tokenizer (vocab {spec.vocab_size:,}, up to {spec.tokenizer_chars:,} characters)", file=sys.stderr)
-    tokenizer = train_tokenizer(train_texts(), spec.vocab_size, spec.tokenizer_chars, spec.tokenizer_doc_chars)
+    tokenizer = _tokenizer_of(corpus, spec, progress)
     train_documents, train_tokens, train_bytes = _encode_to_files(
         corpus.train_batches(), tokenizer, staging / names.TRAIN_TOKENS, staging / names.TRAIN_OFFSETS, progress)
     if train_documents == 0:
         raise SourceError(f"source {source} has no training documents: add more text")
 
-    # The evaluation rows: validation documents in stored order, packed like training rows, until
-    # eval_tokens targets are covered. Fixed here, so no caller can change what is scored.
-    row_len = spec.seq_len + 1
-    num_rows = spec.eval_tokens // spec.seq_len
-    val = _encode(corpus.val_batches(), tokenizer, "tokenize val", progress, stop_after=num_rows * row_len)
-    rows = pack_rows(val, tokenizer.bos_id, num_rows, row_len, seed=secret.pack_seed)
-    if len(rows) < num_rows:
-        raise SourceError(
-            f"the validation split of {source} has {val.num_tokens:,} tokens but profile {spec.name} evaluates "
-            f"{spec.eval_tokens:,}: use a larger source (e.g. --source climbmix) or a smaller profile"
-        )
-
+    rows, val = _evaluation_rows(corpus, tokenizer, spec, secret.pack_seed, source, progress)
+    num_rows = len(rows)
     tokenizer.save(staging / names.TOKENIZER)
     atomic_save_npy(staging / names.VAL_ROWS, rows)
     atomic_write_bytes(staging / names.SECRET, secret.to_bytes())
@@ -161,6 +137,45 @@ def prepare(
     manifest.save(staging / names.MANIFEST)
     _swap_into_place(staging, final)
     return manifest
+
+
+def _fresh_staging(root: Path, name: str) -> Path:
+    """An empty <root>/<name>.staging (what an interrupted prepare left there is deleted first)."""
+    staging = root / f"{name}.staging"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as error:
+        raise DataError(f"cannot create {staging}: {error.strerror or error}; choose another --data-dir") from None
+    return staging
+
+
+def _tokenizer_of(corpus, spec, progress: bool) -> Tokenizer:
+    """The tokenizer trained on the training split's text (never the validation split's)."""
+    def train_texts() -> Iterator[str]:
+        for batch in corpus.train_batches():
+            yield from batch
+
+    if progress:
+        print(f"training the tokenizer (vocab {spec.vocab_size:,}, up to {spec.tokenizer_chars:,} characters)", file=sys.stderr)
+    return train_tokenizer(train_texts(), spec.vocab_size, spec.tokenizer_chars, spec.tokenizer_doc_chars)
+
+
+def _evaluation_rows(corpus, tokenizer: Tokenizer, spec, pack_seed: int, source: str, progress: bool):
+    """The evaluation rows and the validation split they come from: validation documents in stored order,
+    packed like training rows, until eval_tokens targets are covered. Fixed here, so no caller can change what
+    is scored."""
+    row_len = spec.seq_len + 1
+    num_rows = spec.eval_tokens // spec.seq_len
+    val = _encode(corpus.val_batches(), tokenizer, "tokenize val", progress, stop_after=num_rows * row_len)
+    rows = pack_rows(val, tokenizer.bos_id, num_rows, row_len, seed=pack_seed)
+    if len(rows) < num_rows:
+        raise SourceError(
+            f"the validation split of {source} has {val.num_tokens:,} tokens but profile {spec.name} evaluates "
+            f"{spec.eval_tokens:,}: use a larger source (e.g. --source climbmix) or a smaller profile"
+        )
+    return rows, val
 
 
 def _encoded_batches(

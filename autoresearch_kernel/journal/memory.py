@@ -16,19 +16,16 @@ any status) under the same yardstick (the profile, data and budget a tag's resul
 duplicate. That covers the same constants moved to the same values, and the same edit, from the same parent.
 The loop records it in invalid.tsv pointing at the earlier experiment instead of running it again.
 
-`digest` is the memory in a few lines for a prompt or `autoresearch status`: per knob, the values tried and
-what came of them; per topic of code idea, what was kept and what failed.
+`digest` is the memory in a few lines for a prompt or `autoresearch status` (digest.py writes them).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import sqlite3
 import sys
 import time
-from collections import defaultdict
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -39,11 +36,10 @@ from autoresearch_kernel import tasks
 from autoresearch_kernel.errors import IdeaMemoryError, WorkspaceError
 from autoresearch_kernel.journal import results
 from autoresearch_kernel.journal.change import Change, change_of, notebook_hash
+from autoresearch_kernel.journal.digest import DIGEST_CHARS, digest_of
 from autoresearch_kernel.journal.records import IDEAS, is_machine_fault
 from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.tasks import DEFAULT
-from autoresearch_kernel.text import one_line
-from autoresearch_kernel.workspace.constants import literal_value
 from autoresearch_kernel.workspace.runfolder import RUNS, RunFolder
 from autoresearch_kernel.workspace.worktree import _read_sandbox
 
@@ -53,25 +49,7 @@ MEMORY_FILE = "memory.sqlite"  # in runs/, next to the run folders (ignored by g
 SCHEMA = 2  # 2: machine faults are entries of status "fault"
 MEASURED_WITH = ("profile", "data_dir", "budget_seconds", "budget_tokens", "budget_flops")  # settings.YARDSTICK, per run
 BUSY_SECONDS = 60.0  # another loop of the repository may hold the write lock while it rebuilds
-DIGEST_CHARS = 2500
 CACHED_NOTEBOOKS = 256  # commits read from git and kept (parents repeat: the kept commit is everyone's)
-# Topics of code ideas, by the words of their description (first match wins); else the changed cell.
-TOPICS = (
-    ("optimiser", ("optim", "adam", "muon", "sgd", "momentum", "beta", "weight decay", "clip")),
-    ("learning rate", ("lr", "learning rate", "warmup", "warmdown", "schedule", "cosine", "anneal")),
-    ("attention", ("attention", "attn", "head", "rotary", "rope", "causal", "qk", "kv")),
-    ("normalisation", ("norm", "layernorm", "rmsnorm")),
-    ("activation", ("relu", "gelu", "swiglu", "silu", "activation", "glu")),
-    ("embedding", ("embed", "tie", "tied", "position", "vocab", "unembed", "logit")),
-    ("depth and width", ("depth", "layer", "width", "dim", "mlp", "hidden", "wider", "deeper", "block")),
-    ("initialisation", ("init",)),
-    ("regularisation", ("dropout", "smoothing", "regulari")),
-    ("batch and data", ("batch", "seq", "context", "token", "data")),
-    ("speed", ("compile", "bf16", "fp16", "precision", "flash", "fused", "faster")),
-)
-TOPIC_PATTERNS = [(name, re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + ")")) for name, words in TOPICS]
-
-
 def memory_path(repo: str | os.PathLike) -> Path:
     """`<repo>/runs/memory.sqlite`: one memory for every run tag of the repository."""
     return Path(repo) / RUNS / MEMORY_FILE
@@ -269,7 +247,7 @@ class Memory:
 
     def digest(self, limit: int = DIGEST_CHARS) -> str:
         """The ideas of every run in a few lines (at most `limit` characters); "" before the first idea."""
-        return _digest([e for e in self.entries() if e.kind in IDEAS], limit)
+        return digest_of([e for e in self.entries() if e.kind in IDEAS], limit)
 
     # -- the file ------------------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -380,75 +358,7 @@ def _from_record(record: tuple) -> Entry:
     return Entry(**values)
 
 
-# -- the digest ----------------------------------------------------------------------------------------------
 def digest(repo: str | os.PathLike, limit: int = DIGEST_CHARS) -> str:
     """The repository's memory in a few lines (see `Memory.digest`)."""
     with Memory.open(repo) as memory:
         return memory.digest(limit)
-
-
-def _digest(ideas: list[Entry], limit: int) -> str:
-    if not ideas:
-        return ""
-    tags = sorted({e.tag for e in ideas})
-    lines = [f"{len(ideas)} ideas tried in {len(tags)} run{'s' * (len(tags) > 1)} ({', '.join(tags)}); gain: the "
-             "best before it minus its val_bpb (> 0 is better)."]
-    knobs: dict[str, list[tuple[str, Entry]]] = defaultdict(list)
-    topics: dict[str, list[Entry]] = defaultdict(list)
-    for entry in ideas:
-        if entry.tuning:
-            for name, _, new in entry.constants:
-                knobs[name].append((new, entry))
-        else:
-            topics[_topic(entry)].append(entry)
-    if knobs:
-        lines.append("Knobs (constants moved alone; value: outcomes):")
-        for name, tried in sorted(knobs.items(), key=lambda item: (-len(item[1]), item[0])):
-            lines.append(f"- {name}: " + "; ".join(_knob_values(tried)))
-    if topics:
-        lines.append("Code ideas by topic:")
-        for topic, entries in sorted(topics.items(), key=lambda item: (-len(item[1]), item[0])):
-            lines.append(f"- {topic}: " + "; ".join(_outcome(e) for e in entries[-4:])
-                         + (f" (+{len(entries) - 4} earlier)" if len(entries) > 4 else ""))
-    return _bounded(lines, limit)
-
-
-def _knob_values(tried: list[tuple[str, Entry]]) -> list[str]:
-    """Per value tried (in order of value): its outcomes, e.g. `0.05 keep +0.0123, discard -0.0010`."""
-    by_value: dict[float, list[Entry]] = defaultdict(list)
-    texts: dict[float, str] = {}
-    for text, entry in tried:
-        value = literal_value(text)
-        by_value[value].append(entry)
-        texts.setdefault(value, text)
-    return [f"{texts[value]} " + ", ".join(f"{e.status}{_gain(e)}" for e in by_value[value][-3:])
-            for value in sorted(by_value)]
-
-
-def _outcome(entry: Entry) -> str:
-    return f"{entry.status}{_gain(entry)} \"{one_line(entry.description, 60)}\""
-
-
-def _gain(entry: Entry) -> str:
-    return "" if entry.gain is None or entry.status == "crash" else f" {entry.gain:+.4f}"
-
-
-def _topic(entry: Entry) -> str:
-    text = entry.description.lower()
-    for name, pattern in TOPIC_PATTERNS:
-        if pattern.search(text):
-            return name
-    return f"cell {entry.cells[0]}" if entry.cells else "other"
-
-
-def _bounded(lines: list[str], limit: int) -> str:
-    """The lines that fit in `limit` characters, each cut to fit, and a note of how many were left out."""
-    kept, used = [], 0
-    for index, line in enumerate(lines):
-        line = one_line(line, 400)
-        if used + len(line) + 1 > limit - 40:
-            kept.append(f"({len(lines) - index} more lines not shown)")
-            break
-        kept.append(line)
-        used += len(line) + 1
-    return "\n".join(kept)

@@ -10,7 +10,7 @@ is a no-op). The paired gate's pairs come from here too: each of a candidate's r
 the same seed (`pairs`), whether the best still lacks a seed (`lacks_run`), and the partner and paired gain
 each row records (`paired`).
 
-`row_from` and `crash_row` build the row of one run; its status is final only when the loop settles it.
+The rows themselves are built in one place, `rows.RowBuilder`; this module only keeps and reads them.
 """
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ import dataclasses
 import time
 
 from autoresearch_kernel import gate
-from autoresearch_kernel.execution.runner import RunResult
-from autoresearch_kernel.harness.metrics import finite_figure
 from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.journal import results
-from autoresearch_kernel.journal.history import HistoryEntry, Usage
+from autoresearch_kernel.journal.history import HistoryEntry
 from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.journal.runstate import Pending
 from autoresearch_kernel.workspace.runfolder import RunFolder
@@ -203,59 +201,3 @@ def spent(row: Row) -> budget.Spent:
 def seed_for(seeds: tuple[int, ...], run_index: int) -> int:
     """A candidate runs on the first baseline seed; confirmations on the next ones, then beyond."""
     return seeds[run_index] if run_index < len(seeds) else max(seeds) + run_index - len(seeds) + 1
-
-
-def row_from(result: RunResult, folder: RunFolder, number: int, kind: str, commit: str, parent: str, seed: int,
-             description: str, sandbox: str, usage: Usage = Usage(), where: dict | None = None,
-             metric: str = gate.METRIC) -> Row:
-    """The row of one finished run: "keep" when it produced its metric (the loop settles the status), else "crash".
-
-    `where`: the lane, device, node and times of the run (`where_from`); `metric`: the task's metric's name, whose
-    value (the scorer's, or a kernel-scored task's own) goes to the `val_bpb` column."""
-    metrics = result.metrics or {}  # written by the kernel: figures only, and only when they are numbers
-    suspect = result.status == "suspect"  # scored, but below the floor: shown, never kept
-    value = _figure(metrics, metric) if result.ok or suspect else None
-    memory = _figure(metrics, "peak_vram_mb")
-    ok = result.ok and value is not None
-    return Row(
-        commit=commit[:7], val_bpb=value if ok or suspect else None,
-        memory_gb=memory / 1024 if memory and ok else None,
-        status="keep" if ok else "suspect" if suspect else "crash", description=description, experiment=number,
-        kind=kind,
-        parent=parent[:7], seed=seed, wall_seconds=result.wall_seconds,
-        training_seconds=_figure(metrics, "training_seconds") or 0.0,
-        tokens_m=_figure(metrics, "total_tokens_M") or 0.0,
-        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
-        notebook=str(result.output_path.relative_to(folder.path)),
-        failure=result.failure or ("" if ok else f"crash: the run reported no {metric}"),
-        sandbox=sandbox,
-        **(where or {}),
-        flops=_figure(metrics, "flops"),
-        forward_flops_per_token=result.forward_flops_per_token,
-        cpu_seconds=result.cpu_seconds,
-    )
-
-
-def where_from(outcome, queued_at: float) -> dict:
-    """The row fields that say where and when a run (a lanes.Outcome) ran."""
-    return dict(lane=outcome.lane.index + 1, device=outcome.lane.device, node=outcome.node,
-                queued_at=iso_time(queued_at), started_at=iso_time(outcome.started_at),
-                finished_at=iso_time(outcome.finished_at))
-
-
-def iso_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch)) if epoch else ""
-
-
-def crash_row(number: int, kind: str, commit: str, parent: str, description: str, seed: int, reason: str,
-              usage: Usage, sandbox: str) -> Row:
-    """The row of a candidate that was never run (refused by a check, or interrupted too often)."""
-    return Row(commit[:7], None, None, "crash", description, experiment=number, kind=kind, parent=parent[:7],
-               seed=seed, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-               cost_usd=usage.cost_usd, failure=reason, sandbox=sandbox)
-
-
-def _figure(metrics: dict, name: str) -> float | None:
-    """A finite number from the kernel's metrics, or None (the kernel may have written anything)."""
-    value = finite_figure(metrics.get(name))
-    return None if value is None else float(value)

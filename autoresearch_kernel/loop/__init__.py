@@ -5,6 +5,7 @@
     intake.py    one proposal taken in: proposed, merged onto the best, checked for novelty, committed
     guard.py     the integrity checks the loop calls: sources and data, the pre-filter, the scorer
     settle.py    one finished run decided (the gate's verdicts) and recorded; keep or revert
+    ledger.py    the journal's door for intake and settle: flights in state.json, rows appended, the status
     recovery.py  what a killed loop left: runs to finish, rows to write, orphans to stop
     events.py    the live status the dashboard and the command line show
 

@@ -41,14 +41,16 @@ from autoresearch_kernel.execution.runner import RunResult
 from autoresearch_kernel.harness.prepare import default_data_dir
 from autoresearch_kernel.journal import memory, records, runstate
 from autoresearch_kernel.journal.results import Row
+from autoresearch_kernel.journal.rows import Marks, RowBuilder
 from autoresearch_kernel.journal.runstate import LaneStatus, LoopStatus, Pending
 from autoresearch_kernel.loop import settings
 from autoresearch_kernel.loop.events import Event, Reporter
 from autoresearch_kernel.loop.guard import Checks, Guard, RunContext
-from autoresearch_kernel.loop.intake import Intake
+from autoresearch_kernel.loop.intake import Asking, Intake
+from autoresearch_kernel.loop.ledger import Ledger
 from autoresearch_kernel.loop.recovery import recover
 from autoresearch_kernel.loop.settings import LoopConfig
-from autoresearch_kernel.loop.settle import Settler
+from autoresearch_kernel.loop.settle import Settler, Yardstick
 from autoresearch_kernel.proposers import Proposer, make_proposer
 from autoresearch_kernel.workspace.worktree import Workspace
 
@@ -116,7 +118,12 @@ class Loop:
             self.state = runstate.load_state(self.folder)
             recover(self.workspace, self.state, self.records)
             self._save()
-            self.settler, self.intake = Settler(self), Intake(self)
+            self.ledger = Ledger(config.tag, self.run_folder, self.state, self.records, self.memory, self._reporter,
+                                 RowBuilder(self.run_folder, self._marks()))
+            self.settler = Settler(self.ledger, self.workspace, Yardstick.of(config), self.checks.check_candidate,
+                                   self.proposer.feedback)
+            self.intake = Intake(self.ledger, self.workspace, self.proposer, Asking.of(config),
+                                 self.checks.check_candidate, self.settler.refused)
             self.scheduler = self._lanes()
             self._show_lanes()
             self.settler.settle_waiting()  # runs a kill left saved without their rows
@@ -294,11 +301,7 @@ class Loop:
         return [s for s in self.records.missing_seeds(self.config.baseline_seeds) if s not in running]
 
     def add_flight(self, flight: Pending) -> Pending:
-        flight.numbers = [self.records.next_number(self.state.flights)]
-        flight.queued_at = time.time()
-        self.state.flights.append(flight)
-        self._save()
-        return flight
+        return self.ledger.add_flight(flight)
 
     def _start(self, flight: Pending, lane: Lane) -> None:
         number = flight.numbers[len(flight.runs)]
@@ -334,13 +337,7 @@ class Loop:
             return self._run_again(flight, result)
         if result.ok and not self.scheduler.busy:
             self.set_phase("evaluating", "deciding")
-        usage = flight.usage if not flight.runs else {}
-        row = records.row_from(result, self.run_folder, outcome.job.number, outcome.job.kind, flight.commit,
-                               flight.parent, outcome.job.seed, flight.description, self.sandbox_mark(),
-                               records.Usage(**usage), records.where_from(outcome, outcome.job.queued_at),
-                               metric=self.task.metric.name)
-        row = dataclasses.replace(row, proposer="" if flight.kind in ("baseline", records.PAIR)
-                                  else self.proposer_name(flight))
+        row = self.ledger.rows.of_run(outcome, flight)
         excerpt = "\n".join(filter(None, [result.failure, result.traceback_tail]))
         return self.settler.run_finished(flight, row, excerpt, result.error_name)
 
@@ -365,23 +362,11 @@ class Loop:
         return RunContext(self.task, self.config.profile, self.config.device, self.data_dir, self.jailed,
                           self.run_folder, self.workspace.read_sandbox(base))
 
-    def proposer_name(self, flight: Pending) -> str:
-        return flight.proposer or self.proposer.name
-
-    def sandbox_mark(self) -> str:
-        return "bwrap" if self.jailed else "none"
-
-    def mark(self, row: Row) -> Row:
-        """The row with the task's marks: which metric its value is, which way is better, who measured it."""
+    def _marks(self) -> Marks:
+        """What every row of this run says of how it was measured (journal/rows.py builds them all)."""
         metric = self.task.metric
-        return dataclasses.replace(row, metric=row.metric or metric.name, direction=row.direction or metric.direction,
-                                   scored=row.scored or self.checks.scored_mark())
-
-    def append(self, rows: list[Row]) -> list[Row]:
-        rows = self.records.append([self.mark(row) for row in rows])
-        self.memory.remember(self.config.tag, self.records.rows)  # handed on, as written: not read back
-        self._reporter.emit(rows=tuple(rows))
-        return rows
+        return Marks(metric.name, metric.direction, "bwrap" if self.jailed else "none", self.checks.scored_mark,
+                     self.proposer.name)
 
     def _cancel(self) -> _Cancel:
         return _Cancel(self._abort, self.run_folder.abort)

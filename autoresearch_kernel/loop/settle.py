@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from autoresearch_kernel import gate
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
-from autoresearch_kernel.harness.profiles import choose_budget
+from autoresearch_kernel.harness.profiles import Budget, choose_budget
 from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.journal import records
 from autoresearch_kernel.journal.results import Row
 from autoresearch_kernel.journal.runstate import FixRequest, Pending, pending_rows
 from autoresearch_kernel.loop.guard import Candidate
+from autoresearch_kernel.loop.ledger import Ledger
 from autoresearch_kernel.proposers import Proposal, Usage
 from autoresearch_kernel.redaction import redact
 from autoresearch_kernel.workspace.merge import merge_notebooks
-from autoresearch_kernel.workspace.worktree import short
+from autoresearch_kernel.workspace.worktree import Workspace, short
 
 FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal sees
 # Statuses whose runs are never needed again: their weights are deleted (GPU ones are large).
@@ -45,26 +48,46 @@ REVERTED_WITHOUT_WEIGHTS = ("discard", "noop", "stale", budget.STATUS)
 NOT_THE_CODE = ("WorkerLost",)
 
 
-class Settler:
-    """The verdicts of one loop (it reads and writes the loop's state, records and workspace)."""
+@dataclass(frozen=True)
+class Yardstick:
+    """What every verdict of a run is measured with (settings.YARDSTICK: a resume may not change it)."""
 
-    def __init__(self, loop):
-        self.loop = loop
+    gate: gate.GateConfig
+    baseline_seeds: tuple[int, ...]
+    budget: Budget  # the budget in force (harness/profiles.choose_budget)
+    tolerance: budget.Tolerance  # how far past it a run may go (integrity/budget.py)
+
+    @classmethod
+    def of(cls, config) -> Yardstick:
+        """The yardstick of a `settings.LoopConfig`."""
+        chosen = choose_budget(config.profile, config.budget_seconds, config.budget_tokens, config.budget_flops)
+        return cls(config.gate, config.baseline_seeds, chosen, config.budget_tolerance)
+
+
+class Settler:
+    """The verdicts of one loop. Its doors: the ledger (flights, rows, status), the workspace (git), the
+    yardstick, the integrity pre-filter (for a rebase) and the proposer's feedback."""
+
+    def __init__(self, ledger: Ledger, workspace: Workspace, yardstick: Yardstick,
+                 check_candidate: Callable[[Candidate], str | None],
+                 feedback: Callable[[Proposal, str, float | None], None]):
+        self.ledger, self.workspace, self.yardstick = ledger, workspace, yardstick
+        self.check_candidate, self.feedback = check_candidate, feedback
 
     @property
     def state(self):
-        return self.loop.state
+        return self.ledger.state
 
     @property
     def records(self) -> records.Records:
-        return self.loop.records
+        return self.ledger.records
 
     # -- a run finished -------------------------------------------------------------------------------------
     def run_finished(self, flight: Pending, row: Row, excerpt: str, error_name: str | None = None) -> list[Row]:
         """Record the run in the flight; settle the flight when its runs decide it. Returns the rows written.
         `error_name`: the run's error (RunResult.error_name), for a crash."""
         flight.runs.append(dataclasses.asdict(row))
-        self.loop.save()
+        self.ledger.save()
         return self.decide(flight, excerpt, error_name)
 
     def decide(self, flight: Pending, excerpt: str = "", error_name: str | None = None) -> list[Row]:
@@ -92,8 +115,8 @@ class Settler:
         if decision.status == "confirm":  # one more run, on the next seed: a lane takes it next
             flight.numbers.append(self.records.next_number(self.state.flights))
             flight.queued_at = time.time()
-            self.loop.save()
-            self._request_pair(records.seed_for(self.loop.config.baseline_seeds, len(flight.runs)))
+            self.ledger.save()
+            self._request_pair(records.seed_for(self.yardstick.baseline_seeds, len(flight.runs)))
             return []
         if decision.status == "crash" and error_name in NOT_THE_CODE:  # the code may be fine: no fix, no blame
             return self.settle(flight, decision, fixable=False, fault=True)
@@ -102,9 +125,7 @@ class Settler:
     def interrupted(self, flight: Pending) -> list[Row]:
         reason = "interrupted: the loop stopped during this experiment more than once"
         if flight.kind == records.PAIR:
-            return self._pair(flight, records.crash_row(flight.numbers[0], records.PAIR, flight.commit, flight.parent,
-                                                        flight.description, flight.seed, reason, Usage(),
-                                                        self.loop.sandbox_mark()))
+            return self._pair(flight, self.ledger.rows.never_run(flight, flight.seed, reason))
         return self.settle(flight, self._crash(reason), fixable=False, fault=True)
 
     # -- the paired gate: the best's run on the seed a candidate ran on ----------------------------------------
@@ -112,7 +133,7 @@ class Settler:
         """The paired rule needs the best's run on the seed of the flight's last run, and it has none yet: a
         run of the best on that seed is asked for (once) and the flight waits for it."""
         done = pending_rows(flight)
-        if self.loop.config.gate.rule != "paired" or flight.parent != self.state.kept or done[-1].val_bpb is None:
+        if self.yardstick.gate.rule != "paired" or flight.parent != self.state.kept or done[-1].val_bpb is None:
             return False
         if not self.records.lacks_run(self.state.kept, done[-1].seed):
             return False
@@ -122,17 +143,17 @@ class Settler:
     def _request_pair(self, seed: int) -> None:
         """A run of the best on `seed`, unless it has one, tried one, or one is in flight."""
         kept = self.state.kept
-        if self.loop.config.gate.rule != "paired" or not self.records.lacks_run(kept, seed) or any(
+        if self.yardstick.gate.rule != "paired" or not self.records.lacks_run(kept, seed) or any(
                 f.kind == records.PAIR and f.commit == kept and f.seed == seed for f in self.state.flights):
             return
-        self.loop.add_flight(Pending(numbers=[], kind=records.PAIR, commit=kept, parent=kept,
+        self.ledger.add_flight(Pending(numbers=[], kind=records.PAIR, commit=kept, parent=kept,
                                      description=f"the best on seed {seed}, to pair with", seed=seed))
 
     def _pair(self, flight: Pending, row: Row) -> list[Row]:
         """The best's run on a seed it lacked: recorded as the best's (it counts for pairs and for the noise, it
         decides nothing), then the candidates that waited for it are decided."""
         noise = self.records.noise(with_rows=[row]).upper
-        written = self.loop.append([dataclasses.replace(row, best=None, noise_std=noise)])
+        written = self.ledger.append([dataclasses.replace(row, best=None, noise_std=noise)])
         self._forget(flight)
         return written + self.settle_waiting()
 
@@ -160,14 +181,13 @@ class Settler:
         spends no budget the harness knows of) is not verified."""
         if row.status == "crash" or row.forward_flops_per_token is None:
             return None
-        config = self.loop.config
-        chosen = choose_budget(config.profile, config.budget_seconds, config.budget_tokens, config.budget_flops)
+        chosen = self.yardstick.budget
         verdict = budget.verify(chosen.kind, chosen.amount, records.spent(row), self.records.budget_reference(),
-                                config.budget_tolerance)
+                                self.yardstick.tolerance)
         if not verdict.over:
             return None
         best = self.records.best()
-        lower = self.loop.config.gate.lower_is_better
+        lower = self.yardstick.gate.lower_is_better
         gain = gate.improvement(best, row.val_bpb, lower) if best is not None and row.val_bpb is not None else None
         return gate.Decision(budget.STATUS, row.val_bpb, best, self.records.margin() or 0.0, gain, verdict.reason)
 
@@ -178,7 +198,7 @@ class Settler:
         parent_run = self.records.parent_run(flight.parent, done[0].seed)
         if parent_run is not None and records.same_result(done[0], parent_run):
             return gate.noop_decision(self.records.best(), done[0].val_bpb, self.records.margin(), done[0].seed)
-        config = self.loop.config.gate
+        config = self.yardstick.gate
         if config.rule == "means":
             return gate.decide_by_means(self.records.best_runs(), [r.val_bpb for r in done], self.records.noise(),
                                         config)
@@ -190,22 +210,22 @@ class Settler:
         values = self.records.baseline_values() + [row.val_bpb]
         if row.status in ("crash", "suspect"):
             pass
-        elif len(values) == len(self.loop.config.baseline_seeds):
+        elif len(values) == len(self.yardstick.baseline_seeds):
             noise = self.records.noise(with_rows=[row])  # this seed's run counts too
-            decision = gate.baseline_decision(values, noise, self.loop.config.gate)
+            decision = gate.baseline_decision(values, noise, self.yardstick.gate)
             row = dataclasses.replace(row, margin=decision.margin, best=decision.best, noise_std=noise.upper)
-        self.loop.append([row])
+        self.ledger.append([row])
         self._forget(flight)
         if row.status in ("crash", "suspect"):
             raise AutoresearchError(
                 f"the unmodified notebook {'crashed' if row.status == 'crash' else 'scored below the floor'} on "
                 f"baseline seed {row.seed} ({row.failure}); see "
-                f"{self.loop.folder / row.notebook}; fix the notebook or the data, then resume the tag")
+                f"{self.ledger.folder.path / row.notebook}; fix the notebook or the data, then resume the tag")
         return [row]
 
     def _stale(self, flight: Pending, decision: gate.Decision) -> list[Row]:
         """It beat the best, but the best moved on from its parent while it ran: re-apply its change there."""
-        kept, workspace = self.state.kept, self.loop.workspace
+        kept, workspace = self.state.kept, self.workspace
         moved = f"stale: the best moved on from {short(flight.parent)} to {short(kept)} while it ran"
         merged = merge_notebooks(workspace.read_sandbox(flight.parent), workspace.read_sandbox(kept),
                                  workspace.read_sandbox(flight.commit))
@@ -223,12 +243,12 @@ class Settler:
                 reason = f"{moved}; re-applied there as experiment {rebase.numbers[0]}"
             elif commit is not None:
                 number = self.records.next_number(self.state.flights)
-                refused = self.loop.checks.check_candidate(Candidate(
+                refused = self.check_candidate(Candidate(
                     number, "rebase", commit, kept, flight.description, workspace.sandbox, workspace))
                 if refused:
                     reason = f"{moved}; its change re-applied there is refused: {refused}"
                 else:
-                    rebase = self.loop.add_flight(Pending(
+                    rebase = self.ledger.add_flight(Pending(
                         numbers=[], kind="rebase", commit=commit, parent=kept, description=flight.description,
                         rebase_of=flight.numbers[0], proposer=flight.proposer))
                     reason = f"{moved}; re-applied there as experiment {rebase.numbers[0]}"
@@ -240,12 +260,9 @@ class Settler:
                tell: bool = True, fault: bool = False) -> list[Row]:
         """Write the flight's rows with the final status, then keep or revert, then forget the flight.
         `fault`: a crash that is the machine's, not the code's (its rows say so: records.MACHINE_FAULT)."""
-        status, loop = decision.status, self.loop
-        usage = Usage(**flight.usage)
-        runs = pending_rows(flight) or [dataclasses.replace(records.crash_row(
-            flight.numbers[0], flight.kind, flight.commit, flight.parent, flight.description,
-            records.seed_for(loop.config.baseline_seeds, 0), decision.reason, usage, loop.sandbox_mark()),
-            proposer=loop.proposer_name(flight))]
+        status = decision.status
+        seed = flight.seed if flight.seed is not None else records.seed_for(self.yardstick.baseline_seeds, 0)
+        runs = pending_rows(flight) or [self.ledger.rows.never_run(flight, seed, decision.reason)]
         noise_std = self.records.noise_std()
         rows = [dataclasses.replace(row, status=status, margin=decision.margin, best=decision.best,
                                     noise_std=noise_std,
@@ -253,12 +270,12 @@ class Settler:
                 for row in runs]
         if fault:
             rows = [dataclasses.replace(row, failure=records.MACHINE_FAULT + row.failure) for row in rows]
-        rows = loop.append(self.records.paired(self.state.kept, rows))  # before _apply: paired with the best
+        rows = self.ledger.append(self.records.paired(self.state.kept, rows))  # before _apply: paired with the best
         self._apply(flight, status)
         if status in REVERTED_WITHOUT_WEIGHTS:
             for row in rows:
                 for suffix in (".checkpoint.pt", ".program.pt2"):
-                    (loop.folder / row.notebook).with_suffix(suffix).unlink(missing_ok=True)
+                    (self.ledger.folder.path / row.notebook).with_suffix(suffix).unlink(missing_ok=True)
         # a fix is built on the crashed notebook and committed on the best: only where that is its parent (with
         # lanes the best may have moved on, and the fix would undo what was kept meanwhile)
         if status == "crash" and fixable and flight.fixes_left > 0 and flight.parent == self.state.kept:
@@ -266,21 +283,18 @@ class Settler:
             self.state.fix = FixRequest(flight.commit, flight.description, failure, flight.fixes_left, flight.parent)
         self._forget(flight)
         if tell:
-            proposal = Proposal(flight.description, loop.workspace.read_sandbox(flight.commit), usage,
+            proposal = Proposal(flight.description, self.workspace.read_sandbox(flight.commit), Usage(**flight.usage),
                                 proposer=flight.proposer)
-            loop.proposer.feedback(proposal, status, decision.value)
+            self.feedback(proposal, status, decision.value)
         return rows
 
     def _apply(self, flight: Pending, status: str) -> None:
         """Keep: the branch moves to the commit (its parent is the best). Otherwise keep it under a ref."""
         if status == "keep":
-            self.loop.workspace.reset_to(flight.commit)  # also cleans whatever was left in the worktree
+            self.workspace.reset_to(flight.commit)  # also cleans whatever was left in the worktree
             self.state.kept = flight.commit
         else:
-            self.loop.workspace.discard(flight.commit, flight.numbers[0], self.state.kept)
+            self.workspace.discard(flight.commit, flight.numbers[0], self.state.kept)
 
     def _forget(self, flight: Pending) -> None:
-        self.state.flights.remove(flight)
-        self.loop.save()
-        for number in flight.numbers:
-            self.loop.run_folder.candidate(number, flight.commit).unlink(missing_ok=True)
+        self.ledger.forget(flight)
