@@ -72,6 +72,15 @@ for path in (metrics, log):
         os.unlink(path)
     os.symlink("/etc/" + "sha" + "dow", path)
 os._exit(0)"""), "crash", "is a symbolic link; refused"),
+    # the kernel's copy of its own notebook (the loop removes it after the run) made a folder and a link, so
+    # that removing it fails or follows the link out of the jail's folder
+    "source swap": (after_training("source swap", """\
+import glob, os
+for copy in glob.glob("*.source.ipynb"):
+    os.unlink(copy)
+    os.mkdir(copy)
+    os.symlink("/etc/" + "sha" + "dow", os.path.join(copy, "link"))
+raise RuntimeError("swapped the source copy")"""), "crash", "swapped the source copy"),
 }
 
 

@@ -68,7 +68,7 @@ def run_experiment(spec: ExperimentSpec, folder: RunFolder, job: Job, lane: Lane
                             timeout_s=spec.timeout_s * job.timeout_scale, cancel=cancel)
     finally:
         kernel.close()
-        source.unlink(missing_ok=True)
+        _remove_copy(source)
         if kernels is not None and not (cancel is not None and cancel.is_set()):
             kernels.after_run(lane)  # under a time budget the lane's next kernel starts only now
     if where == final:
@@ -76,6 +76,15 @@ def run_experiment(spec: ExperimentSpec, folder: RunFolder, job: Job, lane: Lane
     settle_folder(where, final)
     return dataclasses.replace(result, output_path=final / result.output_path.name,
                                log_path=final / result.log_path.name)
+
+
+def _remove_copy(source: Path) -> None:
+    """The kernel's copy of the notebook, gone; the experiment could have made the name anything (a folder, a
+    link: never followed), and what it made stays in its folder rather than stop the loop."""
+    try:
+        os.unlink(source)
+    except OSError:
+        pass
 
 
 def warm_kernels(spec: ExperimentSpec, folder: RunFolder) -> WarmKernels:
