@@ -42,8 +42,12 @@ run: install
 lint: install-dev
 	$(BIN)/ruff check .
 
+# Two workers, each given whole test modules, the longest first (tests/conftest.py): most of a module's time is
+# one chain of processes (loop, papermill, kernel, scorer) that keeps about one core busy, so two chains fill
+# two cores. WORKERS=0 runs the suite in one process.
+WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The quick tier while developing (a minute or two): no kernels, loops, training subprocesses or browser.
 # The tests marked slow are listed in tests/conftest.py.

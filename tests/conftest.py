@@ -5,6 +5,10 @@
 Tiers: `make test` runs everything; `make test-fast` (`pytest -m "not slow"`) leaves out the tests marked
 `slow` here, in one place: whole modules that start kernels, loops, training or scoring subprocesses or the
 browser, and single slow tests of otherwise quick modules. A test may also carry `@pytest.mark.slow` itself.
+
+Order: the slow modules run first, the longest first (`SLOW_MODULES`' order), the others after them in their
+usual order. Alone this changes nothing; where pytest-xdist hands whole modules to two workers (`make test`),
+starting the longest first keeps one long module from starting last, while the other worker stands idle.
 """
 from __future__ import annotations
 
@@ -19,32 +23,33 @@ from autoresearch_kernel.harness.prepare import SplitSecret, prepare
 # tests prepare with one fixed secret instead: the same split, rows and figures in every session.
 TEST_SECRET = SplitSecret(key=bytes(32), pack_seed=0)
 
-SLOW_MODULES = {
-    "test_agent",              # a scripted coding agent calling `autoresearch step` on real kernels
+# The longest first: CI's figures for the first four (seconds), the others by their loops and kernels.
+SLOW_MODULES = (
+    "test_budget_loop",        # loops whose candidates train past their budget
+    "test_integrity",          # loops whose candidates try to cheat
     "test_browser",            # JupyterLab in Chromium
     "test_cli_loop",           # the CLI's loop in a subprocess
-    "test_integrity",          # loops whose candidates try to cheat
-    "test_budget_loop",        # loops whose candidates train past their budget
     "test_loop",               # loops on real kernels, kills and resumes
-    "test_intake",             # a loop on real kernels: what a proposal is built from
-    "test_recovery",           # loops killed at each persistence point, then resumed
-    "test_loop_lanes",         # two lanes on real kernels: stale candidates, stop, abort and resume
-    "test_loop_notebook",      # the controller notebook through papermill
-    "test_loop_profile",       # loops under the gpu profile
-    "test_memory_loop",        # the idea memory in loops on real kernels
-    "test_prepare_notebook",   # the prepare notebook through papermill
-    "test_scorer",             # exports and the warm scoring process
-    "test_scorer_attacks",     # hostile programs against the scorer, a corpus hunt through the loop
-    "test_runner",             # papermill kernels: timeouts, kernel deaths
     "test_ray_executor",       # a Ray cluster on 127.0.0.1, loops on it, killed workers
+    "test_scorer_attacks",     # hostile programs against the scorer, a corpus hunt through the loop
+    "test_recovery",           # loops killed at each persistence point, then resumed
+    "test_agent",              # a scripted coding agent calling `autoresearch step` on real kernels
+    "test_loop_lanes",         # two lanes on real kernels: stale candidates, stop, abort and resume
+    "test_task_loop",          # the circle-packing task through the loop, its scorer in its jail
+    "test_search_loop",        # the hybrid and optuna proposers in the loop
+    "test_memory_loop",        # the idea memory in loops on real kernels
+    "test_task_init",          # autoresearch init on the example, then the loop on its task
+    "test_scorer",             # exports and the warm scoring process
     "test_train_template",     # the sandbox notebook trains
     "test_jail",               # escape attempts in a jailed kernel
-    "test_search_loop",        # the hybrid and optuna proposers in the loop
-    "test_task_loop",          # the circle-packing task through the loop, its scorer in its jail
-    "test_task_init",          # autoresearch init on the example, then the loop on its task
     "test_warm",               # kernels started ahead, in jails, and the training notebook warm and cold
+    "test_runner",             # papermill kernels: timeouts, kernel deaths
     "test_loop_overlap",       # a loop whose next run trains while the last one is scored
-}
+    "test_loop_notebook",      # the controller notebook through papermill
+    "test_loop_profile",       # loops under the gpu profile
+    "test_intake",             # a loop on real kernels: what a proposal is built from
+    "test_prepare_notebook",   # the prepare notebook through papermill
+)
 SLOW_TESTS = {
     "test_dashboard": {"test_start_runs_the_cli_loop_detached_and_shows_its_rows_diff_and_notebook"},
 }
@@ -55,6 +60,8 @@ def pytest_collection_modifyitems(config, items):
         module = item.path.stem
         if module in SLOW_MODULES or item.originalname in SLOW_TESTS.get(module, ()):
             item.add_marker(pytest.mark.slow)
+    rank = {module: place for place, module in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a module's tests stay together
 
 
 @pytest.fixture(scope="session")

@@ -32,14 +32,17 @@ for _ in range(step):  # the budget is spent: as many steps again, unseen by the
     model.zero_grad(set_to_none=True)"""
 HONEST = ("UNEMBEDDING_LR = 0.004           # AdamW, output head", "UNEMBEDDING_LR = 0.008           # AdamW, output head")
 pytestmark = pytest.mark.timeout(1800)  # three loops of real kernels, on two shared cores
+BUDGET_STEPS = 8  # a count budget's steps: what is tested (twice the budget, past 1.25 x) holds at any count
 BUDGETS = {
-    "flops": dict(budget_flops=16 * STEP_TOKENS * TINY_FLOPS_PER_TOKEN * 0.999),  # 16 steps
-    "tokens": dict(budget_tokens=16 * STEP_TOKENS),
-    "seconds": dict(budget_seconds=60.0),  # long enough that training, not start-up, weighs in the CPU time
+    "flops": dict(budget_flops=BUDGET_STEPS * STEP_TOKENS * TINY_FLOPS_PER_TOKEN * 0.999),
+    "tokens": dict(budget_tokens=BUDGET_STEPS * STEP_TOKENS),
+    # Wall-clock seconds, so long enough that training, not start-up, weighs in the CPU time even on a busy
+    # machine. Measured in the jail on two cores under a load of 10: start-up, export and kernel about 9 CPU
+    # seconds, a step 0.4; the baseline trained 24 steps in 20 s (17.2 CPU s) and the cheat billed 26.4 CPU s,
+    # 1.54 x, past the 1.3 x below. It would take fewer than 10 steps in 20 s to fall under it.
+    "seconds": dict(budget_seconds=20.0),
 }
-# The tiny notebook's start-up, export and kernel (about 10 of its baseline's 24 CPU seconds, measured on two
-# shared cores) dilute a doubled training to 1.56 x its CPU seconds (1.93 x for the shipped notebook's 143 s),
-# so the CPU test runs here with a 30 % slack: an honest change took 0.91 x the baseline's.
+# The CPU test runs here with a 30 % slack: an honest change took 0.91 x the baseline's CPU seconds.
 TOLERANCE = Tolerance(seconds=0.3)
 
 
@@ -88,9 +91,10 @@ def test_a_candidate_that_trains_on_twice_its_budget_is_over_budget_and_not_kept
     assert budget_run["kept"][:7] != cheat.commit and budget_run["head"][:7] != cheat.commit  # reverted
     assert ("cheat: trains on twice its budget", "over-budget") in budget_run["proposer"].feedbacks
     if budget_run["kind"] == "flops":  # priced from the scorer's forward FLOPs: twice the tokens, past 1.25 F
-        assert "FLOPs (3 x " in cheat.failure and cheat.tokens_m == pytest.approx(2 * 16 * STEP_TOKENS / 1e6, abs=1e-3)
+        tokens = 2 * BUDGET_STEPS * STEP_TOKENS
+        assert "FLOPs (3 x " in cheat.failure and cheat.tokens_m == pytest.approx(tokens / 1e6, abs=1e-3)
     elif budget_run["kind"] == "tokens":
-        assert "tokens > 1.25 x the budget's 32,768" in cheat.failure
+        assert f"tokens > 1.25 x the budget's {BUDGET_STEPS * STEP_TOKENS:,}" in cheat.failure
     else:  # a time budget: only the CPU seconds of the jail's tree show it
         assert "compute seconds >" in cheat.failure
 

@@ -27,6 +27,9 @@ from autoresearch_kernel.loop.guard import Guard, score_sources
 from autoresearch_kernel.loop.loop import Loop, LoopConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+# The runtime loop is 13 runs, each also scored outside: about 300 s on two quiet cores, past the default
+# 600 s on busy ones (70 s a run at a load of 9); each run keeps its own 120 s limit.
+pytestmark = pytest.mark.timeout(1800)
 SECRET = "sk-integrity-0123456789abcdef"
 ANCHOR = "    run.tick(step, loss.detach())\n    step += 1"  # the end of the training loop
 STEP_TOKENS = 8 * 256

@@ -118,3 +118,10 @@ def test_device_sets_cuda_visible_devices(device, visible, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "untouched")
     env = experiment_env(device)
     assert env["CUDA_VISIBLE_DEVICES"] == visible
+
+
+def test_openmp_threads_sleep_when_idle_unless_the_user_chose_otherwise(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert experiment_env("cpu")["OMP_WAIT_POLICY"] == "PASSIVE"  # spinning would bill CPU seconds of no work
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert experiment_env("cpu")["OMP_WAIT_POLICY"] == "ACTIVE"

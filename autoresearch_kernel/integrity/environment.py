@@ -14,10 +14,10 @@ from pathlib import Path
 import autoresearch_kernel
 
 # Passed through unchanged when the loop has them: locale and time zone (formatting), the BLAS settings some
-# processors need to compute correctly, and the user's choice of thread counts and CUDA allocator.
+# processors need to compute correctly, and the user's choice of thread counts, OpenMP waiting and CUDA allocator.
 PASSED_THROUGH = (
     "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES",
+    "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES",
 )
 SCRATCH = "/tmp"  # inside the jail a fresh tmpfs; outside, the system's temporary folder
 HOME = os.path.join(SCRATCH, "autoresearch-home")  # the experiment's HOME: nothing of the user's
@@ -52,6 +52,9 @@ def experiment_env(device: str | None = None, home: str | None = None, threads: 
     if "VIRTUAL_ENV" in os.environ:
         env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
     env.setdefault("LANG", "C.UTF-8")
+    # OpenMP's idle threads sleep instead of spinning: on a busy CPU a spinning thread bills CPU seconds that
+    # are no work, and the loop bills an experiment its jail's CPU seconds (integrity/budget.py).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if device is not None:
