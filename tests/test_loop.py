@@ -54,7 +54,8 @@ def no_kernels_left(waiting_too=True):
                     left.append(child)
         except psutil.NoSuchProcess:
             pass
-    return left
+    # a process SIGKILLed a moment ago may still be on its way out when listed: only one that stays counts
+    return psutil.wait_procs(left, timeout=5)[1]
 
 
 # -- scenario 1: keep, discard, crash and its fix, invalid reply, confirmation kept and discarded ----------
