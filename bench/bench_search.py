@@ -466,7 +466,7 @@ def report_rechecks(by_method: dict[str, list[Search]], kept: list[Kept]) -> Non
             cells.append("-" if mine is None or best is None else
                          f"{mine:{digits}} x{mine / best:.2f}" if best else f"{mine:{digits}}")
         print(f"{k.search.method:<7} {k.search.repeat:>3} {k.number:>3} {k.best:9.6f} {len(k.rows):>4} "
-              f"{statistics.fmean(searched) if searched else float('nan'):+11.4f} {fresh:>17} {str(k.held_up):<7} "
+              f"{f'{statistics.fmean(searched):+.4f}' if searched else '-':>11} {fresh:>17} {str(k.held_up):<7} "
               f"{cells[0]:>11} {cells[1]:>13} {cells[2]:>17} {cells[3]:>11}  {one_line(k.rows[0].description, 90)}")
     candidates = sum(1 for ss in by_method.values() for s in ss for rows in s.experiments if rows[0].status != "invalid")
     print(f"of {candidates} candidates the gate kept {len(kept)}; {sum(k.held_up is True for k in kept)} held up "
