@@ -1,7 +1,8 @@
 """Searchers on the same compute: random search, mutate, Optuna's TPE and Optuna's CMA-ES, each R times.
 
 What it runs: the shipped train_template.ipynb through the loop itself (jail, scorer, gate, results.tsv), on
-the cpu profile with a fixed token budget, so a run's val_bpb depends only on the notebook and the seed. Each
+the cpu profile with a FLOP budget (the profile's 1.25e12 by default: the baseline's 65,536 tokens, a larger model
+fewer), so a run's val_bpb depends only on the notebook and the seed. Each
 method runs R repeats of N experiments (proposals); each repeat is a fresh run tag (the baseline measured
 again on the loop's 3 seeds) in a fresh temporary git repository, and repeat r gives the proposer seed r.
 The methods are the loop's own proposers:
@@ -15,12 +16,14 @@ to beat the baseline by --threshold (bpb); keeps, confirmations, crashes, invali
 It saves the mean best-so-far curves with min-max bands to --out (a PNG) and every row of every run to a TSV
 beside it (method, repeat and proposer seed first, then results.tsv's columns).
 
-What the stricter gate costs (unless --no-recheck): each candidate the means rule did not keep is judged again
-by the loop's former margin rule (bench_gate.py's `margin_rule`: beat the best by max(min_margin, z * sd of the
-baseline seeds), re-run on seed 1 within the band), against the best of the moment in this run. Each one that
-rule would have kept, and each near miss (the means rule re-ran it on more seeds, then discarded it), is re-run,
-through the loop, on two seeds that neither rule saw (HELD_UP_SEEDS); its gain "held up" when the mean of those
-two runs still beats that best. --from-tsv runs nothing but these re-checks, on candidates rebuilt from their
+Every kept change, re-checked (unless --no-recheck): the gate decides with the paired rule (gate.decide_paired:
+a candidate's run on seed s against the best's run on seed s), which looks at seeds up to its last confirmation.
+Each change it kept, and the best it beat (the best of that moment), are re-run through the loop on two seeds no
+rule looked at (HELD_UP_SEEDS, past the paired rule's last look). The report gives the change's paired gain on
+those seeds, seed by seed, and the compute it used against the best's, from the rows (training FLOPs counted by
+the harness, tokens, the scorer's forward FLOPs per token, the jail's CPU seconds). Near misses (re-run on more
+seeds, then discarded) are listed with their paired gains, not re-run. The re-checks' rows go to a TSV beside
+the chart (`search-recheck.tsv`). --from-tsv runs nothing but the re-checks, on candidates rebuilt from their
 descriptions, and prints the figures of the rows an earlier bench wrote (one cut short, say).
 
     python bench/bench_search.py [--repeats 1] [--first-repeat 0] [--experiments 16] [--budget-flops 1.25e12 | --budget-tokens N]
@@ -34,7 +37,8 @@ Time: a run costs 35 to 80 s here whatever the token budget (start-up, export an
 tokens train in 4 s), so the default, 4 methods x 1 repeat x (3 baseline seeds + 16 experiments + their
 confirmations) and the re-checks, about 80 runs, took 51.8 minutes on a quiet machine (more on a busy one);
 each further repeat (--repeats, or --first-repeat on its own and --from-tsv to read them together) as long.
-`--repeats 1 --experiments 2 --budget-tokens 8192` checks the script in about five minutes per method.
+`--repeats 1 --experiments 2 --budget-flops 1.6e11` (8,192 tokens of the baseline) checks the script in about
+five minutes per method.
 
 A second workload: `--task circle-packing` (tasks/circle_packing: 26 circles in the unit square, maximise the
 sum of radii; best known about 2.635). Its runs take seconds and are deterministic (one baseline seed, no
@@ -58,7 +62,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gate import TIMEOUT_S, former_margin, margin_rule, margin_rule_status, project  # noqa: E402
+from bench_gate import TIMEOUT_S, project  # noqa: E402
 
 from autoresearch_kernel import gate, tasks
 from autoresearch_kernel.errors import AutoresearchError  # noqa: E402
@@ -105,7 +109,7 @@ class Search:
         self.rows += event.rows
         if event.invalid is not None:
             self.experiments.append((event.invalid,))
-        elif event.rows and event.rows[0].kind != "baseline":
+        elif event.rows and event.rows[0].kind not in ("baseline", "pair"):  # pair: the best's run, no experiment
             self.experiments.append(event.rows)
 
     @property
@@ -159,9 +163,9 @@ def search(method: str, repeat: int, folder: Path, args: argparse.Namespace, dat
     return found
 
 
-# -- what the stricter gate costs -------------------------------------------------------------------------
-def run_on_seeds(repo_path: Path, commit: str, seeds: tuple[int, ...], tag: str, args, data_dir: Path) -> dict[int, float | None]:
-    """val_bpb of a run's commit on `seeds`, through the loop: a new tag whose baseline is that commit."""
+# -- every kept change, re-checked on fresh seeds ---------------------------------------------------------
+def run_on_seeds(repo_path: Path, commit: str, seeds: tuple[int, ...], tag: str, args, data_dir: Path) -> dict[int, Row]:
+    """The rows of a commit's runs on `seeds`, through the loop: a new tag whose baseline is that commit."""
     repo = git.Repo(repo_path)
     repo.git.checkout("--detach", commit)
     config = LoopConfig(repo=repo_path, tag=tag, data_dir=str(data_dir), device="cpu", budget_tokens=args.budget_tokens,
@@ -171,61 +175,87 @@ def run_on_seeds(repo_path: Path, commit: str, seeds: tuple[int, ...], tag: str,
         with Loop(config) as loop:
             if loop.run() == "interrupted":
                 raise KeyboardInterrupt
-            return {r.seed: r.val_bpb for r in loop.records.rows}
+            return {r.seed: r for r in loop.records.rows if r.val_bpb is not None}
     except AutoresearchError as error:  # a crash on one of the seeds
         print(f"  re-check of {commit[:7]} on seeds {seeds}: {error}", file=sys.stderr)
         return {}
 
 
+def _mean(rows: list[Row], name: str) -> float | None:
+    values = [getattr(r, name) for r in rows if getattr(r, name) is not None]
+    return statistics.fmean(values) if values else None
+
+
 @dataclass
-class Missed:
-    """A candidate the means rule did not keep: one the margin rule would have kept, or a near miss (the means
-    rule re-ran it on more seeds, then discarded it)."""
+class Kept:
+    """A change the gate kept, and the best it beat (the best of its moment), each re-run on HELD_UP_SEEDS."""
 
     search: Search
     number: int  # the experiment, 1-based
-    rows: tuple[Row, ...]
+    rows: tuple[Row, ...]  # the change's runs in the search (the first and its confirmations)
     best: float  # the gate's best when it was decided
-    runs: dict[int, float | None]  # seed -> val_bpb, the search's runs and the re-check's
-    margin_keeps: bool  # the former margin rule would have kept it
+    best_rows: list[Row]  # the best's runs in the search: the baseline's, or its own as a candidate
+    fresh: dict[int, Row]  # seed -> the change's run on a held-up seed
+    best_fresh: dict[int, Row]  # seed -> the best's run on that seed
+
+    def fresh_pairs(self) -> list[float]:
+        """The change's gain over the best on each held-up seed where both ran (positive: the change is better)."""
+        return [gate.improvement(self.best_fresh[s].val_bpb, self.fresh[s].val_bpb)
+                for s in HELD_UP_SEEDS if s in self.fresh and s in self.best_fresh]
+
+    @property
+    def fresh_gain(self) -> float | None:
+        pairs = self.fresh_pairs()
+        return statistics.fmean(pairs) if len(pairs) == len(HELD_UP_SEEDS) else None
 
     @property
     def held_up(self) -> bool | None:
-        fresh = [self.runs.get(s) for s in HELD_UP_SEEDS]
-        if any(v is None for v in fresh):
-            return None
-        return gate.improvement(self.best, statistics.fmean(fresh)) > 0
+        return None if self.fresh_gain is None else self.fresh_gain > 0
+
+    def compute(self, name: str) -> tuple[float | None, float | None]:
+        """A column of the change's rows and of the best's (search and re-check), each averaged over its runs:
+        flops, tokens_m, forward_flops_per_token, cpu_seconds."""
+        return (_mean(list(self.rows) + list(self.fresh.values()), name),
+                _mean(self.best_rows + list(self.best_fresh.values()), name))
 
 
-def recheck(found: Search, repo_path: Path, args, data_dir: Path) -> tuple[list[Missed], int]:
-    """The candidates of one search that the means rule did not keep and the margin rule would have, and its
-    near misses, re-run on the seeds they lack; also how many the means rule kept that the margin rule would not."""
-    margin = former_margin(found.baseline)
-    curve, missed, extra_keeps = found.curve(), [], 0
+def recheck(found: Search, repo_path: Path, args, data_dir: Path) -> list[Kept]:
+    """Every change one search kept, and the best it beat, re-run on HELD_UP_SEEDS: seeds no rule looked at."""
+    best_rows = [r for r in found.rows if r.kind == "baseline" and r.val_bpb is not None]
+    best_commit = best_rows[0].commit
+    fresh_of: dict[str, dict[int, Row]] = {}  # commit -> its runs on the held-up seeds (a best may beat several)
+    curve, kept = found.curve(), []
     for number, rows in enumerate(found.experiments, 1):
-        before, status = curve[number - 1], rows[0].status
-        runs = {r.seed: r.val_bpb for r in rows if r.val_bpb is not None}
-        if status in ("invalid", "crash", "noop") or 0 not in runs:
-            continue
-        first = margin_rule(before, margin, [runs[0]])
-        if status == "keep":  # a keep the margin rule would not have made (where its confirmation run exists)
-            extra_keeps += first == "discard" or (1 in runs and margin_rule_status(before, margin, [runs[0], runs[1]]) != "keep")
-            continue
-        near = any(r.kind == "confirm" for r in rows)
-        if first == "discard" and not near:
+        if rows[0].status != "keep":
             continue
         tag = f"check-{found.method}-{found.repeat}-{number}"
-        print(f"  re-check: {found.method} repeat {found.repeat} experiment {number} ({rows[0].description})", flush=True)
-        if first == "confirm" and 1 not in runs:  # the margin rule's confirmation run on seed 1 first
-            runs.update(run_on_seeds(repo_path, rows[0].commit, (1,), f"{tag}-confirm", args, data_dir))
-        margin_keeps = first == "keep" or (
-            first == "confirm" and runs.get(1) is not None and margin_rule_status(before, margin, [runs[0], runs[1]]) == "keep")
-        if not (margin_keeps or near):
-            continue
-        runs.update(run_on_seeds(repo_path, rows[0].commit, HELD_UP_SEEDS, tag, args, data_dir))
-        missed.append(Missed(found, number, rows, before, runs, margin_keeps))
-        print(f"  best then {before:.6f}, runs by seed {runs}: held up {missed[-1].held_up}", flush=True)
-    return missed, extra_keeps
+        print(f"  re-check: {found.method} repeat {found.repeat} experiment {number} ({rows[0].description}) and "
+              f"the best it beat ({best_commit[:7]}) on seeds {HELD_UP_SEEDS}", flush=True)
+        if best_commit not in fresh_of:
+            fresh_of[best_commit] = run_on_seeds(repo_path, best_commit, HELD_UP_SEEDS, f"{tag}-best", args, data_dir)
+        fresh_of[rows[0].commit] = run_on_seeds(repo_path, rows[0].commit, HELD_UP_SEEDS, tag, args, data_dir)
+        kept.append(Kept(found, number, rows, curve[number - 1], best_rows, fresh_of[rows[0].commit],
+                         fresh_of[best_commit]))
+        print(f"  paired gains on seeds {HELD_UP_SEEDS}: {kept[-1].fresh_pairs()}: held up {kept[-1].held_up}",
+              flush=True)
+        best_commit, best_rows = rows[0].commit, list(rows)
+    return kept
+
+
+def safe_recheck(found: Search, repo_path: Path, args, data_dir: Path) -> list[Kept]:
+    """recheck, whose failure (a bug) costs only the re-checks: the rows are saved, --from-tsv runs them again."""
+    try:
+        return recheck(found, repo_path, args, data_dir)
+    except Exception:
+        traceback.print_exc()
+        print(f"!! the re-checks of {found.method} repeat {found.repeat} failed: --from-tsv runs them again", flush=True)
+        return []
+
+
+def near_misses(found: Search) -> list[tuple[int, tuple[Row, ...]]]:
+    """The candidates the gate ran on more seeds (promising after one run), then discarded: not re-run."""
+    return [(n, rows) for n, rows in enumerate(found.experiments, 1)
+            if rows[0].status == "discard" and any(r.kind == "confirm" for r in rows)]
 
 
 def rebuild(found: Search, folder: Path) -> tuple[Path, Search]:
@@ -233,7 +263,7 @@ def rebuild(found: Search, folder: Path) -> tuple[Path, Search]:
     (`NAME old -> new, ...`, as mutate and optuna write them) on the notebook kept at its moment."""
     path = project(folder)
     repo, sandbox = git.Repo(path), path / SANDBOX
-    kept = nbformat.read(sandbox, as_version=4)
+    kept, baseline = nbformat.read(sandbox, as_version=4), repo.head.commit.hexsha
     experiments = []
     for rows in found.experiments:
         if rows[0].status == "invalid":
@@ -251,7 +281,8 @@ def rebuild(found: Search, folder: Path) -> tuple[Path, Search]:
         repo.git.commit("-am", rows[0].description)
         experiments.append(tuple(dataclasses.replace(r, commit=repo.head.commit.hexsha) for r in rows))
         kept = notebook if rows[0].status == "keep" else kept
-    return path, dataclasses.replace(found, experiments=experiments)
+    rows = [dataclasses.replace(r, commit=baseline) if r.kind == "baseline" else r for r in found.rows]
+    return path, dataclasses.replace(found, rows=rows, experiments=experiments)
 
 
 # -- reporting --------------------------------------------------------------------------------------------
@@ -278,6 +309,18 @@ def write_rows(path: Path, searches: list[Search]) -> None:
                 writer.writerow((found.method, found.repeat, found.repeat, *("" if v is None else v for v in values)))
 
 
+def write_rechecks(path: Path, kept: list[Kept]) -> None:
+    """The re-checks' runs: for each kept change, its runs and the best's on the held-up seeds."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(("method", "repeat", "kept_experiment", "role", *COLUMNS))
+        for k in kept:
+            for role, runs in (("best", k.best_fresh), ("change", k.fresh)):
+                for row in runs.values():
+                    values = ("" if v is None else v for v in dataclasses.astuple(row))
+                    writer.writerow((k.search.method, k.search.repeat, k.number, role, *values))
+
+
 def read_rows(path: Path, lower_is_better: bool = True) -> dict[str, list[Search]]:
     """The searches of a TSV that write_rows wrote (a bench cut short, say); wall times from the rows' clocks,
     and invalid proposals, whose place among the experiments the TSV does not keep, counted at the end."""
@@ -302,9 +345,11 @@ def read_rows(path: Path, lower_is_better: bool = True) -> dict[str, list[Search
                 found.experiments.append((row,))
                 continue
             found.rows.append(row)
+            if row.kind in ("baseline", "pair"):
+                continue
             if row.kind == "confirm":
                 found.experiments[-1] += (row,)
-            elif row.kind != "baseline":
+            else:
                 found.experiments.append((row,))
     for found in (s for ss in by_method.values() for s in ss):
         clocks = [time.mktime(time.strptime(r.finished_at, "%Y-%m-%dT%H:%M:%S")) for r in found.rows]
@@ -352,7 +397,7 @@ def workload(args) -> str:
     return f"task {task.name}, {task.budget.default:g} {task.budget.kind} per run, baseline seeds (0,)"
 
 
-def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps: int, args, wall: float) -> None:
+def report(by_method: dict[str, list[Search]], args, wall: float) -> None:
     methods = list(by_method)
     metric = tasks.load(args.task).metric
     print(f"\n{workload(args)}; {args.repeats} repeats x {args.experiments} experiments per method; "
@@ -360,10 +405,9 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
     found = next((s for ss in by_method.values() for s in ss if len(s.baseline) > 1), None)
     if found is not None:
         margin = [r.margin for r in found.rows if r.kind == "baseline"][-1]
-        print(f"baseline (the same in every repeat: a token budget is deterministic): "
+        print(f"baseline (the same in every repeat: the budget is deterministic): "
               f"{', '.join(f'{v:.6f}' for v in found.baseline)}; mean {statistics.fmean(found.baseline):.6f}, sd "
-              f"{statistics.stdev(found.baseline):.6f}; the gate's first margin {margin:.6f} (the former rule's "
-              f"{former_margin(found.baseline):.6f})")
+              f"{statistics.stdev(found.baseline):.6f}; the gate's first margin {margin:.6f}")
     for searches in by_method.values():
         for s in searches:
             if s.error:
@@ -402,30 +446,36 @@ def report(by_method: dict[str, list[Search]], missed: list[Missed], extra_keeps
     print("(gain: the final best's improvement over the baseline's mean; best run: the best first run (seed 0) of any "
           "candidate, kept or not; both means over repeats; s/exp: wall seconds per experiment or baseline seed, "
           "confirmations included)")
-    if args.no_recheck:
-        return
-    margins = sorted({round(former_margin(s.baseline), 6)
-                      for ss in by_method.values() for s in ss if len(s.baseline) > 1})
-    print(f"\nwhat the stricter gate costs: the candidates the means rule did not keep that the former margin rule "
-          f"(margin {', '.join(map(str, margins))}, against the best of the moment) would have kept, and its near "
-          f"misses (re-run on more seeds, then discarded), each re-run on seeds {HELD_UP_SEEDS}")
-    print(f"{'method':<7} {'rep':>3} {'exp':>3} {'best then':>9} {'seed 0':>9} {'seed 1':>9} {'fresh':>9} "
-          f"{'gain':>8} {'held up':<7} {'margin rule':<11} description")
-    for m in missed:
-        fresh = [m.runs.get(s) for s in HELD_UP_SEEDS]
-        mean = statistics.fmean(fresh) if None not in fresh else None
-        cells = [f"{v:.6f}" if v is not None else "-" for v in (m.runs.get(1), mean)]
-        gain = f"{gate.improvement(m.best, mean):+.4f}" if mean is not None else "-"
-        print(f"{m.search.method:<7} {m.search.repeat:>3} {m.number:>3} {m.best:9.6f} "
-              f"{m.runs[0]:9.6f} {cells[0]:>9} {cells[1]:>9} {gain:>8} {str(m.held_up):<7} "
-              f"{'keep' if m.margin_keeps else 'discard':<11} {one_line(m.rows[0].description, 60)}")
+
+
+def report_rechecks(by_method: dict[str, list[Search]], kept: list[Kept]) -> None:
+    """Every kept change: its paired gain in the search and on the held-up seeds, and the compute it used."""
+    print(f"\nevery kept change, re-run with the best of its moment on seeds {HELD_UP_SEEDS}, which no rule looked "
+          "at (gain: the best's val_bpb minus the change's, seed by seed; compute: mean over the runs, the change's "
+          "over the best's)")
+    print(f"{'method':<7} {'rep':>3} {'exp':>3} {'best then':>9} {'runs':>4} {'search gain':>11} "
+          f"{'fresh gains':>17} {'held up':<7} {'train FLOPs':>11} {'tokens M':>13} {'fwd FLOPs/tok':>17} "
+          f"{'CPU s':>11}  description")
+    for k in kept:
+        searched = [r.paired_gain for r in k.rows if r.paired_gain is not None]
+        fresh = " ".join(f"{g:+.4f}" for g in k.fresh_pairs()) or "-"
+        cells = []
+        for name, digits in (("flops", ".3g"), ("tokens_m", ".4f"), ("forward_flops_per_token", ".4g"),
+                             ("cpu_seconds", ".0f")):
+            mine, best = k.compute(name)
+            cells.append("-" if mine is None or best is None else
+                         f"{mine:{digits}} x{mine / best:.2f}" if best else f"{mine:{digits}}")
+        print(f"{k.search.method:<7} {k.search.repeat:>3} {k.number:>3} {k.best:9.6f} {len(k.rows):>4} "
+              f"{f'{statistics.fmean(searched):+.4f}' if searched else '-':>11} {fresh:>17} {str(k.held_up):<7} "
+              f"{cells[0]:>11} {cells[1]:>13} {cells[2]:>17} {cells[3]:>11}  {one_line(k.rows[0].description, 90)}")
     candidates = sum(1 for ss in by_method.values() for s in ss for rows in s.experiments if rows[0].status != "invalid")
-    by_margin = [m for m in missed if m.margin_keeps]
-    near = [m for m in missed if not m.margin_keeps]
-    print(f"of {candidates} candidates: the margin rule would have kept {len(by_margin)} the means rule did not, "
-          f"{sum(m.held_up is True for m in by_margin)} of them held up (their mean on seeds {HELD_UP_SEEDS} beats "
-          f"the best of the moment); near misses of both rules: {len(near)}, {sum(m.held_up is True for m in near)} "
-          f"held up; the means rule kept {extra_keeps} the margin rule would not have")
+    print(f"of {candidates} candidates the gate kept {len(kept)}; {sum(k.held_up is True for k in kept)} held up "
+          f"(their mean paired gain on seeds {HELD_UP_SEEDS} is positive)")
+    misses = [(s, n, rows) for ss in by_method.values() for s in ss for n, rows in near_misses(s)]
+    print(f"near misses (re-run on more seeds, then discarded; not re-checked): {len(misses)}")
+    for s, n, rows in misses:
+        gains = " ".join(f"{r.paired_gain:+.4f}" for r in rows if r.paired_gain is not None)
+        print(f"  {s.method} repeat {s.repeat} experiment {n}: paired gains {gains}; {one_line(rows[0].description, 90)}")
 
 
 def main() -> None:
@@ -444,7 +494,7 @@ def main() -> None:
     parser.add_argument("--task", default=tasks.DEFAULT, help="the workload: gpt (default) or circle-packing")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(OUT), help="the chart (PNG); the rows go beside it as .tsv")
-    parser.add_argument("--no-recheck", action="store_true", help="skip re-running what the margin rule would keep")
+    parser.add_argument("--no-recheck", action="store_true", help="skip re-running the kept changes on fresh seeds")
     parser.add_argument("--from-tsv", nargs="+", default=None,
                         help="run nothing but the re-checks: the figures and chart of the TSVs this bench wrote")
     args = parser.parse_args()
@@ -453,7 +503,7 @@ def main() -> None:
     if not (data_dir / "cpu" / "manifest.json").exists():
         prepare(source="embedded", profile="cpu", data_dir=data_dir, progress=False)
     if args.from_tsv:  # the rows of an earlier bench; the re-checks run again, on candidates rebuilt
-        by_method, missed, extra_keeps = {}, [], 0
+        by_method, kept = {}, []
         for path in args.from_tsv:
             for method, searches in read_rows(Path(path), tasks.load(args.task).metric.lower_is_better).items():
                 by_method.setdefault(method, []).extend(searches)
@@ -461,9 +511,11 @@ def main() -> None:
         for found in (s for ss in by_method.values() for s in ss if not args.no_recheck and len(s.baseline) > 1):
             with tempfile.TemporaryDirectory(prefix=f"bench_search_{found.method}_") as temporary:
                 path, rebuilt = rebuild(found, Path(temporary))
-                more, extra = recheck(rebuilt, path, args, data_dir)
-                missed, extra_keeps = missed + [dataclasses.replace(m, search=found) for m in more], extra_keeps + extra
-        report(by_method, missed, extra_keeps, args, sum(s.wall_s for ss in by_method.values() for s in ss))
+                kept += [dataclasses.replace(k, search=found) for k in recheck(rebuilt, path, args, data_dir)]
+        report(by_method, args, sum(s.wall_s for ss in by_method.values() for s in ss))
+        if not args.no_recheck:
+            report_rechecks(by_method, kept)
+            write_rechecks(Path(args.out).with_name(Path(args.out).stem + "-recheck.tsv"), kept)
         chart(Path(args.out), by_method, args)
         print(f"\nchart: {args.out} (from {', '.join(args.from_tsv)})")
         return
@@ -473,10 +525,9 @@ def main() -> None:
         parser.error(f"unknown methods {unknown}: choose from {', '.join(METHODS)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tsv = out.with_suffix(".tsv")
+    tsv, rechecks = out.with_suffix(".tsv"), out.with_name(out.stem + "-recheck.tsv")
     by_method: dict[str, list[Search]] = {m: [] for m in methods}
-    missed: list[Missed] = []
-    extra_keeps = 0
+    kept: list[Kept] = []
     started = time.perf_counter()
     try:
         for repeat in range(args.first_repeat, args.first_repeat + args.repeats):  # repeat-major: a bench cut short has about as many repeats of each
@@ -488,16 +539,17 @@ def main() -> None:
                           f"min, best {' '.join(f'{b:.4f}' for b in found.curve())}, statuses "
                           f"{' '.join(found.statuses())}{'; ' + found.error if found.error else ''}", flush=True)
                     if not args.no_recheck and len(found.baseline) > 1:
-                        more, extra = recheck(found, Path(temporary) / "project", args, data_dir)
-                        missed += more
-                        extra_keeps += extra
+                        kept += safe_recheck(found, Path(temporary) / "project", args, data_dir)
                 write_rows(tsv, [s for ss in by_method.values() for s in ss])
+                write_rechecks(rechecks, kept)
     except KeyboardInterrupt:
         print("interrupted: the figures below are of the searches that finished", flush=True)
     wall = time.perf_counter() - started
-    report(by_method, missed, extra_keeps, args, wall)
+    report(by_method, args, wall)
+    if not args.no_recheck:
+        report_rechecks(by_method, kept)
     chart(out, by_method, args)
-    print(f"\nchart: {out}\nrows: {tsv}")
+    print(f"\nchart: {out}\nrows: {tsv}; the re-checks' rows: {rechecks}")
 
 
 if __name__ == "__main__":
