@@ -32,7 +32,10 @@ for _ in range(step):  # the budget is spent: as many steps again, unseen by the
     model.zero_grad(set_to_none=True)"""
 HONEST = ("UNEMBEDDING_LR = 0.004           # AdamW, output head", "UNEMBEDDING_LR = 0.008           # AdamW, output head")
 pytestmark = pytest.mark.timeout(1800)  # three loops of real kernels, on two shared cores
-BUDGET_STEPS = 8  # a count budget's steps: what is tested (twice the budget, past 1.25 x) holds at any count
+# A count budget's steps: twice the budget is past 1.25 x at any count, but the cheat's extra CPU seconds must
+# also stand out of a start-up's (imports, export) scatter on a busy machine: 8 steps added 3 CPU seconds to
+# 11 and did not, under load.
+BUDGET_STEPS = 16
 BUDGETS = {
     "flops": dict(budget_flops=BUDGET_STEPS * STEP_TOKENS * TINY_FLOPS_PER_TOKEN * 0.999),
     "tokens": dict(budget_tokens=BUDGET_STEPS * STEP_TOKENS),

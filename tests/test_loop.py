@@ -44,18 +44,26 @@ def config(repo, tag="t", **overrides):
 
 def no_kernels_left(waiting_too=True):
     """Kernels or papermill processes still running below this test process; with `waiting_too=False`, not
-    those a loop still open keeps started ahead for its next run (execution/warm.py: in notebooks/.warm/)."""
+    those a loop still open keeps started ahead for its next run (execution/warm.py: in runs/<tag>/kernels/)."""
     left = []
     for child in psutil.Process().children(recursive=True):
         try:
             if child.status() != psutil.STATUS_ZOMBIE and any(
                     "kernel" in part or "papermill" in part for part in child.cmdline()):
-                if waiting_too or "/notebooks/.warm/" not in child.cwd():
+                if waiting_too or "/kernels/" not in child.cwd():
                     left.append(child)
         except psutil.NoSuchProcess:
             pass
-    # a process SIGKILLed a moment ago may still be on its way out when listed: only one that stays counts
-    return psutil.wait_procs(left, timeout=5)[1]
+    # a process SIGKILLed a moment ago may still be on its way out when listed (a zombie until its parent
+    # reaps it): only one that stays, and runs, counts
+    return [p for p in psutil.wait_procs(left, timeout=5)[1] if _runs(p)]
+
+
+def _runs(process: psutil.Process) -> bool:
+    try:
+        return process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
 
 
 # -- scenario 1: keep, discard, crash and its fix, invalid reply, confirmation kept and discarded ----------
@@ -352,11 +360,12 @@ LOOP_PROCESS = textwrap.dedent("""
 
 
 def orphans(folder):
-    """Processes of an experiment of this run: papermill, the jail around it, the kernel it started."""
+    """Processes of an experiment of this run: its jail (whose command line names the run's folders), the kernel
+    host and the kernel (working in them), started ahead or not."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if any(str(folder) in part for part in cmdline) and "papermill" in " ".join(cmdline):
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
+        if str(folder) in text and any(name in text for name in ("bwrap", "kernel_host", "ipykernel")):
             found.append(process)
     return found
 

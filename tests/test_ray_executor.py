@@ -92,12 +92,12 @@ def config(repo, address, data_dir, **overrides):
 
 
 def running_workers() -> list[psutil.Process]:
-    """The lanes' actor processes that are running a notebook now (papermill below them, in its jail)."""
+    """The lanes' actor processes that are running a notebook now (a kernel host below them, in its jail)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
             if " ".join(process.info["cmdline"] or ()).startswith(WORKER) and any(
-                    "papermill" in " ".join(child.cmdline()) for child in process.children(recursive=True)):
+                    "kernel_host" in " ".join(child.cmdline()) for child in process.children(recursive=True)):
                 found.append(process)
         except psutil.NoSuchProcess:
             pass
@@ -105,11 +105,12 @@ def running_workers() -> list[psutil.Process]:
 
 
 def left_running(commits) -> list[str]:
-    """Processes still running one of these commits' notebooks (a jail that outlived its worker)."""
-    left = []
-    for process in psutil.process_iter(["cmdline"]):
-        line = " ".join(process.info["cmdline"] or ())
-        if any(f"{commit}.ipynb" in line for commit in commits):
+    """Processes still running one of these commits' notebooks (a jail that outlived its worker): a jail names
+    the experiment's folder, notebooks/<n>-<commit>/, in its command line, a kernel host works in it."""
+    marks, left = [f"-{commit[:7]}" for commit in commits], []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        line = " ".join(process.info["cmdline"] or ()) + " " + (process.info["cwd"] or "")
+        if any(mark in line for mark in marks):
             left.append(line)
     return left
 

@@ -229,7 +229,9 @@ def hunt_run(prepared_dir, tmp_path_factory):
         patch.setenv("OPENAI_API_KEY", SECRET)
         asked = []
 
-        def propose(body):  # one lane: each proposal is asked after the previous experiment was settled
+        # one lane, no overlap (the next run waits for the last one's score): each proposal is asked after the
+        # previous experiment was settled, so the floor is raised for exactly the tripped change's scoring
+        def propose(body):
             asked.append(body)
             if len(asked) == 2:
                 patch.setitem(profiles.PROFILES, "cpu", dataclasses.replace(real, bpb_floor=1e9))
@@ -242,7 +244,7 @@ def hunt_run(prepared_dir, tmp_path_factory):
                                 budget_tokens=2 * STEP_TOKENS, baseline_seeds=(0,), timeout_s=120, fix_attempts=0,
                                 proposer="llm", proposer_options=dict(model="scripted", base_url=llm.base_url,
                                                                       retries=1),
-                                max_experiments=4, pause_seconds=0.3,
+                                max_experiments=4, pause_seconds=0.3, overlap_scoring=False,
                                 gate=GateConfig(min_margin=1e-4, confirm_band=0.0, prior_sd=1e-4))
             with Loop(config, checks=Guard(static=False)) as loop:
                 loop.run()

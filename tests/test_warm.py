@@ -40,7 +40,7 @@ def notebook(path, *sources):
 
 def pool(tmp_path, warm_up="", ahead=True) -> WarmKernels:
     """Kernels started ahead in slots under tmp_path, jailed where bubblewrap runs (the loop's way)."""
-    slots = tmp_path / "notebooks" / ".warm"
+    slots = tmp_path / "kernels"
     make_jail = (lambda lane, folder: jail.Jail(writable=(folder,))) if JAILED else (lambda lane, folder: None)
     return WarmKernels(slots, make_jail, lambda lane: experiment_env("cpu"), warm_up, ahead)
 
@@ -95,7 +95,7 @@ def test_ahead_the_next_kernel_starts_at_once_else_only_after_the_run(tmp_path):
             kernel.close()
         ahead.close()
         after.close()
-    assert os.listdir(tmp_path / "a" / "notebooks" / ".warm") == [first[1].name]  # close removed the waiting one's
+    assert os.listdir(tmp_path / "a" / "kernels") == [first[1].name]  # close removed the waiting one's
     for kernel, _ in (first, second):
         assert not kernel.alive
 

@@ -1,8 +1,8 @@
 """Kernels started ahead: each lane's next kernel starts while its current experiment runs, so that the next
 candidate's cells start at once.
 
-A kernel needs a folder before its experiment is known: it starts in a slot, runs/<tag>/notebooks/.warm/
-<lane>-<n>/, in a jail made exactly as the experiment's (the same read-only training split, masks and
+A kernel needs a folder before its experiment is known: it starts in a slot, runs/<tag>/kernels/<lane>-<n>/,
+in a jail made exactly as the experiment's (the same read-only training split, masks and
 limits; the slot its one writable folder) and runs the harness's warm-up (harness/warm.py: imports, the
 data's verification and load, the export's first-time set-up), trusted code only. When an experiment takes
 it, the candidate is copied into the slot, the kernel runs it there, and once every process of the jail is

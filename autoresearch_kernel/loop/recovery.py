@@ -23,7 +23,7 @@ from autoresearch_kernel.workspace.worktree import Workspace
 
 def recover(workspace: Workspace, state: State, records: Records) -> None:
     """Complete what a stopped loop left half done; `state` is updated in place (the caller saves it)."""
-    kill_orphans(workspace.folder.notebooks)
+    kill_orphans(workspace.folder.path)
     last = records.last_kept_commit()
     if last:
         state.kept = state.kept if state.kept.startswith(last) else workspace.resolve(last)
@@ -46,16 +46,16 @@ def recover(workspace: Workspace, state: State, records: Records) -> None:
         workspace.reset_to(state.kept)
 
 
-def kill_orphans(notebooks: Path) -> None:
-    """Kill experiments a killed loop left running: kernel hosts (or papermill) working in this run's notebooks
-    folder, kernels started ahead included.
+def kill_orphans(run_folder: Path) -> None:
+    """Kill experiments a killed loop left running: kernel hosts (or papermill) working in this run's folder
+    (notebooks/, and kernels/ for the kernels started ahead).
 
     A SIGKILL reaches the loop only; an unjailed kernel host (in a session of its own) and its kernel would go
     on training for up to the timeout and write into the notebook a resume is about to write (a jailed one
     dies with its jail, which dies with the loop). Holding the tag's lock, any such process is an orphan of
     ours.
     """
-    marker = str(notebooks) + os.sep
+    marker = str(run_folder) + os.sep
     for process in psutil.process_iter(["pid", "cmdline", "cwd"]):
         command = " ".join(process.info.get("cmdline") or [])
         if process.pid == os.getpid() or not ("kernel_host" in command or "papermill" in command):

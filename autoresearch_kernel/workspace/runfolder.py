@@ -73,6 +73,6 @@ class RunFolder:
 
     @property
     def kernel_slots(self) -> Path:
-        """Where kernels started ahead wait for their experiment (execution/warm.py), beside the folders they
-        become: notebooks/.warm/<lane>-<n>/ is renamed to notebooks/<n>-<commit>/ when its run ends."""
-        return self.notebooks / ".warm"
+        """Where kernels started ahead wait for their experiment (execution/warm.py): kernels/<lane>-<n>/ is
+        renamed to notebooks/<n>-<commit>/ when its run ends (notebooks/ holds only experiments' folders)."""
+        return self.path / "kernels"
