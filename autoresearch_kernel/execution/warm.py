@@ -81,4 +81,5 @@ def settle_folder(slot: Path, folder: Path) -> None:
     """Give the experiment's folder its name: the slot it ran in, renamed (what an earlier attempt left at that
     name removed first). The jail's processes are all gone by now."""
     shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     os.replace(slot, folder)
