@@ -56,7 +56,10 @@ def no_kernels_left(waiting_too=True):
             pass
     # a process SIGKILLed a moment ago may still be on its way out when listed (a zombie until its parent
     # reaps it): only one that stays, and runs, counts
-    return [p for p in psutil.wait_procs(left, timeout=5)[1] if _runs(p)]
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:
+        left = [p for p in psutil.wait_procs(left, timeout=1)[1] if _runs(p)]
+    return left
 
 
 def _runs(process: psutil.Process) -> bool:
