@@ -44,14 +44,22 @@ def config(repo, tag="t", **overrides):
 
 def no_kernels_left(waiting_too=True):
     """Kernels or papermill processes still running below this test process; with `waiting_too=False`, not
-    those a loop still open keeps started ahead for its next run (execution/warm.py: in runs/<tag>/kernels/)."""
-    left = []
-    for child in psutil.Process().children(recursive=True):
+    those a loop still open keeps started ahead for its next run (execution/warm.py: a jail whose outer process
+    works in runs/<tag>/kernels/, and everything below it)."""
+    children = psutil.Process().children(recursive=True)
+    waiting = set()
+    for child in children:
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and any(
+            if not waiting_too and "/kernels/" in child.cwd():
+                waiting |= {child.pid, *(p.pid for p in child.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+    left = []
+    for child in children:
+        try:
+            if child.pid not in waiting and child.status() != psutil.STATUS_ZOMBIE and any(
                     "kernel" in part or "papermill" in part for part in child.cmdline()):
-                if waiting_too or "/kernels/" not in child.cwd():
-                    left.append(child)
+                left.append(child)
         except psutil.NoSuchProcess:
             pass
     # a process SIGKILLed a moment ago may still be on its way out when listed (a zombie until its parent
