@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill's command line's logging
 
     manager = start_kernel(args.warm_up)
+    import papermill  # a second's import, paid ahead like the kernel's
+    from jupyter_core.utils import run_sync
+
     line = sys.stdin.readline()
     if not line.strip():
         return 0  # no experiment came for this kernel
     request = json.loads(line)
-    import papermill
-    from jupyter_core.utils import run_sync
 
     try:
         papermill.execute_notebook(
