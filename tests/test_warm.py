@@ -53,16 +53,21 @@ def run_in(kernel_and_folder, source, name="0001-abcdef0"):
                               timeout_s=120)
 
 
+def run_warm(tmp_path, source, warm_up):
+    """(the kernel, its result): `source` run in a kernel started ahead with `warm_up`, the pool closed after."""
+    kernels = pool(tmp_path, warm_up=warm_up)
+    try:
+        return run_in(kernels.take(LANE), source)
+    finally:
+        kernels.close()
+
+
 def test_the_warm_up_runs_before_the_notebook_and_leaves_no_trace(tmp_path):
     source = notebook(tmp_path / "nb.ipynb", """\
 import sys
 assert "decimal" in sys.modules, "the warm-up did not run first"
 assert not [name for name in dir() if "warm" in name or name == "decimal"], dir()""", WRITE_METRICS)
-    kernels = pool(tmp_path, warm_up="__import__('decimal')")
-    try:
-        kernel, result = run_in(kernels.take(LANE), source)
-    finally:
-        kernels.close()
+    kernel, result = run_warm(tmp_path, source, "__import__('decimal')")
     assert result.status == "ok", result.failure
     executed = nbformat.read(result.output_path, as_version=4)
     assert [cell.execution_count for cell in executed.cells] == [1, 2, 3, 4]  # papermill's parameters cell too
@@ -72,11 +77,7 @@ assert not [name for name in dir() if "warm" in name or name == "decimal"], dir(
 
 def test_a_failing_warm_up_leaves_the_notebook_to_fail_or_not_on_its_own(tmp_path):
     source = notebook(tmp_path / "nb.ipynb", WRITE_METRICS)
-    kernels = pool(tmp_path, warm_up="raise ValueError('no data here')")
-    try:
-        _, result = run_in(kernels.take(LANE), source)
-    finally:
-        kernels.close()
+    _, result = run_warm(tmp_path, source, "raise ValueError('no data here')")
     assert result.status == "ok", result.failure
     assert "warm-up failed: ValueError: no data here" in result.log_path.read_text()
 
