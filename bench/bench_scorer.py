@@ -42,7 +42,7 @@ def main() -> None:
         walls, cpus, value = [], [], None
         for _ in range(args.repeats):
             started, cpu = time.perf_counter(), time.process_time()
-            value = score_program(program, data, "cpu", False)
+            value = score_program(program, data, "cpu", False).val_bpb
             walls.append(time.perf_counter() - started)
             cpus.append(time.process_time() - cpu)
         print(f"score_program over {args.repeats} requests: wall median {statistics.median(walls):.2f} s "

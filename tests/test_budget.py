@@ -1,7 +1,7 @@
 """integrity/budget.py: the trusted decision whether a run kept to its budget, on figures the loop measured."""
 import pytest
 
-from autoresearch_kernel.integrity.budget import Reference, Spent, Tolerance, verify
+from autoresearch_kernel.integrity.budget import MAX_FLOP_SCALE, Reference, Spent, Tolerance, flop_scale, verify
 
 F = 1.25e12
 FORWARD = 5.11e6  # the shipped baseline's forward FLOPs per token, as the scorer counts them
@@ -58,3 +58,39 @@ def test_the_reference_is_the_mean_of_the_baselines_runs():
     reference = Reference.of([Spent(1, 5e6, 30.0), Spent(1, 5e6, 34.0), Spent(1, None, None)])
     assert reference == Reference(32.0, 5e6)
     assert Reference.of([]) == Reference(None, None)
+    timed = Reference.of([Spent(1, 5e6, 30.0, 100.0), Spent(1, 5e6, 34.0, 120.0)])
+    assert timed.forward_us_per_token == pytest.approx(110.0)
+
+
+# The scorer's compute microseconds per token of the baseline's program, and of a model a ninth of its FLOPs per
+# token that the machine runs at a fifth of the time per token: 1.8 times the seconds per FLOP.
+TIMED = Reference(seconds=30.0, forward_flops_per_token=FORWARD, forward_us_per_token=100.0)
+SMALL = FORWARD / 9
+
+
+def test_under_a_flop_budget_a_model_slow_per_flop_may_take_longer():
+    """A FLOP budget gives a model cheap per token nine times the tokens; it spends more CPU seconds per FLOP
+    (work the FLOP count leaves out), so its allowance grows by its measured seconds per FLOP."""
+    honest = Spent(9 * 65_536, SMALL, 70.0, 20.0)
+    assert flop_scale(honest, TIMED) == pytest.approx(1.8)
+    assert not verify("flops", F, honest, TIMED).over  # 70 s < 1.5 x 30 x 1.8 = 81 s
+    assert verify("flops", F, honest, Reference(30.0, FORWARD)).over  # unscaled it would be over: 70 > 45
+    over = verify("flops", F, Spent(9 * 65_536, SMALL, 85.0, 20.0), TIMED)
+    assert over.over and "x 1.8 for its compute seconds per FLOP" in over.reason
+
+
+def test_the_flop_scale_is_never_below_one_and_bounded():
+    """A model faster per FLOP keeps the baseline's seconds; a program padded with work the FLOP count does not
+    see (to look slow) buys at most MAX_FLOP_SCALE: twice the budget's training is still over at that scale."""
+    assert flop_scale(Spent(65_536, FORWARD, 30.0, 50.0), TIMED) == 1.0
+    padded = Spent(65_536, FORWARD, 30.0, 100_000.0)
+    assert flop_scale(padded, TIMED) == MAX_FLOP_SCALE
+    assert verify("flops", F, Spent(65_536, FORWARD, 1.5 * 30 * MAX_FLOP_SCALE + 1, 100_000.0), TIMED).over
+    assert flop_scale(Spent(65_536, FORWARD, 30.0, None), TIMED) == 1.0  # an older row: no figure, no scale
+    assert flop_scale(Spent(65_536, FORWARD, 30.0, 200.0), BASELINE) == 1.0
+
+
+def test_the_flop_scale_changes_no_other_budget():
+    slow = Spent(65_536, FORWARD, 60.0, 300.0)  # three times the seconds per FLOP
+    assert verify("seconds", 45.0, slow, TIMED).over
+    assert not verify("flops", F, slow, TIMED).over

@@ -106,6 +106,7 @@ def test_rows_record_what_was_measured_and_an_honest_change_keeps_to_its_budget(
     rows = budget_run["rows"]
     for row in rows.values():
         assert row.cpu_seconds > 1 and row.forward_flops_per_token > 0  # measured outside the kernel
+        assert 0 < row.forward_us_per_token < 1e4  # the scorer's compute time per token of its evaluation
         # the harness's count; rows keep tokens in thousands
         assert row.flops == pytest.approx(row.tokens_m * 1e6 * TINY_FLOPS_PER_TOKEN, abs=500 * TINY_FLOPS_PER_TOKEN)
     assert rows["cheat"].cpu_seconds > rows["baseline (seed 0)"].cpu_seconds

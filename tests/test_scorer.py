@@ -66,6 +66,22 @@ def test_the_clean_process_gives_the_kernel_score(data, scorer, tmp_path):
     clean = scorer.score(exported(model, data, tmp_path))
     assert clean.ok and abs(clean.val_bpb - in_process) < 1e-6 < 1e-4
     assert clean.seconds > 0
+    # its evaluation's compute time per scored token: the CPU time of a pass over 65,536 tokens, below the
+    # request's wall time
+    assert 0 < clean.forward_us_per_token * data.profile.eval_tokens / 1e6 < clean.seconds
+
+
+def test_a_costlier_program_measures_more_compute_per_token(data, scorer, tmp_path):
+    """The figure the budget scales a FLOP budget's seconds with (integrity/budget.flop_scale) follows the
+    work: a model with a wide hidden layer takes longer per token than the bigram."""
+    small = scorer.score(exported(Bigram(data.profile.vocab_size), data, tmp_path))
+    (tmp_path / "wide").mkdir(mode=0o755)
+    wide = nn.Sequential(nn.Embedding(data.profile.vocab_size, 16), nn.Linear(16, 1024), nn.Linear(1024, 1024),
+                         nn.Linear(1024, data.profile.vocab_size))
+    large = scorer.score(exported(wide, data, tmp_path / "wide"))
+    assert small.ok and large.ok
+    assert large.forward_us_per_token > 2 * small.forward_us_per_token
+    assert large.forward_flops_per_token > 10 * small.forward_flops_per_token
 
 
 def test_a_program_exported_under_bf16_autocast_scores_alike_under_it(data, scorer, tmp_path):

@@ -36,6 +36,7 @@ class RunResult:
     # measured on the trusted side, for the budget's verification (integrity/budget.py)
     cpu_seconds: float | None = None  # CPU time of the whole reaped process tree (integrity/usage.py)
     forward_flops_per_token: float | None = None  # the exported program's, counted by the scorer
+    forward_us_per_token: float | None = None  # the scorer's compute microseconds per token of its evaluation
     # -- resource limits (integrity/limits.py) --
     usage: resource_limits.Usage | None = None  # CPU seconds and peak memory of the jail, where measured
     limit: str = ""  # the limit the run hit, named ("memory limit 6.0 GB"), or ""

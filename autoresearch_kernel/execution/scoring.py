@@ -50,12 +50,12 @@ def score_result(result, scorer: Scorer, device: str):
         return failed(result, "ScoringFailed", untrusted.clean(measured.failure)), measured
     metrics["val_bpb"] = round(measured.val_bpb, 6)
     append_summary(result.output_path, metrics, measured.seconds)
+    scored = dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token,
+                                 forward_us_per_token=measured.forward_us_per_token)
     suspect = suspect_reason(measured.val_bpb, scorer.profile)
     if suspect:
-        return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token,
-                                   status="suspect", error_name="BelowFloor",
-                                   error_message=suspect), measured
-    return dataclasses.replace(result, metrics=metrics, forward_flops_per_token=measured.forward_flops_per_token), measured
+        return dataclasses.replace(scored, status="suspect", error_name="BelowFloor", error_message=suspect), measured
+    return scored, measured
 
 
 def suspect_reason(val_bpb: float, profile: str) -> str | None:

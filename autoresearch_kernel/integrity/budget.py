@@ -4,6 +4,7 @@
 metrics.json. After each candidate's run the loop decides from what the experiment cannot forge:
 
     forward FLOPs per token   counted by the scorer over the exported program, outside the jail
+    forward us per token      the scorer's compute microseconds per scored token of that program's evaluation
     compute seconds           on a CPU the CPU seconds of the jail's whole process tree (usage.py); on a GPU,
                               whose work CPU time does not show, the run's wall seconds; both measured by the loop
 
@@ -14,9 +15,10 @@ A run is over its budget when either test fails (`verify`):
               allowed: F under a FLOP budget; TRAIN_FACTOR x forward FLOPs per token x budget_tokens under a
               token budget (that is, tokens > budget_tokens x (1 + tolerance)); no FLOPs test under a time budget
     seconds   compute seconds  >  the baseline's mean compute seconds x scale x (1 + tolerance.seconds)
-              scale: 1 under a FLOP or time budget (every candidate may spend what the baseline spent on the
-              same budget); under a token budget the candidate's forward FLOPs per token over the baseline's
-              (a larger model takes longer on the same tokens)
+              scale: 1 under a time budget (every candidate may spend what the baseline spent); under a token
+              budget the candidate's forward FLOPs per token over the baseline's (a larger model takes longer
+              on the same tokens); under a FLOP budget the candidate's compute seconds per forward FLOP over
+              the baseline's, as the scorer measured both (`flop_scale`)
 
 TRAIN_FACTOR prices a training token at three forward passes (the backward pass costs about two); the
 harness's own count (harness/flops.py) also includes the optimizer, so an honest run under a FLOP budget is
@@ -30,6 +32,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 TRAIN_FACTOR = 3.0  # training FLOPs per forward FLOP: forward once, backward about twice
+# The most a FLOP budget's compute seconds scale for a program slower per FLOP than the baseline's; honest
+# models stay far below it (the README's figures), and it bounds what a program padded with work the FLOP
+# count does not see (elementwise operators, say) can buy.
+MAX_FLOP_SCALE = 3.0
 STATUS = "over-budget"  # the results row's status of a run over its budget: never kept, reverted
 
 
@@ -60,6 +66,7 @@ class Spent:
     tokens: float  # training tokens the kernel reports it was served
     forward_flops_per_token: float | None  # the scorer's count over the exported program
     seconds: float | None  # compute seconds: CPU seconds of the process tree on a CPU, wall seconds on a GPU
+    forward_us_per_token: float | None = None  # the scorer's compute microseconds per token of its evaluation
 
 
 @dataclass(frozen=True)
@@ -68,13 +75,17 @@ class Reference:
 
     seconds: float | None  # mean compute seconds
     forward_flops_per_token: float | None  # mean forward FLOPs per token
+    forward_us_per_token: float | None = None  # mean of the scorer's compute microseconds per token
 
     @classmethod
     def of(cls, runs: Iterable[Spent]) -> Reference:
         runs = list(runs)
-        seconds = [r.seconds for r in runs if r.seconds]
-        flops = [r.forward_flops_per_token for r in runs if r.forward_flops_per_token]
-        return cls(statistics.fmean(seconds) if seconds else None, statistics.fmean(flops) if flops else None)
+
+        def mean(name: str) -> float | None:
+            figures = [getattr(r, name) for r in runs if getattr(r, name)]
+            return statistics.fmean(figures) if figures else None
+
+        return cls(mean("seconds"), mean("forward_flops_per_token"), mean("forward_us_per_token"))
 
 
 @dataclass(frozen=True)
@@ -116,9 +127,29 @@ def allowed_seconds(kind: str, spent: Spent, reference: Reference | None, tolera
 def _scale(kind: str, spent: Spent, reference: Reference) -> float:
     if kind == "tokens" and spent.forward_flops_per_token and reference.forward_flops_per_token:
         return spent.forward_flops_per_token / reference.forward_flops_per_token
+    if kind == "flops":
+        return flop_scale(spent, reference)
     return 1.0
+
+
+def flop_scale(spent: Spent, reference: Reference) -> float:
+    """Under a FLOP budget, how much more compute time the run's model needs per FLOP than the baseline's.
+
+    A FLOP budget gives a model cheap per token more tokens, and on a CPU such a model does more work the FLOP
+    count leaves out per FLOP it counts (the vocabulary's softmax, norms, per-step overheads): at the same FLOPs
+    it takes longer. The scorer ran both programs' forward passes on the same machine, so their compute
+    seconds per forward FLOP say by how much. Never below 1 (a model faster per FLOP is held to the baseline's
+    seconds) and at most MAX_FLOP_SCALE."""
+    figures = (spent.forward_us_per_token, spent.forward_flops_per_token,
+               reference.forward_us_per_token, reference.forward_flops_per_token)
+    if not all(figures):
+        return 1.0
+    us, flops, reference_us, reference_flops = figures
+    return min(max((us / flops) / (reference_us / reference_flops), 1.0), MAX_FLOP_SCALE)
 
 
 def _scaled(kind: str, spent: Spent, reference: Reference) -> str:
     scale = _scale(kind, spent, reference)
-    return f" x {scale:.3g} for its FLOPs per token" if scale != 1.0 else ""
+    if scale == 1.0:
+        return ""
+    return f" x {scale:.3g} for its {'FLOPs per token' if kind == 'tokens' else 'compute seconds per FLOP'}"

@@ -16,10 +16,12 @@ costs only the program's load and the evaluation. The loop talks to it over a pi
     parent:  Scorer(data_dir, profile, device, jail).score(program, bf16) -> Score
     child:   python -I -X pycache_prefix=<tmp> -c <start> --data-dir D --profile P --device X
              reads {"program": path, "bf16": bool}, answers {"val_bpb": x, "failure": null, "seconds": s,
-             "forward_flops_per_token": f}
+             "forward_flops_per_token": f, "forward_us_per_token": u}
 
-It also counts the program's forward FLOPs per token (harness/flops.py) on a row of the profile's length:
-the loop's verification of the budget (integrity/budget.py) prices the tokens trained with it.
+It also measures what the program's forward pass costs, for the loop's verification of the budget
+(integrity/budget.py): its FLOPs per token (harness/flops.py, on a row of the profile's length), which price
+the tokens trained with it, and the compute microseconds per scored token of its blind evaluation (CPU time
+of this process on a CPU, wall time on a GPU), which say how fast this machine runs a model of that shape.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from autoresearch_kernel.integrity.environment import experiment_env, package_root
 from autoresearch_kernel.integrity.jail import Jail
@@ -52,6 +55,7 @@ class Score:
     seconds: float  # the request's wall time in the parent (load and evaluation)
     failure: str | None = None
     forward_flops_per_token: float | None = None  # the program's forward pass, counted here
+    forward_us_per_token: float | None = None  # compute microseconds per scored token of its evaluation
 
     @property
     def ok(self) -> bool:
@@ -83,7 +87,7 @@ class Scorer:
             self.close()  # a dead or stuck scorer is started afresh for the next request
             return Score(None, time.monotonic() - started, f"scorer: {error}")
         return Score(answer.get("val_bpb"), time.monotonic() - started, answer.get("failure"),
-                     answer.get("forward_flops_per_token"))
+                     answer.get("forward_flops_per_token"), answer.get("forward_us_per_token"))
 
     def close(self) -> None:
         process, self._process = self._process, None
@@ -202,10 +206,17 @@ def check_archive(program) -> None:
                 raise ValueError(f"the exported program holds a Python object ({leaf}), not only tensors")
 
 
-def score_program(program, data, device: str, bf16: bool) -> tuple[float, float]:
+class Measure(NamedTuple):
+    """What scoring one program measured."""
+
+    val_bpb: float
+    forward_flops_per_token: float
+    forward_us_per_token: float  # compute microseconds per scored token of the blind evaluation
+
+
+def score_program(program, data, device: str, bf16: bool) -> Measure:
     """Load the program (a file object, see `read_program`), refuse one that keeps state or writes into its
-    input, and score it blind (integrity/blind.py) on the loaded, verified data: (val_bpb, its forward FLOPs
-    per token)."""
+    input, score it blind (integrity/blind.py) on the loaded, verified data, and count its forward pass."""
     import contextlib
 
     import torch
@@ -221,9 +232,23 @@ def score_program(program, data, device: str, bf16: bool) -> tuple[float, float]
     model = program_module(exported.module().to(target))
     precision = torch.autocast(target.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with precision:
+        started = compute_clock(target)
         value = blind_bpb(model, data, target)
+        seconds = compute_clock(target) - started
         flops = forward_flops_per_token(model, data.profile.seq_len, target)
-    return value, flops
+    return Measure(value, flops, 1e6 * seconds / data.profile.eval_tokens)
+
+
+def compute_clock(device) -> float:
+    """Seconds of compute so far, as the budget counts a run's: this process's CPU time (all its threads) on a
+    CPU, where wall time would count the other processes sharing the cores; wall time on a GPU, whose work the
+    CPU time does not see."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
 
 
 GRAPH_NODE_KINDS = ("placeholder", "get_attr", "call_function", "output")  # what torch.export writes
@@ -300,10 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             request = json.loads(line)
-            value, flops = score_program(read_program(Path(request["program"])), data, args.device,
-                                         bool(request.get("bf16")))
-            answer(val_bpb=value, failure=None, seconds=round(time.monotonic() - started, 3),
-                   forward_flops_per_token=flops)
+            measure = score_program(read_program(Path(request["program"])), data, args.device,
+                                    bool(request.get("bf16")))
+            answer(val_bpb=measure.val_bpb, failure=None, seconds=round(time.monotonic() - started, 3),
+                   forward_flops_per_token=measure.forward_flops_per_token,
+                   forward_us_per_token=round(measure.forward_us_per_token, 4))
         except Exception as error:  # the reason goes to the experiment's row
             answer(val_bpb=None, failure=_failure(error), seconds=round(time.monotonic() - started, 3))
     return 0

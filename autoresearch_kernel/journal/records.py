@@ -195,7 +195,7 @@ def spent(row: Row) -> budget.Spent:
     on a GPU (whose work the CPU time does not see)."""
     seconds = row.wall_seconds if row.device.startswith("cuda") else row.cpu_seconds
     return budget.Spent(tokens=row.tokens_m * 1e6, forward_flops_per_token=row.forward_flops_per_token,
-                        seconds=seconds or None)
+                        seconds=seconds or None, forward_us_per_token=row.forward_us_per_token)
 
 
 def seed_for(seeds: tuple[int, ...], run_index: int) -> int:

@@ -91,10 +91,13 @@ class Row:
     metric: str = ""  # the metric's name ("" in files written before tasks: val_bpb)
     direction: str = ""  # lower | higher is better ("" in older files: lower)
     scored: str = ""  # outside: by a scorer in a jail of its own | kernel: reported by the experiment itself
+    # how fast this machine runs the exported program: the scorer's compute microseconds per scored token (CPU
+    # time on a CPU, wall time on a GPU); under a FLOP budget it scales the run's allowed compute seconds
+    forward_us_per_token: float | None = None
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(Row))
-MEASURED = ("flops", "forward_flops_per_token", "cpu_seconds")  # numbers that may be unknown (empty cells)
+MEASURED = ("flops", "forward_flops_per_token", "cpu_seconds", "forward_us_per_token")  # numbers that may be unknown (empty cells)
 REFERENCE_COLUMNS = COLUMNS[:5]
 # results.tsv is read by people in spreadsheets: these names match the reference's style.
 HEADER = "\t".join(COLUMNS) + "\n"
@@ -148,6 +151,7 @@ def format_row(row: Row) -> str:
         row.metric,
         row.direction,
         row.scored,
+        _fmt(row.forward_us_per_token, 4),
     ]
     return "\t".join(cells) + "\n"
 

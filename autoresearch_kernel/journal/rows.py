@@ -78,7 +78,7 @@ class RowBuilder:
             sandbox=self.marks.sandbox, proposer=self.proposer_of(flight),
             **_where(outcome),
             flops=_figure(metrics, "flops"), forward_flops_per_token=result.forward_flops_per_token,
-            cpu_seconds=result.cpu_seconds))
+            cpu_seconds=result.cpu_seconds, forward_us_per_token=result.forward_us_per_token))
 
     def never_run(self, flight: Pending, seed: int, reason: str) -> Row:
         """The row of an experiment that never ran (refused by a check, or interrupted too often): a crash."""
