@@ -20,6 +20,7 @@ from autoresearch_kernel.execution.runner import Kernel
 from autoresearch_kernel.execution.spec import ExperimentSpec
 from autoresearch_kernel.execution.warm import WarmKernels
 from autoresearch_kernel.harness import data as harness_data
+from autoresearch_kernel.harness import warm as harness_warm
 from autoresearch_kernel.integrity import jail
 from autoresearch_kernel.integrity.environment import experiment_env
 from autoresearch_kernel.workspace.runfolder import RunFolder
@@ -101,6 +102,35 @@ def test_ahead_the_next_kernel_starts_at_once_else_only_after_the_run(tmp_path):
         assert not kernel.alive
 
 
+def test_when_the_loop_starts_every_lane_gets_a_kernel_ahead_but_not_under_a_time_budget(tmp_path):
+    lanes = [Lane(0, "cpu"), Lane(1, "cpu"), Lane(2, "cpu")]
+    ahead, after = pool(tmp_path / "a"), pool(tmp_path / "b", ahead=False)
+    try:
+        ahead.fill(lanes)
+        after.fill(lanes)
+        assert sorted(ahead._waiting) == [0, 1, 2] and after._waiting == {}
+        kernels = [kernel for kernel, _ in ahead._waiting.values()]
+        ahead.fill(lanes)  # one kernel per lane at most
+        assert [kernel for kernel, _ in ahead._waiting.values()] == kernels
+    finally:
+        ahead.close()
+        after.close()
+    assert not any(kernel.alive for kernel in kernels)
+
+
+def test_the_warm_up_serves_only_a_notebook_whose_harness_cells_use_the_harness():
+    template = nbformat.read(os.path.join(os.path.dirname(__file__), "..", "notebooks", "train_template.ipynb"),
+                             as_version=4)
+    assert harness_warm.serves(template)
+    sleeper = nbformat.v4.new_notebook()
+    sleeper.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(1)"),
+                     nbformat.v4.new_code_cell("import json", metadata={"tags": ["harness"]})]
+    assert not harness_warm.serves(sleeper)
+    # the harness's name in the agent's own cells is not the harness cells' use of it
+    sleeper.cells.append(nbformat.v4.new_code_cell("from autoresearch_kernel import harness"))
+    assert not harness_warm.serves(sleeper)
+
+
 def test_a_kernel_that_died_waiting_is_replaced_and_close_removes_the_waiting(tmp_path):
     source = notebook(tmp_path / "nb.ipynb", WRITE_METRICS)
     kernels = pool(tmp_path, ahead=False)
@@ -179,7 +209,7 @@ def test_the_training_notebook_scores_the_same_in_a_kernel_started_ahead(prepare
         folder.candidate(job.number, job.commit).parent.mkdir(parents=True, exist_ok=True)
         folder.candidate(job.number, job.commit).write_bytes(open(template, "rb").read())
     cold = run_experiment(spec, folder, jobs[0], LANE, threading.Event())
-    kernels = warm_kernels(spec, folder)
+    kernels = warm_kernels(spec, folder, nbformat.read(template, as_version=4))
     try:
         warm = run_experiment(spec, folder, jobs[1], LANE, threading.Event(), kernels)
     finally:

@@ -19,9 +19,9 @@ from autoresearch_kernel.execution.lanes import Job, Lane
 from autoresearch_kernel.execution.runner import Kernel, RunResult
 from autoresearch_kernel.execution.spec import ExperimentSpec
 from autoresearch_kernel.execution.warm import WarmKernels, settle_folder
+from autoresearch_kernel.harness import warm as harness_warm
 from autoresearch_kernel.harness.data import input_paths, training_files
 from autoresearch_kernel.harness.parameters import ExperimentParameters
-from autoresearch_kernel.harness.warm import warm_up_code
 from autoresearch_kernel.integrity import jail, limits
 from autoresearch_kernel.integrity.environment import experiment_env
 from autoresearch_kernel.workspace.runfolder import RunFolder
@@ -87,9 +87,11 @@ def _remove_copy(source: Path) -> None:
         pass
 
 
-def warm_kernels(spec: ExperimentSpec, folder: RunFolder) -> WarmKernels:
-    """The loop's kernels started ahead, one per lane (execution/warm.py); the GPT task's also warm up."""
-    code = warm_up_code(spec.profile, spec.data_dir) if spec.task.is_gpt else ""
+def warm_kernels(spec: ExperimentSpec, folder: RunFolder, notebook) -> WarmKernels:
+    """The loop's kernels started ahead, one per lane (execution/warm.py); the GPT task's also warm up, where
+    the sandbox `notebook`'s harness cells use the harness."""
+    serves = spec.task.is_gpt and harness_warm.serves(notebook)
+    code = harness_warm.warm_up_code(spec.profile, spec.data_dir) if serves else ""
     return WarmKernels(folder.kernel_slots, lambda lane, where: experiment_jail(spec, lane, where),
                        experiment_environment, code, ahead=not spec.timed)
 

@@ -52,6 +52,13 @@ class WarmKernels:
             self.after_run(lane)
         return taken
 
+    def fill(self, lanes: list[Lane]) -> None:
+        """The loop starts: where kernels start ahead, start one for every lane, so that the first runs of the
+        lanes find theirs warm too (a lane whose first run comes later would otherwise start it then)."""
+        if self.ahead:
+            for lane in lanes:
+                self.after_run(lane)
+
     def after_run(self, lane: Lane) -> None:
         """The lane's run has ended: start its next kernel, unless one waits already."""
         with self._lock:

@@ -45,6 +45,14 @@ def _first_export(torch) -> None:
         os.rmdir(folder)
 
 
+def serves(notebook) -> bool:
+    """Whether the warm-up serves `notebook`: its harness cells, the same in every candidate (the contract),
+    use the harness. A notebook whose cells never import it (a scheduling benchmark's, say) gets a bare kernel:
+    torch's import and the data's load would be work it never asked for."""
+    return any("harness" in cell.get("metadata", {}).get("tags", ()) and "autoresearch_kernel" in cell.source
+               for cell in notebook.cells)
+
+
 def warm_up_code(profile: str, data_dir: str) -> str:
     """The line the kernel host runs in a new kernel: leaves no name in the notebook's namespace."""
     return (f"__import__('autoresearch_kernel.harness.warm', fromlist=['warm_up'])"

@@ -153,7 +153,8 @@ class Loop:
             return Lanes(self.lanes, RayExecutor(self.spec, self.config.ray_address, self.run_folder, self.lanes,
                                                  self.checks), self._cancel())
         if self.config.warm_kernels:
-            self.kernels = warm_kernels(self.spec, self.run_folder)
+            self.kernels = warm_kernels(self.spec, self.run_folder, self.workspace.read_sandbox())
+            self.kernels.fill(self.lanes)
         kernels = self.kernels
 
         def execute(job: Job, lane: Lane, cancel) -> RunResult:
