@@ -1,7 +1,15 @@
 """integrity/budget.py: the trusted decision whether a run kept to its budget, on figures the loop measured."""
 import pytest
 
-from autoresearch_kernel.integrity.budget import MAX_FLOP_SCALE, Reference, Spent, Tolerance, flop_scale, verify
+from autoresearch_kernel.integrity.budget import (
+    MAX_FLOP_SCALE,
+    Reference,
+    Spent,
+    Tolerance,
+    ceiling_seconds,
+    flop_scale,
+    verify,
+)
 
 F = 1.25e12
 FORWARD = 5.11e6  # the shipped baseline's forward FLOPs per token, as the scorer counts them
@@ -94,3 +102,16 @@ def test_the_flop_scale_changes_no_other_budget():
     slow = Spent(65_536, FORWARD, 60.0, 300.0)  # three times the seconds per FLOP
     assert verify("seconds", 45.0, slow, TIMED).over
     assert not verify("flops", F, slow, TIMED).over
+
+
+def test_the_ceiling_is_the_most_any_run_on_the_budget_could_be_allowed():
+    """Known before a run (no figure of its own): past it the loop stops the run; within it, verify decides."""
+    tolerance = Tolerance()
+    assert ceiling_seconds("flops", TIMED, tolerance) == pytest.approx(30.0 * MAX_FLOP_SCALE * 1.5)
+    assert ceiling_seconds("seconds", TIMED, tolerance) == pytest.approx(45.0)
+    padded = Spent(65_536, FORWARD, 1e9, 1e9)  # the largest scale a program can claim
+    assert verify("flops", F, padded, TIMED).over
+    assert not verify("flops", F, Spent(65_536, FORWARD, ceiling_seconds("flops", TIMED, tolerance), 1e9), TIMED).over
+    assert ceiling_seconds("tokens", TIMED, tolerance) is None  # a costlier model may take as much longer
+    assert ceiling_seconds("flops", None, tolerance) is None and ceiling_seconds("flops", Reference(None, None),
+                                                                                  tolerance) is None

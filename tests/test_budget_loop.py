@@ -11,7 +11,7 @@ import pytest
 from test_integrity import make_repo
 
 from autoresearch_kernel.gate import GateConfig
-from autoresearch_kernel.integrity.budget import Tolerance
+from autoresearch_kernel.integrity.budget import MAX_FLOP_SCALE, Tolerance
 from autoresearch_kernel.journal import results
 from autoresearch_kernel.loop.guard import Guard
 from autoresearch_kernel.loop.loop import Loop, LoopConfig
@@ -30,7 +30,13 @@ for _ in range(step):  # the budget is spent: as many steps again, unseen by the
     for optimizer in optimizers:
         optimizer.step()
     model.zero_grad(set_to_none=True)"""
+# Past any allowance: it never stops training (the loop's ceiling stops it, integrity/budget.ceiling_seconds)
+RUNAWAY = AFTER_TRAINING + """
+while True:
+    x, y, epoch = next(batches)
+    train_model(x, y).backward()"""
 HONEST = ("UNEMBEDDING_LR = 0.004           # AdamW, output head", "UNEMBEDDING_LR = 0.008           # AdamW, output head")
+STOPPED = "more than any run on its budget may spend"  # the runner's words for a run past its ceiling
 pytestmark = pytest.mark.timeout(1800)  # three loops of real kernels, on two shared cores
 # A count budget's steps: twice the budget is past 1.25 x at any count, but the cheat's extra CPU seconds must
 # also stand out of a start-up's (imports, export) scatter on a busy machine: 8 steps added 3 CPU seconds to
@@ -75,6 +81,7 @@ def budget_run(request, prepared_dir, tmp_path_factory):
     edits = [("cheat: trains on twice its budget", AFTER_TRAINING, CHEAT)]
     if request.param == "flops":
         edits.insert(0, ("honest: higher head learning rate", *HONEST))
+        edits.append(("runaway: trains until it is stopped", AFTER_TRAINING, RUNAWAY))
     proposer = EditingProposer(edits)
     config = LoopConfig(repo=repo, tag="budget", data_dir=str(prepared_dir), device="cpu", baseline_seeds=(0,),
                         timeout_s=600, fix_attempts=0, max_experiments=len(edits), gate=GateConfig(confirm_runs=0),
@@ -98,17 +105,31 @@ def test_a_candidate_that_trains_on_twice_its_budget_is_over_budget_and_not_kept
         assert "FLOPs (3 x " in cheat.failure and cheat.tokens_m == pytest.approx(tokens / 1e6, abs=1e-3)
     elif budget_run["kind"] == "tokens":
         assert f"tokens > 1.25 x the budget's {BUDGET_STEPS * STEP_TOKENS:,}" in cheat.failure
-    else:  # a time budget: only the CPU seconds of the jail's tree show it
-        assert "compute seconds >" in cheat.failure
+    else:  # a time budget: only the CPU seconds of the jail's tree show it, after the run or while it runs
+        assert "compute seconds >" in cheat.failure or STOPPED in cheat.failure, cheat.failure
+
+
+def test_a_run_past_any_allowance_is_stopped_while_it_runs(budget_run):
+    """Under a FLOP budget the most any run may spend is the baseline's CPU seconds x 3 (the largest FLOP scale)
+    x 1.3 (the slack): the runaway is stopped there, long before its wall-clock limit, and never scored."""
+    if budget_run["kind"] != "flops":
+        pytest.skip("the runaway runs under the FLOP budget only")
+    runaway, baseline = budget_run["rows"]["runaway"], budget_run["rows"]["baseline (seed 0)"]
+    assert runaway.status == "over-budget" and STOPPED in runaway.failure, runaway.failure
+    assert runaway.val_bpb is None and runaway.forward_flops_per_token is None  # never scored
+    ceiling = baseline.cpu_seconds * MAX_FLOP_SCALE * (1 + TOLERANCE.seconds)
+    assert ceiling < runaway.cpu_seconds < ceiling + 20 and runaway.wall_seconds < 300
+    assert budget_run["kept"][:7] != runaway.commit
+    assert ("runaway: trains until it is stopped", "over-budget") in budget_run["proposer"].feedbacks
 
 
 def test_rows_record_what_was_measured_and_an_honest_change_keeps_to_its_budget(budget_run):
-    rows = budget_run["rows"]
+    rows = {name: row for name, row in budget_run["rows"].items() if STOPPED not in row.failure}  # scored ones
     for row in rows.values():
         assert row.cpu_seconds > 1 and row.forward_flops_per_token > 0  # measured outside the kernel
         assert 0 < row.forward_us_per_token < 1e4  # the scorer's compute time per token of its evaluation
         # the harness's count; rows keep tokens in thousands
         assert row.flops == pytest.approx(row.tokens_m * 1e6 * TINY_FLOPS_PER_TOKEN, abs=500 * TINY_FLOPS_PER_TOKEN)
-    assert rows["cheat"].cpu_seconds > rows["baseline (seed 0)"].cpu_seconds
+    assert budget_run["rows"]["cheat"].cpu_seconds > rows["baseline (seed 0)"].cpu_seconds
     if budget_run["kind"] == "flops":
         assert rows["honest"].status in ("keep", "discard"), rows["honest"].failure

@@ -53,6 +53,14 @@ def test_round_trip_through_rows(tmp_path):
     assert rows[1].failure == "timeout"
 
 
+def test_an_over_budget_row_keeps_its_score_or_reads_none_when_stopped_before_scoring(tmp_path):
+    path = tmp_path / "results.tsv"
+    results.append(path, _row(1, status="over-budget"), _row(2, status="over-budget", val=None))
+    scored, stopped = results.read_rows(path)
+    assert scored.val_bpb == pytest.approx(0.9979)
+    assert stopped.val_bpb is None and stopped.memory_gb is None  # written 0.000000, read as no value
+
+
 def test_numeric_looking_commit_stays_text(tmp_path):
     path = tmp_path / "results.tsv"
     results.append(path, Row("1234500", 1.0, 1.0, "keep", "d", experiment=1, parent="0000001"))

@@ -1,12 +1,15 @@
 """The runner executes real notebooks in real kernels: ok, crash, timeout, kernel death, abort, secrets."""
 import json
+import subprocess
+import sys
 import threading
+import time
 
 import nbformat
 import psutil
 import pytest
 
-from autoresearch_kernel.execution.runner import run_notebook
+from autoresearch_kernel.execution.runner import Kernel, run_notebook
 from autoresearch_kernel.integrity.environment import PASSED_THROUGH, experiment_env
 
 PARAMETERS = 'METRICS_PATH = "metrics.json"\nVALUE = 1.0'
@@ -61,6 +64,59 @@ def test_timeout_kills_the_kernel_and_keeps_the_notebook(tmp_path):
     assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
     executed = nbformat.read(result.output_path, as_version=4)
     assert "wall-clock limit" in executed.cells[-1].source
+
+
+def test_a_run_past_its_cpu_ceiling_is_stopped_as_over_its_budget(tmp_path):
+    """The loop's ceiling (integrity/budget.ceiling_seconds): CPU seconds of the kernel's whole tree, a child
+    process's included, stop the run long before its wall-clock limit, and the notebook says why."""
+    notebook = make_notebook(tmp_path / "nb.ipynb", """\
+import multiprocessing, time
+def burn():
+    while True:
+        pass
+multiprocessing.Process(target=burn, daemon=True).start()
+burn()""", WRITE_METRICS)
+    kernel = Kernel(tmp_path, experiment_env(None), None)
+    result = kernel.run(notebook, tmp_path / "out.ipynb", timeout_s=300, cpu_ceiling_s=6.0)
+    assert (result.status, result.error_name) == ("crash", "OverBudget"), result.failure
+    assert "passed 6 CPU seconds, more than any run on its budget may spend" in result.error_message
+    assert 6.0 < result.cpu_seconds < 30 and result.wall_seconds < 60
+    assert "more than any run on its budget may spend" in nbformat.read(result.output_path, 4).cells[-1].source
+    assert not kernel.alive
+
+
+PARENT = """\
+import sys, threading, time
+from pathlib import Path
+from autoresearch_kernel.execution.runner import Kernel
+from autoresearch_kernel.integrity.environment import experiment_env
+folder = Path(sys.argv[1])
+kernel = Kernel(folder, experiment_env(None), None)
+Path(folder, "host.pid").write_text(str(kernel.process.pid))
+# run in a thread that ends first (as a lane's kernel started ahead by its previous run's thread)
+threading.Thread(target=lambda: kernel._send({"notebook": sys.argv[2], "output": str(folder / "out.ipynb"),
+                                               "parameters": {}})).start()
+time.sleep(600)
+"""
+
+
+def test_a_killed_parent_takes_its_kernel_with_it_whatever_thread_started_it(tmp_path):
+    """A killed loop's kernels end with it: the host ends when the loop's end of its pipe closes."""
+    notebook = make_notebook(tmp_path / "nb.ipynb", "import os; open('kernel.pid', 'w').write(str(os.getpid()))",
+                             "import time; time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path), str(notebook)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "kernel.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        host = psutil.Process(int((tmp_path / "host.pid").read_text()))
+        kernel = psutil.Process(int((tmp_path / "kernel.pid").read_text()))
+        parent.kill()
+        parent.wait(10)
+        gone, alive = psutil.wait_procs([host, kernel], timeout=20)
+    finally:
+        parent.kill()
+    assert alive == [], [p.cmdline() for p in alive]
 
 
 def test_kernel_death_is_a_crash(tmp_path):

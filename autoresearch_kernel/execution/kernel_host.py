@@ -1,7 +1,7 @@
 """The kernel host: inside the jail, start a Jupyter kernel, warm it, then run exactly one notebook with papermill.
 
     python -m autoresearch_kernel.execution.kernel_host --warm-up CODE --autosave SECONDS
-    stdin: one JSON line {"notebook": path, "output": path, "parameters": {...}}, then end of file
+    stdin: one JSON line {"notebook": path, "output": path, "parameters": {...}}, held open while it runs
 
 The kernel starts in this process's folder (the run's own) before the notebook is known, and runs `CODE`,
 trusted code of the harness (imports, the data's verification and load, the export's first-time set-up),
@@ -9,7 +9,12 @@ without a trace in its history or its execution count. Then the host waits for t
 sends when an experiment gets this kernel, and executes the notebook through papermill's own engine on the
 kernel already running. Papermill's failures are its command line's: the traceback goes to the log and the
 exit status is 1, the executed notebook keeps the error. A request that never comes (end of file) ends the
-host with nothing run. Everything a cold `papermill` run does, this does, in the same jail, later started.
+host with nothing run. After the request the loop holds the pipe open until the run has ended: its end before
+that means the loop is gone (killed), and the host ends at once, and with it the jail and the kernel. The
+jail's own death signal (bwrap --die-with-parent) is bound to the thread that started it, which may have
+ended long before (a lane's kernel started ahead by its previous run's thread): measured, a killed parent
+whose starting thread had ended left its jail running. Everything a cold `papermill` run does, this does, in
+the same jail, later started.
 """
 from __future__ import annotations
 
@@ -18,8 +23,10 @@ import json
 import logging
 import os
 import sys
+import threading
 
 WARM_UP_TIMEOUT_S = 300.0  # torch's import and the data's verification, on a slow disk
+LOOP_GONE = 75  # the exit status when the loop's end of the pipe closed before the run ended
 KERNEL = "python3"
 
 
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if not line.strip():
         return 0  # no experiment came for this kernel
     request = json.loads(line)
+    threading.Thread(target=_end_when_the_loop_is_gone, daemon=True).start()
 
     try:
         papermill.execute_notebook(
@@ -78,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if manager is not None:
             run_sync(manager.shutdown_kernel)(now=True)
     return 0
+
+
+def _end_when_the_loop_is_gone() -> None:
+    """Wait for the end of the loop's pipe; it comes before the run's end only when the loop is gone."""
+    sys.stdin.read()
+    os._exit(LOOP_GONE)  # the jail's namespace ends with its first process: the kernel with it
 
 
 if __name__ == "__main__":

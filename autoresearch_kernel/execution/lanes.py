@@ -47,6 +47,7 @@ class Job:
     kind: str  # baseline | candidate | confirm | fix | rebase | pair
     queued_at: float = field(default_factory=time.time)  # epoch seconds it became runnable
     timeout_scale: float = 1.0  # the wall-clock limit's multiple: more for a run again after a timeout
+    cpu_ceiling_s: float | None = None  # stopped past these CPU seconds: over its budget (budget.ceiling_seconds)
 
 
 @dataclass

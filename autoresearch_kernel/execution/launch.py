@@ -65,7 +65,8 @@ def run_experiment(spec: ExperimentSpec, folder: RunFolder, job: Job, lane: Lane
     try:
         # relative to the kernel's folder, so that the executed notebook names its files as they end up
         result = kernel.run(source, where / f"{name}.ipynb", _parameters(spec, job.seed, name, lane),
-                            timeout_s=spec.timeout_s * job.timeout_scale, cancel=cancel)
+                            timeout_s=spec.timeout_s * job.timeout_scale, cancel=cancel,
+                            cpu_ceiling_s=job.cpu_ceiling_s)
     finally:
         kernel.close()
         _remove_copy(source)

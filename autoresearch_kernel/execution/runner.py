@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from autoresearch_kernel.execution.runresult import RunFiles, RunResult, read_result, traceback_tail
+from autoresearch_kernel.execution.runresult import OVER_BUDGET, RunFiles, RunResult, read_result, traceback_tail
 from autoresearch_kernel.integrity import limits as resource_limits
 from autoresearch_kernel.integrity.environment import experiment_env
 from autoresearch_kernel.integrity.jail import Jail
@@ -82,9 +82,11 @@ class Kernel:
         return self.process.poll() is None
 
     def run(self, notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict | None = None,
-            timeout_s: float = 600.0, cancel: threading.Event | None = None) -> RunResult:
+            timeout_s: float = 600.0, cancel: threading.Event | None = None,
+            cpu_ceiling_s: float | None = None) -> RunResult:
         """Execute `notebook` into `output` (both where the kernel can reach them) with `parameters`, killing it
-        after `timeout_s` seconds of wall time from now; `cancel` aborts it at once. The kernel is done after.
+        after `timeout_s` seconds of wall time from now; `cancel` aborts it at once; past `cpu_ceiling_s` CPU
+        seconds of its tree it is stopped as over its budget (an `OverBudget` crash). The kernel is done after.
 
         The harness inside writes its metrics to the `METRICS_PATH` parameter (relative to the kernel's folder
         when relative); unless the caller names one, it is `output` with the suffix `.metrics.json`."""
@@ -100,19 +102,35 @@ class Kernel:
         started = time.monotonic()
         try:
             self._send({"notebook": str(notebook), "output": str(output), "parameters": parameters})
-            watch = (lambda: self.confinement.watch(output.parent)) if self.confinement else None
-            stopped_by = _wait(self.process, started + timeout_s, cancel, self.meter, watch)
+            stopped_by = _wait(self.process, started + timeout_s, cancel, self.meter,
+                               self._watch(output.parent, cpu_ceiling_s))
             wall_seconds = time.monotonic() - started
             if self.confinement is None:
-                return _measured(read_result(files, self.process.returncode, stopped_by, wall_seconds, timeout_s),
-                                 self.meter)
+                return _measured(read_result(files, self.process.returncode, stopped_by, wall_seconds, timeout_s,
+                                             cpu_ceiling_s), self.meter)
             self.confinement.kill()  # nothing of the jail may still run while its folder is read
-            hit = stopped_by if stopped_by not in (None, "timeout", "aborted") else None
+            hit = stopped_by if stopped_by not in (None, "timeout", "aborted", OVER_BUDGET) else None
             result = read_result(files, self.process.returncode, "timeout" if hit else stopped_by, wall_seconds,
-                                 timeout_s)
+                                 timeout_s, cpu_ceiling_s)
             return _measured(_limited(result, self.confinement, hit), self.meter)
         finally:
             self.close()
+
+    def _watch(self, folder: Path, cpu_ceiling_s: float | None):
+        """What the runner checks every few seconds while the run runs: its CPU seconds against the ceiling,
+        then the jail's limits (the name of what it passed, or None)."""
+        def watch() -> str | None:
+            if cpu_ceiling_s is not None and self._cpu_seconds() > cpu_ceiling_s:
+                return OVER_BUDGET
+            return self.confinement.watch(folder) if self.confinement else None
+
+        return watch if cpu_ceiling_s is not None or self.confinement else None
+
+    def _cpu_seconds(self) -> float:
+        """The tree's CPU seconds so far: its jail's cgroup's count where there is one (exact, whatever escaped
+        the tree), else the runner's samples."""
+        counted = self.confinement.usage().cpu_seconds if self.confinement else None
+        return counted if counted is not None else self.meter.cpu_seconds
 
     def close(self) -> None:
         """Kill what still runs of this kernel's tree and release its limits (a kernel is never reused)."""
@@ -128,9 +146,10 @@ class Kernel:
             self.confinement.close()
 
     def _send(self, request: dict) -> None:
+        """The one request; the pipe stays open until `close`, the host's sign that the loop still runs."""
         try:
             self.process.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.stdin.close()
+            self.process.stdin.flush()
         except OSError:  # the host died while it waited: its exit status and log say why
             pass
 

@@ -69,24 +69,27 @@ class RunFiles:
         return self.output.with_suffix(".log")
 
 
+OVER_BUDGET = "over-budget"  # stopped by the runner past its CPU ceiling (budget.ceiling_seconds)
+
+
 def read_result(files: RunFiles, returncode: int, stopped_by: str | None, wall_seconds: float,
-                timeout_s: float) -> RunResult:
-    """The result of a run whose processes are all gone: stopped (`stopped_by`: timeout or aborted), or ended
-    with `returncode`, its figures and its first error read from its folder."""
+                timeout_s: float, cpu_ceiling_s: float | None = None) -> RunResult:
+    """The result of a run whose processes are all gone: stopped (`stopped_by`: timeout, aborted or
+    over-budget), or ended with `returncode`, its figures and its first error read from its folder."""
     if stopped_by:
-        _note_stop(files.source, files.output, stopped_by, timeout_s)
+        why = {"timeout": f"the notebook ran past its {timeout_s:.0f} s wall-clock limit and was killed",
+               "aborted": "the run was aborted by the user",
+               OVER_BUDGET: f"the run passed {cpu_ceiling_s or 0:.0f} CPU seconds, more than any run on its "
+                            "budget may spend, and was stopped"}[stopped_by]
+        _note_stop(files.source, files.output, why)
         return RunResult(
-            status=stopped_by,
+            status="crash" if stopped_by == OVER_BUDGET else stopped_by,
             metrics=None,
             wall_seconds=wall_seconds,
             output_path=files.output,
             log_path=files.log,
-            error_name="Timeout" if stopped_by == "timeout" else "Aborted",
-            error_message=(
-                f"the notebook ran past its {timeout_s:.0f} s wall-clock limit and was killed"
-                if stopped_by == "timeout"
-                else "the run was aborted by the user"
-            ),
+            error_name={"timeout": "Timeout", "aborted": "Aborted", OVER_BUDGET: "OverBudget"}[stopped_by],
+            error_message=why,
         )
     return _result(returncode, wall_seconds, files.output, files.log, files.metrics)
 
@@ -185,16 +188,11 @@ def _log_error(log_path: Path) -> tuple[str | None, str | None, str | None]:
     return "KernelDied", (tail[-1] if tail else "papermill exited without a message"), "\n".join(tail)
 
 
-def _note_stop(notebook: Path, output: Path, why: str, timeout_s: float) -> None:
+def _note_stop(notebook: Path, output: Path, why: str) -> None:
     """Leave a readable executed notebook even when papermill was killed, and say in it what happened."""
     try:
         nb = _read_notebook(output)
     except Exception:  # killed before its first save, or mid-write, or a planted link: keep the source
         nb = nbformat.read(notebook, as_version=4)
-    text = (
-        f"**Stopped by the runner**: ran past its {timeout_s:.0f} s wall-clock limit; the kernel was killed."
-        if why == "timeout"
-        else "**Stopped by the runner**: aborted by the user; the kernel was killed."
-    )
-    nb.cells.append(nbformat.v4.new_markdown_cell(text))
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"**Stopped by the runner**: {why}."))
     untrusted.write_text(output, nbformat.writes(nb))

@@ -23,7 +23,8 @@ A run is over its budget when either test fails (`verify`):
 TRAIN_FACTOR prices a training token at three forward passes (the backward pass costs about two); the
 harness's own count (harness/flops.py) also includes the optimizer, so an honest run under a FLOP budget is
 priced below F here (the shipped baseline at 0.79 F: 19.48 MFLOP per token counted in training, 5.11 MFLOP
-per token forward). Nothing here reads files or clocks: tests/test_budget.py covers it.
+per token forward). A run past `ceiling_seconds` (the most any run on its budget could be allowed) is stopped while it runs.
+Nothing here reads files or clocks: tests/test_budget.py covers it.
 """
 from __future__ import annotations
 
@@ -122,6 +123,16 @@ def allowed_seconds(kind: str, spent: Spent, reference: Reference | None, tolera
     if reference is None or not reference.seconds:
         return None
     return reference.seconds * _scale(kind, spent, reference) * (1 + tolerance.seconds)
+
+
+def ceiling_seconds(kind: str, reference: Reference | None, tolerance: Tolerance) -> float | None:
+    """The most compute seconds any run on this budget could be allowed, known before it runs: past them the
+    loop stops it (over its budget whatever it scores), rather than let a model cheap per token train for ten
+    minutes to be recorded over-budget. None where no such bound is known: no baseline measured yet, or a token
+    budget (a model costlier per token may take as much longer)."""
+    if reference is None or not reference.seconds or kind not in ("flops", "seconds"):
+        return None
+    return reference.seconds * (MAX_FLOP_SCALE if kind == "flops" else 1.0) * (1 + tolerance.seconds)
 
 
 def _scale(kind: str, spent: Spent, reference: Reference) -> float:

@@ -315,8 +315,10 @@ def _rows(frame: pd.DataFrame) -> list[Row]:
                 continue
             value = values.get(name)
             values[name] = None if value is None or value == "" or pd.isna(value) else float(value)
-        # a crash, or a proposal that ran nothing and points at no value, is written 0.000000: no value
-        crashed = values["status"] == "crash" or (values["status"] in NOT_RUN and not values["val_bpb"])
+        # a crash, a proposal that ran nothing and points at no value, or a run stopped over its budget before
+        # it was scored, is written 0.000000: no value
+        crashed = values["status"] == "crash" or (values["status"] in NOT_RUN + ("over-budget",)
+                                                  and not values["val_bpb"])
         if crashed:
             values["val_bpb"] = values["memory_gb"] = None
         for name in ("experiment", "seed", "prompt_tokens", "completion_tokens", "lane", "pair_experiment"):

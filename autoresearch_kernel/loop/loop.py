@@ -314,7 +314,8 @@ class Loop:
         flight.started = len(flight.runs) + 1
         self._save()
         self.scheduler.start(Job(number, flight.commit, seed, kind, flight.queued_at,
-                                 timeout_scale=records.TIMEOUT_GROWTH ** flight.retries), lane)
+                                 timeout_scale=records.TIMEOUT_GROWTH ** flight.retries,
+                                 cpu_ceiling_s=self.settler.cpu_ceiling(kind, lane.device, self.spec.task)), lane)
         self._show_lanes()
         message = "confirming on another seed" if kind == "confirm" else ""
         self.set_phase("running", message, experiment=number, kind=kind, description=flight.description)

@@ -46,6 +46,7 @@ FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal s
 REVERTED_WITHOUT_WEIGHTS = ("discard", "noop", "stale", budget.STATUS)
 # Crashes that are the machine's, not the code's: no fix proposal is asked for (the code may be fine).
 NOT_THE_CODE = ("WorkerLost",)
+STOPPED_OVER_BUDGET = "OverBudget"  # the runner stopped the run past its CPU ceiling (Settler.cpu_ceiling)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Settler:
         if row.status == "suspect":  # the gate never sees it; the proposer hears the status, not the figure
             verdict = gate.Decision("suspect", None, self.records.best(), self.records.margin(), None, row.failure)
             return self.settle(flight, verdict, fixable=False)
-        over = self._over_budget(row)
+        over = self._stopped_over_budget(row) if error_name == STOPPED_OVER_BUDGET else self._over_budget(row)
         if over is not None:
             return self.settle(flight, over, fixable=False)
         if self._awaits_pair(flight):  # decided once the best has run on this seed too
@@ -174,6 +175,19 @@ class Settler:
 
     def _crash(self, reason: str) -> gate.Decision:
         return gate.Decision("crash", None, self.records.best(), self.records.margin(), None, reason)
+
+    def cpu_ceiling(self, kind: str, device: str, task) -> float | None:
+        """The CPU seconds past which a run is stopped while it runs: more than any run on the budget could be
+        allowed (budget.ceiling_seconds), known once the baseline has run. For the GPT task's runs on a CPU (whose
+        CPU seconds the budget verifies), never the baseline's or the best's own runs (they set the measure)."""
+        if kind in ("baseline", records.PAIR) or not task.is_gpt or device.startswith("cuda"):
+            return None
+        chosen = self.yardstick.budget
+        return budget.ceiling_seconds(chosen.kind, self.records.budget_reference(), self.yardstick.tolerance)
+
+    def _stopped_over_budget(self, row: Row) -> gate.Decision:
+        reason = f"{budget.STATUS}: {row.failure.split(STOPPED_OVER_BUDGET + ': ', 1)[-1]}"
+        return gate.Decision(budget.STATUS, None, self.records.best(), self.records.margin() or 0.0, None, reason)
 
     def _over_budget(self, row: Row) -> gate.Decision | None:
         """The over-budget verdict of a run that trained past its budget (measured outside its kernel), else None.
@@ -266,7 +280,8 @@ class Settler:
         noise_std = self.records.noise_std()
         rows = [dataclasses.replace(row, status=status, margin=decision.margin, best=decision.best,
                                     noise_std=noise_std,
-                                    failure=row.failure or ("" if status == "keep" else decision.reason))
+                                    failure=decision.reason if status == budget.STATUS else
+                                    row.failure or ("" if status == "keep" else decision.reason))
                 for row in runs]
         if fault:
             rows = [dataclasses.replace(row, failure=records.MACHINE_FAULT + row.failure) for row in rows]
