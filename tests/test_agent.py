@@ -184,7 +184,8 @@ def test_a_second_step_or_a_step_during_a_loop_is_refused(tmp_path):
     repo = make_repo(tmp_path / "project")
     agent_init(repo, seeds=1)
     worktree = repo / "runs" / "t" / "worktree"
-    slow = run_agent(worktree, "t", [{"message": "slow", "edits": [edit("SLEEP = 0 ", "SLEEP = 4 ")]}],
+    # long enough that the second step's start (a CLI's imports, slow on a busy machine) finds it running
+    slow = run_agent(worktree, "t", [{"message": "slow", "edits": [edit("SLEEP = 0 ", "SLEEP = 15 ")]}],
                      tmp_path / "slow.json", wait=False)
     wait_for_running(repo)
     second = subprocess.run(CLI + ["step", "--tag", "t", "-m", "meanwhile"], cwd=worktree, capture_output=True,
