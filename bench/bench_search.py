@@ -33,10 +33,11 @@ descriptions, and prints the figures of the rows an earlier bench wrote (one cut
 Why 16 experiments: Optuna's TPE draws its first 10 trials at random (n_startup_trials), and the kept notebook
 is the first trial of each region, so with the same seed TPE proposes exactly what random search proposes for
 its first 9 experiments; fewer experiments compare random search with itself.
-Time: a run costs 35 to 80 s here whatever the token budget (start-up, export and scoring dominate; 8,192
-tokens train in 4 s), so the default, 4 methods x 1 repeat x (3 baseline seeds + 16 experiments + their
-confirmations) and the re-checks, about 80 runs, took 51.8 minutes on a quiet machine (more on a busy one);
-each further repeat (--repeats, or --first-repeat on its own and --from-tsv to read them together) as long.
+Time, measured under the yardstick (FLOP budget, paired gate, 2 cores): random search's 16 experiments took
+38.0 minutes and its two re-checks 9 more (its proposals drift to small models that train on 11 to 14 times
+the baseline's tokens, 80 to 130 s a run; the ones past the budget's ceiling are stopped at about 180 CPU
+seconds); mutate's borderline changes each earn up to 8 paired runs (and the best its runs on those seeds),
+about 30 s each, so a repeat of mutate is longer than an hour. Plan an evening per repeat of all four methods.
 `--repeats 1 --experiments 2 --budget-flops 1.6e11` (8,192 tokens of the baseline) checks the script in about
 five minutes per method.
 
