@@ -90,8 +90,7 @@ def main() -> None:
                             budget_flops=args.budget_flops, timeout_s=1200)
         with Loop(config, proposer=Scripted()) as loop:
             loop.run()
-            rows = list(loop.records.rows)
-    reference = budget.Reference.of(records.spent(r) for r in rows if r.kind == "baseline" and r.status == "keep")
+            rows, reference = list(loop.records.rows), loop.records.budget_reference()
     print(f"FLOP budget {args.budget_flops:.3g}, cpu profile, one run each; allowed = 1.5 x the baseline's CPU "
           f"seconds x the FLOP scale")
     print(f"{'status':<12} {'tokens':>8} {'fwd MFLOP/tok':>14} {'us/tok':>8} {'scale':>6} {'CPU s':>7} "

@@ -70,6 +70,7 @@ class RunFiles:
 
 
 OVER_BUDGET = "over-budget"  # stopped by the runner past its CPU ceiling (budget.ceiling_seconds)
+OVER_BUDGET_ERROR = "OverBudget"  # the error name of such a run (a crash the loop settles over-budget)
 
 
 def read_result(files: RunFiles, returncode: int, stopped_by: str | None, wall_seconds: float,
@@ -88,7 +89,7 @@ def read_result(files: RunFiles, returncode: int, stopped_by: str | None, wall_s
             wall_seconds=wall_seconds,
             output_path=files.output,
             log_path=files.log,
-            error_name={"timeout": "Timeout", "aborted": "Aborted", OVER_BUDGET: "OverBudget"}[stopped_by],
+            error_name={"timeout": "Timeout", "aborted": "Aborted", OVER_BUDGET: OVER_BUDGET_ERROR}[stopped_by],
             error_message=why,
         )
     return _result(returncode, wall_seconds, files.output, files.log, files.metrics)

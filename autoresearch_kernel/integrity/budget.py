@@ -23,8 +23,8 @@ A run is over its budget when either test fails (`verify`):
 TRAIN_FACTOR prices a training token at three forward passes (the backward pass costs about two); the
 harness's own count (harness/flops.py) also includes the optimizer, so an honest run under a FLOP budget is
 priced below F here (the shipped baseline at 0.79 F: 19.48 MFLOP per token counted in training, 5.11 MFLOP
-per token forward). A run past `ceiling_seconds` (the most any run on its budget could be allowed) is stopped while it runs.
-Nothing here reads files or clocks: tests/test_budget.py covers it.
+per token forward). A run past `ceiling_seconds` (the most any run on its budget could be allowed) is stopped
+while it runs. Nothing here reads files or clocks: tests/test_budget.py covers it.
 """
 from __future__ import annotations
 
@@ -33,9 +33,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 TRAIN_FACTOR = 3.0  # training FLOPs per forward FLOP: forward once, backward about twice
-# The most a FLOP budget's compute seconds scale for a program slower per FLOP than the baseline's; honest
-# models stay far below it (the README's figures), and it bounds what a program padded with work the FLOP
-# count does not see (elementwise operators, say) can buy.
+# The most a FLOP budget's compute seconds scale for a program slower per FLOP than the baseline's. It bounds
+# what a program padded with work the FLOP count does not see (elementwise operators, say) can buy; the
+# cheapest honest shapes measured reach it (a ninth of the baseline's FLOPs per token: 3.16, README) and rely
+# on the tolerance's slack beyond it.
 MAX_FLOP_SCALE = 3.0
 STATUS = "over-budget"  # the results row's status of a run over its budget: never kept, reverted
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from autoresearch_kernel import gate
 from autoresearch_kernel.errors import AutoresearchError, ProposalError
+from autoresearch_kernel.execution.runresult import OVER_BUDGET_ERROR
 from autoresearch_kernel.harness.profiles import Budget, choose_budget
 from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.journal import records
@@ -46,7 +47,6 @@ FAILURE_EXCERPT_CHARS = 3000  # how much of a crash's traceback a fix proposal s
 REVERTED_WITHOUT_WEIGHTS = ("discard", "noop", "stale", budget.STATUS)
 # Crashes that are the machine's, not the code's: no fix proposal is asked for (the code may be fine).
 NOT_THE_CODE = ("WorkerLost",)
-STOPPED_OVER_BUDGET = "OverBudget"  # the runner stopped the run past its CPU ceiling (Settler.cpu_ceiling)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Settler:
         if row.status == "suspect":  # the gate never sees it; the proposer hears the status, not the figure
             verdict = gate.Decision("suspect", None, self.records.best(), self.records.margin(), None, row.failure)
             return self.settle(flight, verdict, fixable=False)
-        over = self._stopped_over_budget(row) if error_name == STOPPED_OVER_BUDGET else self._over_budget(row)
+        over = self._stopped_over_budget(row) if error_name == OVER_BUDGET_ERROR else self._over_budget(row)
         if over is not None:
             return self.settle(flight, over, fixable=False)
         if self._awaits_pair(flight):  # decided once the best has run on this seed too
@@ -186,7 +186,8 @@ class Settler:
         return budget.ceiling_seconds(chosen.kind, self.records.budget_reference(), self.yardstick.tolerance)
 
     def _stopped_over_budget(self, row: Row) -> gate.Decision:
-        reason = f"{budget.STATUS}: {row.failure.split(STOPPED_OVER_BUDGET + ': ', 1)[-1]}"
+        """A run the runner stopped past its CPU ceiling (Settler.cpu_ceiling): over-budget, never scored."""
+        reason = f"{budget.STATUS}: {row.failure.split(OVER_BUDGET_ERROR + ': ', 1)[-1]}"
         return gate.Decision(budget.STATUS, None, self.records.best(), self.records.margin() or 0.0, None, reason)
 
     def _over_budget(self, row: Row) -> gate.Decision | None:
