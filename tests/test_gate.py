@@ -391,6 +391,17 @@ def test_power_for_changes_that_keep_the_initialisation(gain, at_least, most_run
     assert rate >= at_least and runs <= most_runs
 
 
+def test_a_capped_rule_keeps_its_false_keep_budget_and_trades_power_for_runs():
+    """--paired-runs 3 (make run's short demo): the looks share the same 1% budget, so null changes stay within
+    it; a candidate costs at most 3 runs; a 0.02 gain is still kept, a 0.005 one mostly is not (0.86 at 8)."""
+    capped = dataclasses.replace(PAIRED, paired_runs=3)
+    for sd in (KEEPS_INIT, REDRAWS):
+        assert simulate(0.0, sd, capped)[0] <= capped.false_keep_rate
+    big, runs = simulate(0.02, KEEPS_INIT, capped)
+    assert big >= 0.9 and runs <= 3.0
+    assert simulate(0.005, KEEPS_INIT, capped)[0] < 0.5 < simulate(0.005, KEEPS_INIT)[0]
+
+
 def test_the_paired_rule_against_the_means_rule_on_the_same_null_and_gain():
     """The means rule (3 baseline seeds, known noise) cannot see 0.005 at a seed sd of 0.0185."""
     rng, kept = np.random.default_rng(2), 0

@@ -79,3 +79,27 @@ def test_a_tag_stored_before_the_paired_gate_resumes_with_the_rule_it_was_measur
     assert settings.check_resume(folder, resumed, "/data") == []
     with pytest.raises(AutoresearchError, match="gate"):
         settings.check_resume(folder, LoopConfig.resumed(tmp_path, "t", gate=GateConfig()), "/data")
+
+
+def test_paired_runs_caps_the_gate_is_kept_on_resume_and_is_part_of_the_yardstick(tmp_path):
+    """--paired-runs N sets the paired gate's most runs per candidate (make run's demo passes 3); a resume keeps
+    it, and another N is a new yardstick. A number the rule cannot use, or a gate that pairs nothing, is refused
+    in one line."""
+    given = settings.given(parse("--paired-runs", "3"))
+    assert given == {"paired_runs": 3}
+    config = LoopConfig(repo=tmp_path, tag="t", **given)
+    assert config.gate.paired_runs == 3 and config.gate.rule == "paired"
+    assert LoopConfig(repo=tmp_path, tag="t").gate.paired_runs == GateConfig().paired_runs == 8
+    folder = RunFolder.of(tmp_path, "t")
+    folder.path.mkdir(parents=True)
+    settings.store(folder, config, "/data", [])
+    resumed = LoopConfig.resumed(tmp_path, "t")
+    assert resumed.gate.paired_runs == 3 and settings.check_resume(folder, resumed, "/data") == []
+    with pytest.raises(AutoresearchError, match="paired_runs 3 -> 8") as refused:
+        settings.check_resume(folder, LoopConfig.resumed(tmp_path, "t", paired_runs=8), "/data")
+    assert "start a new tag" in str(refused.value)
+    with pytest.raises(AutoresearchError, match="at least 3") as refused:
+        LoopConfig(repo=tmp_path, tag="t", paired_runs=2)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(AutoresearchError, match="leave it out"):
+        LoopConfig(repo=tmp_path, tag="t", task="circle-packing", paired_runs=3)

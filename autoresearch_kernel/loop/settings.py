@@ -27,8 +27,8 @@ from autoresearch_kernel.integrity import budget
 from autoresearch_kernel.workspace.runfolder import RunFolder
 
 # Settings a resumed run may not change: its results were measured with them.
-YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline_seeds", "gate", "budget_flops",
-             "budget_tolerance", "task", "budget_evaluations")
+YARDSTICK = ("profile", "data_dir", "budget_seconds", "budget_tokens", "baseline_seeds", "gate", "paired_runs",
+             "budget_flops", "budget_tolerance", "task", "budget_evaluations")
 # What a resume started from a form sends: limits of this process only; everything else is the run's own.
 RESUMABLE = ("max_experiments", "timeout_s")
 # where and whether to resume, and how this process runs them (no figure changes with these): not the run's
@@ -53,6 +53,9 @@ class LoopConfig:
     # the unmodified notebook runs once per seed first; None: the task's (0, 1, 2; one seed for a deterministic task)
     baseline_seeds: tuple[int, ...] | None = None
     gate: gate.GateConfig | None = None  # None: the task's (its noise); the direction is always the task's
+    # the most runs the paired gate gives one candidate; None: the gate's (8). Fewer spend less on borderline
+    # changes and keep fewer small gains (make run's short demo passes 3; tests/test_gate.py has the power)
+    paired_runs: int | None = None
     timeout_s: float | None = None  # wall-clock limit of one run; None: derived from the budget
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     proposer: str = "mutate"  # mutate | llm | optuna | hybrid
@@ -84,6 +87,8 @@ class LoopConfig:
             self.gate = gate.GateConfig.from_stored(self.gate)
         self.gate = dataclasses.replace(self.gate or task_gate(self._task),
                                         lower_is_better=self._task.metric.lower_is_better)
+        if self.paired_runs is not None:
+            self.gate = _with_paired_runs(self.gate, int(self.paired_runs))
         if isinstance(self.budget_tolerance, dict):
             self.budget_tolerance = budget.Tolerance(**self.budget_tolerance)
         budgets = (self.budget_seconds, self.budget_tokens, self.budget_flops, self.budget_evaluations)
@@ -163,6 +168,17 @@ def task_gate(task: tasks.Task) -> gate.GateConfig:
     if task.deterministic:  # one run decides: no seed scatters, so there is nothing to pair or confirm
         return gate.GateConfig(deterministic=True, confirm_runs=0, rule="means")
     return gate.GateConfig(prior_sd=task.noise_sd)
+
+
+def _with_paired_runs(config: gate.GateConfig, runs: int) -> gate.GateConfig:
+    """`config` giving a candidate at most `runs` runs; a one-line error where that cannot be."""
+    if config.rule != "paired":
+        raise AutoresearchError(f"--paired-runs applies to the paired gate, and this run's gate is the "
+                                f"{config.rule!r} rule (a deterministic task runs each candidate once): leave it out")
+    if runs < config.paired_first_look:
+        raise AutoresearchError(f"--paired-runs {runs} is too few: a keep after the first run needs "
+                                f"{config.paired_first_look} pairs, so give at least {config.paired_first_look}")
+    return dataclasses.replace(config, paired_runs=runs)
 
 
 # -- the run's copy: runs/<tag>/config.json ----------------------------------------------------------------
@@ -265,6 +281,9 @@ OPTIONS = (
     Option("max_experiments", "--max-experiments", "stop after N proposals (default: never)", int),
     Option("baseline_seeds", "--baseline-seeds", "seeds the unmodified notebook runs on first (default: 3)", int,
            to_config=lambda count: tuple(range(count))),
+    Option("paired_runs", "--paired-runs", "the most runs one candidate gets from the paired gate, its first and "
+           "its confirmations (default: 8; fewer spend less on borderline changes and keep fewer small gains)",
+           int),
     Option("timeout_s", "--timeout", "wall-clock seconds per run (default: from the budget)", float),
     Option("device", "--device", "auto | cpu | cuda | cuda:N | mps"),
     Option("profile", "--profile", "cpu | gpu: as the data was prepared (default: cpu)"),
