@@ -23,31 +23,33 @@ from autoresearch_kernel.harness.prepare import SplitSecret, prepare
 # tests prepare with one fixed secret instead: the same split, rows and figures in every session.
 TEST_SECRET = SplitSecret(key=bytes(32), pack_seed=0)
 
-# The longest first: CI's figures for the first four (seconds), the others by their loops and kernels.
+# The longest first, by a quiet full run's figures (seconds per module, `--durations`, two workers).
 SLOW_MODULES = (
-    "test_budget_loop",        # loops whose candidates train past their budget
-    "test_integrity",          # loops whose candidates try to cheat
-    "test_browser",            # JupyterLab in Chromium
-    "test_cli_loop",           # the CLI's loop in a subprocess
-    "test_loop",               # loops on real kernels, kills and resumes
-    "test_ray_executor",       # a Ray cluster on 127.0.0.1, loops on it, killed workers
-    "test_scorer_attacks",     # hostile programs against the scorer, a corpus hunt through the loop
-    "test_recovery",           # loops killed at each persistence point, then resumed
-    "test_agent",              # a scripted coding agent calling `autoresearch step` on real kernels
-    "test_loop_lanes",         # two lanes on real kernels: stale candidates, stop, abort and resume
-    "test_task_loop",          # the circle-packing task through the loop, its scorer in its jail
-    "test_search_loop",        # the hybrid and optuna proposers in the loop
-    "test_memory_loop",        # the idea memory in loops on real kernels
+    "test_budget_loop",        # loops whose candidates train past their budget (419 s)
+    "test_integrity",          # loops whose candidates try to cheat (290 s)
+    "test_agent",              # a scripted coding agent calling `autoresearch step` on real kernels (194 s)
+    "test_loop",               # loops on real kernels, kills and resumes (183 s)
+    "test_train_template",     # the sandbox notebook trains (161 s)
+    "test_recovery",           # loops killed at each persistence point, then resumed (142 s)
+    "test_scorer_attacks",     # hostile programs against the scorer, a corpus hunt through the loop (130 s)
+    "test_cli_loop",           # the CLI's loop in a subprocess (128 s)
+    "test_ray_executor",       # a Ray cluster on 127.0.0.1, loops on it, killed workers (111 s)
+    "test_browser",            # JupyterLab in Chromium (102 s)
+    "test_jail_attacks",       # resource and file attacks from the jail, through the loop (100 s)
     "test_task_init",          # autoresearch init on the example, then the loop on its task
-    "test_scorer",             # exports and the warm scoring process
-    "test_train_template",     # the sandbox notebook trains
-    "test_jail",               # escape attempts in a jailed kernel
     "test_warm",               # kernels started ahead, in jails, and the training notebook warm and cold
-    "test_runner",             # papermill kernels: timeouts, kernel deaths
-    "test_loop_overlap",       # a loop whose next run trains while the last one is scored
-    "test_loop_notebook",      # the controller notebook through papermill
+    "test_loop_paired",        # the paired gate's runs of the best, kills during them
+    "test_loop_lanes",         # two lanes on real kernels: stale candidates, stop, abort and resume
+    "test_scorer",             # exports and the warm scoring process
+    "test_task_loop",          # the circle-packing task through the loop, its scorer in its jail
     "test_loop_profile",       # loops under the gpu profile
+    "test_loop_overlap",       # a loop whose next run trains while the last one is scored
+    "test_memory_loop",        # the idea memory in loops on real kernels
+    "test_search_loop",        # the hybrid and optuna proposers in the loop
     "test_intake",             # a loop on real kernels: what a proposal is built from
+    "test_loop_notebook",      # the controller notebook through papermill
+    "test_jail",               # escape attempts in a jailed kernel
+    "test_runner",             # papermill kernels: timeouts, kernel deaths
     "test_prepare_notebook",   # the prepare notebook through papermill
 )
 SLOW_TESTS = {

@@ -51,6 +51,9 @@ BUDGETS = {
     # 1.54 x, past the 1.3 x below. It would take fewer than 10 steps in 20 s to fall under it.
     "seconds": dict(budget_seconds=20.0),
 }
+# One run decides each candidate: the budget's verdict is this module's, the paired gate's runs are
+# tests/test_loop_paired.py's (under the paired rule the honest change took 4 runs and the best 3 more).
+ONE_RUN_DECIDES = GateConfig(rule="means", confirm_runs=0)
 # The CPU test runs here with a 30 % slack: an honest change took 0.91 x the baseline's CPU seconds.
 TOLERANCE = Tolerance(seconds=0.3)
 
@@ -84,7 +87,7 @@ def budget_run(request, prepared_dir, tmp_path_factory):
         edits.append(("runaway: trains until it is stopped", AFTER_TRAINING, RUNAWAY))
     proposer = EditingProposer(edits)
     config = LoopConfig(repo=repo, tag="budget", data_dir=str(prepared_dir), device="cpu", baseline_seeds=(0,),
-                        timeout_s=600, fix_attempts=0, max_experiments=len(edits), gate=GateConfig(confirm_runs=0),
+                        timeout_s=600, fix_attempts=0, max_experiments=len(edits), gate=ONE_RUN_DECIDES,
                         budget_tolerance=TOLERANCE, **BUDGETS[request.param])
     with Loop(config, proposer=proposer, checks=Guard(static=False)) as loop:
         loop.run()

@@ -331,6 +331,17 @@ def test_futility_and_the_last_run_discard():
     assert decide_paired(pairs_of(*borderline), 1.7, KNOWN, PAIRED).status == "discard"  # the last run decides
 
 
+def test_a_consistent_gain_below_the_minimum_margin_is_discarded_without_spending_its_seeds():
+    """make run's WEIGHT_DECAY 0.2 -> 0.3: paired gains of about +0.0004, sd 0.0003, ran 8 times and could never
+    clear the 0.001 floor. Its 95% bound (t on 1 degree of freedom, 6.3 se) is under the floor after 2 pairs; the
+    same mean with a larger spread earns more seeds."""
+    decision = decide_paired(pairs_of(0.000425, 0.0003), 1.7, KNOWN, PAIRED)
+    assert decision.status == "discard" and "below the minimum of 0.001" in decision.reason
+    assert decide_paired(pairs_of(0.0004, 0.0024, -0.0006), 1.7, KNOWN, PAIRED).status == "confirm"
+    # simulated: such changes cost under 3 runs instead of about 7; a gain of twice the floor keeps its power
+    assert simulate(0.0004, 0.0003)[1] < 3.0 and simulate(0.002, 0.0005)[0] > 0.99
+
+
 def test_runs_without_a_partner_are_runs_but_not_looks_and_a_crash_is_a_crash():
     decision = decide_paired([Pair(0, 1.7, 1.68), Pair(1, None, 1.69)], 1.7, KNOWN, PAIRED)
     assert decision.status == "confirm" and decision.gain == pytest.approx(0.02)
@@ -340,12 +351,16 @@ def test_runs_without_a_partner_are_runs_but_not_looks_and_a_crash_is_a_crash():
         decide_paired([], 1.7, KNOWN, PAIRED)
 
 
-def test_a_stored_gate_from_before_the_paired_rule_resumes_with_the_means_rule():
+def test_a_stored_gate_resumes_with_the_rule_and_the_looks_it_was_measured_with():
     old = {k: v for k, v in dataclasses.asdict(GateConfig(z=3.0)).items()
            if k in ("z", "min_margin", "confirm_band", "confirm_runs", "confirm_floor", "prior_sd",
                     "prior_weight", "noise_confidence")}
-    assert GateConfig.from_stored(old) == GateConfig(z=3.0, rule="means")
+    assert GateConfig.from_stored(old) == GateConfig(z=3.0, rule="means", paired_floor_confidence=None)
     assert GateConfig.from_stored(dataclasses.asdict(GateConfig())) == GateConfig()
+    before_the_floor = {k: v for k, v in dataclasses.asdict(GateConfig()).items() if k != "paired_floor_confidence"}
+    assert GateConfig.from_stored(before_the_floor) == GateConfig(paired_floor_confidence=None)  # goes on without
+    tiny = pairs_of(0.000425, 0.0003)
+    assert decide_paired(tiny, 1.7, KNOWN, GateConfig(paired_floor_confidence=None)).status == "confirm"
     with pytest.raises(ValueError):
         GateConfig(rule="luck")
 

@@ -115,10 +115,10 @@ def test_a_timeout_runs_again_with_a_longer_limit_before_it_counts_as_the_codes(
     # timeout is now run again with twice the limit; only a second one is the code's.
     repo = make_repo(tmp_path / "project")
     proposer = ScriptedProposer([("never ends", {"SLEEP": 600})])
-    with Loop(config(repo, baseline_seeds=(0,), timeout_s=20, max_experiments=1), proposer=proposer) as loop:
+    with Loop(config(repo, baseline_seeds=(0,), timeout_s=12, max_experiments=1), proposer=proposer) as loop:
         assert loop.run() == "max experiments reached"
     rows = results.read_rows(RunFolder.of(repo, "t").results)
     assert [(r.experiment, r.description, r.status) for r in rows] == [(1, "baseline (seed 0)", "keep"),
                                                                         (2, "never ends", "crash")]
-    assert "past its 40 s wall-clock limit" in rows[1].failure and rows[1].wall_seconds >= 40
+    assert "past its 24 s wall-clock limit" in rows[1].failure and rows[1].wall_seconds >= 24
     assert not records.is_machine_fault(rows[1])  # twice past its limit: the code's

@@ -75,7 +75,7 @@ def test_a_tag_stored_before_the_paired_gate_resumes_with_the_rule_it_was_measur
     stored["settings"]["gate"] = older
     folder.config.write_text(json.dumps(stored))
     resumed = LoopConfig.resumed(tmp_path, "t")
-    assert resumed.gate == GateConfig(rule="means")
+    assert resumed.gate == GateConfig(rule="means", paired_floor_confidence=None)
     assert settings.check_resume(folder, resumed, "/data") == []
     with pytest.raises(AutoresearchError, match="gate"):
         settings.check_resume(folder, LoopConfig.resumed(tmp_path, "t", gate=GateConfig()), "/data")
