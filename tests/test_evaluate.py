@@ -106,6 +106,13 @@ def test_a_model_that_peeks_ahead_fails_the_causality_probe(prepared_dir):
         evaluate_bpb(PeeksAhead(prepared.profile.vocab_size), prepared)
 
 
+def one_logit(idx, value):
+    """Finite logits but for one, somewhere in the middle of the batch."""
+    logits = torch.zeros(*idx.shape, 4096)
+    logits[idx.size(0) // 2, idx.size(1) // 3, 1234] = value
+    return logits
+
+
 class Wrong(torch.nn.Module):
     def __init__(self, make):
         super().__init__()
@@ -121,6 +128,9 @@ class Wrong(torch.nn.Module):
         (lambda idx: torch.zeros(*idx.shape, 100), r"shape \(.*100\), expected"),
         (lambda idx: (torch.zeros(*idx.shape, 4096), None), "returned tuple"),
         (lambda idx: torch.full((*idx.shape, 4096), float("nan")), "non-finite"),
+        (lambda idx: one_logit(idx, float("nan")), "non-finite"),  # one value among millions
+        (lambda idx: one_logit(idx, float("inf")), "non-finite"),
+        (lambda idx: one_logit(idx, float("-inf")).bfloat16(), "non-finite"),
     ],
 )
 def test_bad_outputs_are_refused_with_a_reason(prepared_dir, make, message):

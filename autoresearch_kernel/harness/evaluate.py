@@ -26,6 +26,7 @@ _log_softmax = torch.nn.functional.log_softmax
 _no_grad = torch.no_grad
 _from_numpy = torch.from_numpy
 _isfinite = torch.isfinite
+_aminmax = torch.aminmax
 
 PROBE_ROWS = 3  # probe rows: the original plus perturbations after two cut points
 PROBE_ATOL = 1e-2  # nats: float noise in a causal prefix (bf16 kernels included) stays far below; real leaks move it by >0.1
@@ -103,9 +104,19 @@ def checked_logits(model: torch.nn.Module, inputs: torch.Tensor, vocab: int) -> 
     expected = (*inputs.shape, vocab)
     if tuple(output.shape) != expected:
         raise EvaluationError(f"model(idx) returned logits of shape {tuple(output.shape)}, expected {expected} [B, T, vocab]")
-    if not bool(_isfinite(output).all()):
+    if not _all_finite(output):
         raise EvaluationError("model(idx) returned non-finite logits (NaN or inf): the model diverged")
     return output
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN and no inf in `tensor`. Its least and greatest values tell (a NaN makes both NaN): one reduction
+    that keeps nothing, where isfinite(...).all() first writes a mask as large as the logits (60 ms a batch of
+    16 x 256 x 4096 against 2 ms, on 2 cores)."""
+    if not tensor.is_floating_point():
+        return True  # integers and booleans hold no NaN or inf
+    low, high = _aminmax(tensor)
+    return bool(_isfinite(low)) and bool(_isfinite(high))
 
 
 def check_causality(model: torch.nn.Module, row: np.ndarray, vocab: int, device: torch.device) -> None:
