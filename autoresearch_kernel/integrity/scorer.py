@@ -14,7 +14,7 @@ It stays warm, one per loop: torch is imported and the data verified and loaded 
 costs only the program's load and the evaluation. The loop talks to it over a pipe, one JSON line each way:
 
     parent:  Scorer(data_dir, profile, device, jail).score(program, bf16) -> Score
-    child:   python -I -X pycache_prefix=<tmp> -c <start> --data-dir D --profile P --device X
+    child:   python -I -X pycache_prefix=<cache> -c <start> --data-dir D --profile P --device X
              reads {"program": path, "bf16": bool}, answers {"val_bpb": x, "failure": null, "seconds": s,
              "forward_flops_per_token": f, "forward_us_per_token": u}
 
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from autoresearch_kernel.integrity import bytecode
 from autoresearch_kernel.integrity.environment import experiment_env, package_root
 from autoresearch_kernel.integrity.jail import Jail
 
@@ -116,7 +117,7 @@ class Scorer:
             return
         self.close()
         self._scratch = tempfile.TemporaryDirectory(prefix="scorer-")
-        pycache = "/tmp/pycache" if self.jail else os.path.join(self._scratch.name, "pycache")
+        jail, pycache = bytecode.with_bytecode(self.jail, os.path.join(self._scratch.name, "pycache"))
         start = f"import sys; sys.path.insert(0, {str(package_root())!r}); " \
                 "from autoresearch_kernel.integrity.scorer import main; sys.exit(main())"
         command = [sys.executable, "-I", "-X", f"pycache_prefix={pycache}", "-c", start,
@@ -124,9 +125,9 @@ class Scorer:
                    # cuda:N is pinned through CUDA_VISIBLE_DEVICES below, so the child sees it as cuda
                    "--device", "cuda" if self.device.startswith("cuda") else self.device]
         options = {}
-        if self.jail is not None:
-            command = self.jail.command(command)
-            self._confinement = self.jail.confine()
+        if jail is not None:
+            command = jail.command(command)
+            self._confinement = jail.confine()
             options = self._confinement.popen_options()
         cuda = self.device.startswith("cuda") or self.device == "cpu"
         env = experiment_env(self.device if cuda else None, home=self._scratch.name if not self.jail else None)

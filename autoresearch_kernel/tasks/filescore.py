@@ -12,6 +12,7 @@ None or a reason; a reason fails the run (it cannot be kept). The parent gives u
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch_kernel.integrity.bytecode import with_bytecode
 from autoresearch_kernel.integrity.environment import experiment_env, package_root
 from autoresearch_kernel.integrity.jail import Jail
 from autoresearch_kernel.tasks import Task
@@ -57,10 +59,12 @@ class FileScorer:
         start = f"import sys; sys.path.insert(0, {str(package_root())!r}); " \
                 "from autoresearch_kernel.tasks.scoring import main; sys.exit(main())"
         with tempfile.TemporaryDirectory(prefix="task-scorer-") as scratch:
-            command = [sys.executable, "-I", "-X", "pycache_prefix=/tmp/pycache", "-c", start, "--spec", spec,
+            jail, pycache = with_bytecode(Jail(readonly=self._readable(artifact)) if self.jailed else None,
+                                          os.path.join(scratch, "pycache"))
+            command = [sys.executable, "-I", "-X", f"pycache_prefix={pycache}", "-c", start, "--spec", spec,
                        "--artifact", str(artifact), "--public", str(self.public), "--private", str(self.private)]
-            if self.jailed:
-                command = Jail(readonly=self._readable(artifact)).command(command)
+            if jail is not None:
+                command = jail.command(command)
             env = experiment_env("cpu", home=scratch if not self.jailed else None)
             log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
             try:
