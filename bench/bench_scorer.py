@@ -23,7 +23,7 @@ from autoresearch_kernel.harness.data import load_prepared
 from autoresearch_kernel.harness.finish import export_program
 from autoresearch_kernel.harness.prepare import prepare
 from autoresearch_kernel.integrity import bytecode, jail
-from autoresearch_kernel.integrity.scorer import Scorer, score_program
+from autoresearch_kernel.integrity.scorer import Scorer, read_program, score_program
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
         walls, cpus, value = [], [], None
         for _ in range(args.repeats):
             started, cpu = time.perf_counter(), time.process_time()
-            value = score_program(program, data, "cpu", False).val_bpb
+            value = score_program(read_program(program), data, "cpu", False).val_bpb
             walls.append(time.perf_counter() - started)
             cpus.append(time.process_time() - cpu)
         print(f"score_program over {args.repeats} requests: wall median {statistics.median(walls):.2f} s "
