@@ -51,6 +51,7 @@ SLOW_MODULES = (
     "test_jail",               # escape attempts in a jailed kernel
     "test_runner",             # papermill kernels: timeouts, kernel deaths
     "test_prepare_notebook",   # the prepare notebook through papermill
+    "test_bytecode",           # the scorers' bytecode cache filled (torch's imports compiled), jails reading it
 )
 SLOW_TESTS = {
     "test_dashboard": {"test_start_runs_the_cli_loop_detached_and_shows_its_rows_diff_and_notebook"},
