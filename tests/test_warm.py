@@ -12,6 +12,7 @@ import threading
 
 import nbformat
 import pytest
+from test_integrity import tiny_template
 
 from autoresearch_kernel import tasks
 from autoresearch_kernel.execution.lanes import Job, Lane
@@ -195,21 +196,22 @@ def test_a_preloaded_training_split_is_taken_once(prepared_dir):
 
 @pytest.mark.slow
 def test_the_training_notebook_scores_the_same_in_a_kernel_started_ahead(prepared_dir, tmp_path):
-    """The real template, a few steps, on the same seed: cold and warm, jailed where bubblewrap runs, scored
-    by the loop's scorer. The warm run's folder is the experiment's, with nothing of its slot left."""
+    """The training notebook (its model shrunk to one narrow layer, as test_integrity's loops run it), a few steps
+    on the same seed: cold and warm, jailed where bubblewrap runs, scored by the loop's scorer. The warm run's
+    folder is the experiment's, with nothing of its slot left."""
     from autoresearch_kernel.execution.scoring import score_result
     from autoresearch_kernel.integrity.scorer import Scorer
 
     spec = ExperimentSpec(task=tasks.load(tasks.DEFAULT, tmp_path), profile="cpu", data_dir=str(prepared_dir),
                           jailed=JAILED, timeout_s=300, budget_tokens=2 * 2048)
     folder = RunFolder(tmp_path / "runs" / "t")
-    template = os.path.join(os.path.dirname(__file__), "..", "notebooks", "train_template.ipynb")
+    template = tiny_template()
     jobs = [Job(1, "a" * 40, 3, "baseline"), Job(2, "b" * 40, 3, "baseline")]
     for job in jobs:
         folder.candidate(job.number, job.commit).parent.mkdir(parents=True, exist_ok=True)
-        folder.candidate(job.number, job.commit).write_bytes(open(template, "rb").read())
+        folder.candidate(job.number, job.commit).write_text(template)
     cold = run_experiment(spec, folder, jobs[0], LANE, threading.Event())
-    kernels = warm_kernels(spec, folder, nbformat.read(template, as_version=4))
+    kernels = warm_kernels(spec, folder, nbformat.reads(template, as_version=4))
     try:
         warm = run_experiment(spec, folder, jobs[1], LANE, threading.Event(), kernels)
     finally:
