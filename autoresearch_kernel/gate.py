@@ -127,9 +127,11 @@ class GateConfig:
         if self.rule not in RULES:
             raise ValueError(f"unknown gate rule {self.rule!r}: use one of {RULES}")
         if not (0.0 < self.false_keep_rate < 0.5 and 0.0 <= self.first_look_share < 1.0
-                and 2 <= self.paired_first_look <= self.paired_runs and (self.paired_floor_confidence is None or 0.5 <= self.paired_floor_confidence < 1.0)):
+                and 2 <= self.paired_first_look <= self.paired_runs):
             raise ValueError(f"paired settings: 0 < false_keep_rate < 0.5, 0 <= first_look_share < 1, "
-                             f"2 <= paired_first_look <= paired_runs, 0.5 <= paired_floor_confidence < 1; got {self}")
+                             f"2 <= paired_first_look <= paired_runs; got {self}")
+        if self.paired_floor_confidence is not None and not 0.5 <= self.paired_floor_confidence < 1.0:
+            raise ValueError(f"paired_floor_confidence must be None or in [0.5, 1), got {self.paired_floor_confidence}")
 
     @classmethod
     def from_stored(cls, stored: dict) -> GateConfig:

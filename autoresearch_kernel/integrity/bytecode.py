@@ -15,6 +15,7 @@ before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import subprocess
@@ -74,8 +75,10 @@ def with_bytecode(jail: Jail | None, fresh: str) -> tuple[Jail | None, str]:
     return jail, str(cache)
 
 
+@functools.cache
 def _key() -> str:
-    """The cache's folder name: the interpreter's tag and a hash of what its contents depend on."""
+    """The cache's folder name: the interpreter's tag and a hash of what its contents depend on (fixed for the
+    process; the metadata lookup is not repeated at every scorer's start)."""
     try:
         torch = metadata.version("torch")
     except metadata.PackageNotFoundError:
